@@ -1,0 +1,44 @@
+// The nscope command line: global options, a lazily scanned plugin registry, and one
+// add_<name>_command() per subcommand (each in its own cmd_<name>.cpp).
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <CLI/CLI.hpp>
+
+#include "core/plugin/registry.h"
+
+namespace nscope {
+
+struct GlobalOptions {
+    std::vector<std::string> plugin_paths;  ///< --plugin-path (repeatable)
+    std::string log_format = "human";       ///< --log-format human|json
+    std::string log_level = "info";         ///< --log-level
+    int threads = 0;                        ///< --threads (0 = all cores)
+};
+
+class CliContext {
+public:
+    GlobalOptions options;
+    /// What the chosen subcommand does; returns the exit code.
+    std::function<int()> action;
+
+    /// Plugins from the search path, scanned on first use. Refusals are logged as warnings.
+    PluginRegistry& plugins();
+
+private:
+    std::unique_ptr<PluginRegistry> registry_;
+};
+
+void add_plugins_command(CLI::App& app, CliContext& ctx);
+
+/// Text for `nscope --version`: versions, build tag, LibTorch threads and the BLAS library in use.
+std::string version_report();
+
+/// Apply --threads (0 = hardware concurrency) to LibTorch's intra-op pool; returns the count in use.
+int configure_threads(int requested);
+
+}  // namespace nscope

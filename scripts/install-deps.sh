@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Installs exactly the Debian 12 packages NeuronScope needs to build, test and benchmark.
+# Run as root (or with sudo). Safe to re-run.
+set -euo pipefail
+
+packages=(
+  build-essential cmake ninja-build pkg-config git
+  libtorch-dev            # model execution (LibTorch 1.13)
+  libopenblas0-openmp     # fast BLAS for LibTorch; NOT libopenblas0-pthread (fights OpenMP threads)
+  liblua5.4-dev           # experiment scripts
+  libboost-dev libboost-filesystem-dev  # Boost.DLL plugin loading
+  libyaml-cpp-dev         # recipes
+  libeigen3-dev           # SDK activation views
+  libspdlog-dev           # logging
+  catch2                  # tests
+  nlohmann-json3-dev      # manifests, tokenizer.json
+  libcli11-dev            # command line
+  libpcre2-dev            # tokenizer regex pre-tokenizers
+  libsqlite3-dev          # neuron database exporter
+)
+if [ "${NSCOPE_WITH_BENCH:-0}" = 1 ]; then
+  packages+=(python3-torch python3-numpy)
+fi
+
+SUDO=""
+if [ "$(id -u)" != 0 ]; then SUDO=sudo; fi
+export DEBIAN_FRONTEND=noninteractive
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+# Guard against the pthread OpenBLAS variant, whose thread pool fights LibTorch's OpenMP threads.
+if dpkg-query -W -f='${Status}' libopenblas0-pthread 2>/dev/null | grep -q "install ok installed"; then
+  echo "warning: libopenblas0-pthread is installed; LibTorch should use libopenblas0-openmp" >&2
+fi

@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Install dependencies, build everything and run the whole test suite (what CI runs).
+#   bash scripts/test.sh            # from the repository root, as root on Debian 12
+# Environment: BUILD_DIR (default build), JOBS (default: cores), CTEST_ARGS (extra ctest arguments).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/install-deps.sh
+BUILD_DIR=${BUILD_DIR:-build}
+JOBS=${JOBS:-$(nproc)}
+cmake -S . -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=Release -DNSCOPE_BUILD_TESTS=ON
+cmake --build "$BUILD_DIR" -j "$JOBS"
+ctest --test-dir "$BUILD_DIR" --output-on-failure -j "$JOBS" ${CTEST_ARGS:-}

@@ -1,0 +1,76 @@
+// NeuronScope SDK — streaming analyzers.
+//
+// Contract: the host calls `configure` once with the recipe entry's parameters, then `begin` once,
+// `consume` once per batch (in prompt order), and `finish` once. State must be bounded by what the
+// analysis needs (neurons x k, not corpus length): batches are not kept by the host. When the math allows,
+// an analyzer is `mergeable()` and `merge(other)` folds another instance's state (same configuration,
+// consumed on a different shard of prompts) into this one, so that `finish()` gives the whole-corpus result.
+#pragma once
+
+#include <functional>
+#include <map>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "nscope/activation.h"
+#include "nscope/error.h"
+#include "nscope/result.h"
+
+namespace nscope {
+
+/// Parameters of a recipe entry (`{ id: top, use: topk, k: 20 }` -> {"k": 20}); `id`, `use`, `input` removed.
+using Params = nlohmann::json;
+
+/// A hook that is captured in this run, with its shape where known (-1 for batch / position).
+struct HookInfo {
+    std::string name;             ///< "blocks.3.mlp.hook_post"
+    std::vector<int64_t> shape;   ///< e.g. [-1, -1, 512]
+    std::vector<std::string> dims;  ///< e.g. ["batch", "pos", "d_mlp"]
+};
+
+/// What an analyzer knows about the run it belongs to.
+struct RunContext {
+    std::string run_dir;                          ///< absolute path of the run directory
+    std::string model_name;                       ///< model id or path as the recipe named it
+    nlohmann::json model_info;                    ///< architecture, dims (nscope info)
+    std::vector<HookInfo> hooks;                  ///< hooks captured for this analyzer
+    std::vector<const PromptInfo*> prompts;       ///< every prompt of the run, when known up front
+    uint64_t seed = 0;
+    /// Token id -> its readable text (decoded piece); valid for the whole run.
+    std::function<std::string(int64_t)> token_text;
+    /// Results of the analyses this one names as `input:` (by id).
+    std::map<std::string, const Result*> inputs;
+};
+
+class Analyzer {
+public:
+    virtual ~Analyzer() = default;
+
+    /// Validate and store parameters. Throw InputError naming the bad key and the accepted values.
+    virtual void configure(const Params& params) { (void)params; }
+
+    /// Hook patterns this analyzer needs in addition to the recipe's `hooks:` (empty: use those).
+    virtual std::vector<std::string> required_hooks() const { return {}; }
+
+    /// Called once before the first batch.
+    virtual void begin(const RunContext& ctx) = 0;
+
+    /// Called once per batch; the views are valid only during the call.
+    virtual void consume(const Batch& batch) = 0;
+
+    /// Produce the result. Called once, after the last batch (and after any merges).
+    virtual Result finish() = 0;
+
+    /// True if `merge` is implemented.
+    virtual bool mergeable() const { return false; }
+
+    /// Fold `other`'s state into this one. `other` has the same type and configuration.
+    virtual void merge(const Analyzer& other) {
+        (void)other;
+        throw RuntimeError("this analyzer cannot merge sharded state");
+    }
+};
+
+}  // namespace nscope

@@ -1,0 +1,141 @@
+// NeuronScope SDK — model adapters (the only plugin kind that links LibTorch).
+//
+// A model plugin exports a ModelFactory. The host reads HF `config.json`, picks the factory whose
+// `architectures()` names the config's `architectures[0]` (or `model_type`), asks it for the model's
+// dimensions and hook points from the config alone (recipes are validated before any weights load), then
+// calls `load` with a WeightSource over the model's safetensors.
+//
+// Hook points (DESIGN.md) use TransformerLens names. An adapter lists them once in `hook_points()`; the
+// index in that list is the hook id it passes to `run_hook` during the forward, in forward order:
+//
+//   run_hook(hooks, ids.mlp_post[L], post);   // [b, p, d_mlp]
+//
+// Two-phase dispatch: `HookDispatcher::wanted(id)` is a bit test, so an unobserved point costs nothing;
+// only wanted points are delivered (and may be edited in place or replaced by interventions).
+#pragma once
+
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <ATen/ATen.h>
+#include <nlohmann/json.hpp>
+#include <torch/version.h>
+
+#include "nscope/error.h"
+#include "nscope/plugin.h"
+
+namespace nscope {
+
+/// One hook point with its symbolic and concrete shape; batch / position sizes are -1.
+struct HookPoint {
+    std::string name;               ///< "blocks.3.attn.hook_pattern"
+    std::vector<std::string> dims;  ///< ["batch", "head", "query_pos", "key_pos"]
+    std::vector<int64_t> sizes;     ///< [-1, 12, -1, -1]
+};
+
+/// Implemented by the host. Adapters call `run_hook` at every hook point.
+class HookDispatcher {
+public:
+    virtual ~HookDispatcher() = default;
+    /// Phase 1: is hook `id` (index into hook_points()) observed or edited in this forward?
+    virtual bool wanted(int id) const = 0;
+    /// Phase 2: deliver the tensor. Observers copy it; interventions may edit it in place or replace it,
+    /// so the adapter must continue with `t` afterwards.
+    virtual void fire(int id, at::Tensor& t) = 0;
+};
+
+inline void run_hook(HookDispatcher* hooks, int id, at::Tensor& t) {
+    if (hooks != nullptr && hooks->wanted(id)) hooks->fire(id, t);
+}
+
+/// Implemented by the host over one or more (sharded) safetensors files.
+class WeightSource {
+public:
+    virtual ~WeightSource() = default;
+    /// True if a tensor with exactly this (canonical, prefix-normalised) name exists.
+    virtual bool contains(const std::string& name) const = 0;
+    /// The tensor, on CPU, in its stored dtype; may alias a copy-on-write mmap. Throws InputError that names
+    /// the tensor, the files searched and the nearest existing names when it is missing.
+    virtual at::Tensor get(const std::string& name) const = 0;
+    virtual std::vector<std::string> names() const = 0;
+};
+
+struct ModelOptions {
+    at::ScalarType dtype = at::kFloat;  ///< compute dtype: float32 or bfloat16
+    bool trainable = false;             ///< own (clone) every parameter and make it require grad
+};
+
+struct ForwardInput {
+    at::Tensor input_ids;       ///< int64 [b, p]
+    at::Tensor attention_mask;  ///< int64 [b, p], 1 = real token; rows are right-padded
+    at::Tensor token_type_ids;  ///< int64 [b, p] or undefined (BERT)
+};
+
+/// Dimensions and facts derivable from config.json.
+struct ModelInfo {
+    std::string architecture;  ///< "GPT2LMHeadModel"
+    std::string model_type;    ///< "gpt2"
+    std::string adapter;       ///< plugin id that runs it
+    int64_t n_layers = 0, d_model = 0, n_heads = 0, n_kv_heads = 0, d_head = 0, d_mlp = 0;
+    int64_t vocab_size = 0, max_positions = 0;
+    int64_t n_params = 0;      ///< parameter count (tied weights counted once)
+    bool causal = true;        ///< decoder (causal mask) vs encoder (BERT)
+    bool gated_mlp = false;
+    std::string activation;    ///< "gelu_new", "silu", "gelu"...
+    std::string norm;          ///< "layernorm" / "rmsnorm"
+    std::string positional;    ///< "learned" / "rotary"
+    nlohmann::json extra = nlohmann::json::object();
+
+    nlohmann::json to_json() const {
+        return {{"architecture", architecture}, {"model_type", model_type}, {"adapter", adapter},
+                {"n_layers", n_layers}, {"d_model", d_model}, {"n_heads", n_heads},
+                {"n_kv_heads", n_kv_heads}, {"d_head", d_head}, {"d_mlp", d_mlp},
+                {"vocab_size", vocab_size}, {"max_positions", max_positions}, {"n_params", n_params},
+                {"causal", causal}, {"gated_mlp", gated_mlp}, {"activation", activation}, {"norm", norm},
+                {"positional", positional}, {"extra", extra}};
+    }
+};
+
+class ModelAdapter {
+public:
+    virtual ~ModelAdapter() = default;
+    virtual const ModelInfo& info() const = 0;
+    virtual const std::vector<HookPoint>& hook_points() const = 0;
+    /// Run the model. Returns logits [b, p, vocab] (BERT: the masked-LM head). Calls `run_hook` at every
+    /// hook point in forward order. Must not keep references to the inputs.
+    virtual at::Tensor forward(const ForwardInput& input, HookDispatcher* hooks) = 0;
+    /// Parameters by HF tensor name (without the `transformer.` / `model.` prefix); tied weights once.
+    virtual std::vector<std::pair<std::string, at::Tensor>> named_parameters() = 0;
+};
+
+class ModelFactory {
+public:
+    virtual ~ModelFactory() = default;
+    /// HF `architectures` and `model_type` values this adapter runs ("GPT2LMHeadModel", "gpt2").
+    virtual std::vector<std::string> architectures() const = 0;
+    /// Dimensions from config.json alone. Throws InputError naming a missing / invalid config field.
+    virtual ModelInfo describe(const nlohmann::json& config) const = 0;
+    /// Every hook point, from config.json alone (no weights).
+    virtual std::vector<HookPoint> hook_points(const nlohmann::json& config) const = 0;
+    /// Build the model from weights. Throws InputError for a missing tensor or a shape mismatch.
+    virtual std::unique_ptr<ModelAdapter> load(const nlohmann::json& config, const WeightSource& weights,
+                                               const ModelOptions& options) const = 0;
+    /// Build the model with freshly initialised weights (training from scratch). Optional.
+    virtual std::unique_ptr<ModelAdapter> init_random(const nlohmann::json& config, uint64_t seed,
+                                                      const ModelOptions& options) const {
+        (void)config, (void)seed, (void)options;
+        throw InputError("this model adapter cannot initialise random weights");
+    }
+};
+
+}  // namespace nscope
+
+#define NSCOPE_TORCH_TAG "torch=" TORCH_VERSION
+
+/// Declare a model plugin: `Class` derives from nscope::ModelFactory and is default-constructible.
+#define NSCOPE_MODEL_PLUGIN(Class, ID, VERSION, SUMMARY)                                                    \
+    NSCOPE_PLUGIN_DESCRIPTOR_(::nscope::PluginKind::Model, NSCOPE_BASE_BUILD_TAG ";" NSCOPE_TORCH_TAG, ID,  \
+                              VERSION, SUMMARY, nullptr, nullptr,                                          \
+                              []() -> ::nscope::ModelFactory* { return new Class(); })

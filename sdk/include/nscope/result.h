@@ -1,0 +1,67 @@
+// NeuronScope SDK — analysis results.
+//
+// A Result is JSON data (scalars, tables, figure data) plus named numeric arrays. The `json` exporter
+// writes `results/<analysis-id>.json`; arrays are written beside it as `results/<analysis-id>.<name>.npy`
+// and referenced from the JSON. Conventions other plugins rely on:
+//   data["tables"][name]  = {"columns": [...], "rows": [[...], ...]}
+//   data["figures"][name] = {"kind": "heatmap"|"histogram"|"bar"|"line", ... plot data ...}
+//   data["summary"]       = small object of headline numbers
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+namespace nscope {
+
+/// A dense row-major array (float32 or int64) owned by a result.
+struct NdArray {
+    std::vector<int64_t> shape;
+    std::vector<float> f32;    ///< used when is_int64 == false
+    std::vector<int64_t> i64;  ///< used when is_int64 == true
+    bool is_int64 = false;
+
+    static NdArray floats(std::vector<int64_t> shape, std::vector<float> values) {
+        NdArray a;
+        a.shape = std::move(shape);
+        a.f32 = std::move(values);
+        return a;
+    }
+    static NdArray ints(std::vector<int64_t> shape, std::vector<int64_t> values) {
+        NdArray a;
+        a.shape = std::move(shape);
+        a.i64 = std::move(values);
+        a.is_int64 = true;
+        return a;
+    }
+    int64_t numel() const {
+        int64_t n = 1;
+        for (int64_t s : shape) n *= s;
+        return n;
+    }
+};
+
+/// A simple column table, stored in JSON as {"columns": [...], "rows": [[...], ...]}.
+struct Table {
+    std::vector<std::string> columns;
+    nlohmann::json rows = nlohmann::json::array();
+
+    void add_row(nlohmann::json row) { rows.push_back(std::move(row)); }
+    nlohmann::json to_json() const { return {{"columns", columns}, {"rows", rows}}; }
+};
+
+/// What an analyzer returns from `finish()`.
+struct Result {
+    nlohmann::json data = nlohmann::json::object();
+    std::map<std::string, NdArray> arrays;
+
+    void set_table(const std::string& name, const Table& t) { data["tables"][name] = t.to_json(); }
+    void set_figure(const std::string& name, nlohmann::json fig) { data["figures"][name] = std::move(fig); }
+    void set_array(const std::string& name, NdArray a) { arrays[name] = std::move(a); }
+};
+
+}  // namespace nscope
