@@ -1,0 +1,28 @@
+// Progress of a long run: a bar with tokens/s and ETA on a terminal, JSON events with --log-format json,
+// nothing when stderr is not a terminal (cron, Slurm, pipes).
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <string>
+
+namespace nscope {
+
+class Progress {
+public:
+    /// `total` tokens expected; `label` e.g. "forward".
+    Progress(std::string label, uint64_t total);
+    ~Progress();
+    void advance(uint64_t tokens);
+    void finish();
+    double tokens_per_second() const;
+
+private:
+    void draw(bool final);
+    std::string label_;
+    uint64_t total_, done_ = 0;
+    std::chrono::steady_clock::time_point start_, last_draw_;
+    bool tty_, json_, finished_ = false;
+};
+
+}  // namespace nscope

@@ -1,0 +1,688 @@
+#include "core/run/recipe.h"
+
+#include <fstream>
+#include <set>
+#include <sstream>
+
+#include "core/util/npy.h"
+#include "core/util/text.h"
+#include "nscope/error.h"
+
+namespace nscope {
+namespace fs = std::filesystem;
+
+namespace {
+
+// Knows the source name so every error can say file:line:column (or the key path for generated nodes).
+class Ctx {
+public:
+    Ctx(std::string source, fs::path base) : source_(std::move(source)), base_(std::move(base)) {}
+
+    SourceLoc loc(const YAML::Node& n, const std::string& path) const {
+        const YAML::Mark m = n.IsDefined() ? n.Mark() : YAML::Mark::null_mark();
+        if (!m.is_null() && m.line >= 0 && !synthetic_)
+            return {source_ + ":" + std::to_string(m.line + 1) + ":" + std::to_string(m.column + 1)};
+        return {source_ + ": " + (path.empty() ? "(top level)" : path)};
+    }
+    [[noreturn]] void fail(const YAML::Node& n, const std::string& path, const std::string& msg) const {
+        throw InputError(loc(n, path).text + ": " + msg);
+    }
+    fs::path resolve(const std::string& p) const {
+        const fs::path path(p);
+        return path.is_absolute() ? path : base_ / path;
+    }
+    void set_synthetic(bool s) { synthetic_ = s; }
+    const std::string& source() const { return source_; }
+
+private:
+    std::string source_;
+    fs::path base_;
+    bool synthetic_ = false;
+};
+
+std::string kind_name(const YAML::Node& n) {
+    switch (n.Type()) {
+        case YAML::NodeType::Map: return "a mapping";
+        case YAML::NodeType::Sequence: return "a list";
+        case YAML::NodeType::Scalar: return "'" + n.Scalar() + "'";
+        case YAML::NodeType::Null: return "nothing";
+        default: return "undefined";
+    }
+}
+
+// Reject keys not in `allowed`, with a suggestion.
+void check_keys(const Ctx& c, const YAML::Node& map, const std::string& path, const std::vector<std::string>& allowed,
+                const std::string& what) {
+    for (auto it = map.begin(); it != map.end(); ++it) {
+        const std::string key = it->first.as<std::string>();
+        if (std::find(allowed.begin(), allowed.end(), key) == allowed.end())
+            c.fail(it->first, path.empty() ? key : path + "." + key,
+                   "unknown key '" + key + "' in " + what + did_you_mean(key, allowed) +
+                       ". Accepted keys: " + join(allowed, ", ") + ".");
+    }
+}
+
+void require_map(const Ctx& c, const YAML::Node& n, const std::string& path, const std::string& what) {
+    if (!n.IsMap()) c.fail(n, path, what + " must be a mapping, not " + kind_name(n));
+}
+void require_seq(const Ctx& c, const YAML::Node& n, const std::string& path, const std::string& what) {
+    if (!n.IsSequence()) c.fail(n, path, what + " must be a list, not " + kind_name(n));
+}
+
+std::string get_string(const Ctx& c, const YAML::Node& n, const std::string& path) {
+    if (!n.IsScalar()) c.fail(n, path, "'" + path + "' must be a string, not " + kind_name(n));
+    return n.Scalar();
+}
+
+int64_t get_int(const Ctx& c, const YAML::Node& n, const std::string& path, int64_t min, int64_t max) {
+    if (!n.IsScalar()) c.fail(n, path, "'" + path + "' must be an integer, not " + kind_name(n));
+    int64_t v = 0;
+    try {
+        size_t used = 0;
+        v = std::stoll(n.Scalar(), &used, 10);
+        if (used != n.Scalar().size()) throw std::invalid_argument("trailing");
+    } catch (const std::exception&) {
+        c.fail(n, path, "'" + path + "' must be an integer, not '" + n.Scalar() + "'");
+    }
+    if (v < min || v > max)
+        c.fail(n, path, "'" + path + "' must be between " + std::to_string(min) + " and " + std::to_string(max) +
+                            ", not " + std::to_string(v));
+    return v;
+}
+
+double get_double(const Ctx& c, const YAML::Node& n, const std::string& path) {
+    if (!n.IsScalar()) c.fail(n, path, "'" + path + "' must be a number, not " + kind_name(n));
+    try {
+        size_t used = 0;
+        const double v = std::stod(n.Scalar(), &used);
+        if (used != n.Scalar().size()) throw std::invalid_argument("trailing");
+        return v;
+    } catch (const std::exception&) {
+        c.fail(n, path, "'" + path + "' must be a number, not '" + n.Scalar() + "'");
+    }
+}
+
+bool get_bool(const Ctx& c, const YAML::Node& n, const std::string& path) {
+    if (n.IsScalar()) {
+        const std::string s = n.Scalar();
+        if (s == "true" || s == "yes" || s == "on") return true;
+        if (s == "false" || s == "no" || s == "off") return false;
+    }
+    c.fail(n, path, "'" + path + "' must be true or false, not " + kind_name(n));
+}
+
+std::vector<int64_t> get_int_list(const Ctx& c, const YAML::Node& n, const std::string& path) {
+    std::vector<int64_t> out;
+    if (n.IsScalar()) return {get_int(c, n, path, INT64_MIN / 2, INT64_MAX / 2)};
+    require_seq(c, n, path, "'" + path + "'");
+    for (size_t i = 0; i < n.size(); ++i)
+        out.push_back(get_int(c, n[i], path + "[" + std::to_string(i) + "]", INT64_MIN / 2, INT64_MAX / 2));
+    return out;
+}
+
+std::vector<std::string> get_string_list(const Ctx& c, const YAML::Node& n, const std::string& path) {
+    if (n.IsScalar()) return {n.Scalar()};
+    require_seq(c, n, path, "'" + path + "'");
+    std::vector<std::string> out;
+    for (size_t i = 0; i < n.size(); ++i) out.push_back(get_string(c, n[i], path + "[" + std::to_string(i) + "]"));
+    return out;
+}
+
+}  // namespace
+
+// ---- YAML <-> JSON ---------------------------------------------------------------------------------------
+
+static nlohmann::json yaml_to_json(const YAML::Node& n) {
+    switch (n.Type()) {
+        case YAML::NodeType::Map: {
+            nlohmann::json j = nlohmann::json::object();
+            for (auto it = n.begin(); it != n.end(); ++it) j[it->first.as<std::string>()] = yaml_to_json(it->second);
+            return j;
+        }
+        case YAML::NodeType::Sequence: {
+            nlohmann::json j = nlohmann::json::array();
+            for (const auto& e : n) j.push_back(yaml_to_json(e));
+            return j;
+        }
+        case YAML::NodeType::Scalar: {
+            const std::string& s = n.Scalar();
+            if (n.Tag() == "!") return s;  // quoted: always a string
+            if (s == "true" || s == "True") return true;
+            if (s == "false" || s == "False") return false;
+            if (s == "null" || s == "~") return nullptr;
+            try {
+                size_t used = 0;
+                const long long v = std::stoll(s, &used, 10);
+                if (used == s.size()) return v;
+            } catch (const std::exception&) {
+            }
+            try {
+                size_t used = 0;
+                const double v = std::stod(s, &used);
+                if (used == s.size()) return v;
+            } catch (const std::exception&) {
+            }
+            return s;
+        }
+        default: return nullptr;
+    }
+}
+
+YAML::Node json_to_yaml(const nlohmann::json& j) {
+    YAML::Node n;
+    if (j.is_object()) {
+        n = YAML::Node(YAML::NodeType::Map);
+        for (const auto& [k, v] : j.items()) n[k] = json_to_yaml(v);
+    } else if (j.is_array()) {
+        n = YAML::Node(YAML::NodeType::Sequence);
+        for (const auto& v : j) n.push_back(json_to_yaml(v));
+    } else if (j.is_string()) {
+        n = j.get<std::string>();
+    } else if (j.is_null()) {
+        n = YAML::Node(YAML::NodeType::Null);
+    } else {
+        n = YAML::Load(j.dump());
+    }
+    return n;
+}
+
+// ---- prompts ------------------------------------------------------------------------------------------------
+
+namespace {
+
+nlohmann::json parse_labels(const Ctx& c, const YAML::Node& n, const std::string& path) {
+    if (!n.IsDefined() || n.IsNull()) return nullptr;
+    require_map(c, n, path, "'labels'");
+    return yaml_to_json(n);
+}
+
+void read_text_file_prompts(const Ctx& c, const YAML::Node& where, const std::string& path, const fs::path& file,
+                            const nlohmann::json& labels, std::vector<PromptSpec>& out) {
+    std::ifstream in(file);
+    if (!in) c.fail(where, path, "prompt file '" + file.string() + "' does not exist or cannot be read");
+    std::string line;
+    size_t lineno = 0;
+    const bool jsonl = file.extension() == ".jsonl" || file.extension() == ".ndjson";
+    while (std::getline(in, line)) {
+        ++lineno;
+        if (!line.empty() && line.back() == '\r') line.pop_back();
+        if (line.find_first_not_of(" \t") == std::string::npos) continue;
+        PromptSpec p;
+        p.loc = {file.string() + ":" + std::to_string(lineno)};
+        if (jsonl) {
+            nlohmann::json j;
+            try {
+                j = nlohmann::json::parse(line);
+            } catch (const std::exception& e) {
+                throw InputError(p.loc.text + ": not valid JSON (" + e.what() + ")");
+            }
+            if (!j.is_object() || !j.contains("text") || !j["text"].is_string())
+                throw InputError(p.loc.text + ": each line must be an object with a string \"text\" (and optional \"labels\")");
+            for (const auto& [k, v] : j.items())
+                if (k != "text" && k != "labels")
+                    throw InputError(p.loc.text + ": unknown key '" + k + "' (accepted: text, labels)");
+            p.text = j["text"];
+            p.labels = labels;
+            if (j.contains("labels")) {
+                if (!j["labels"].is_object()) throw InputError(p.loc.text + ": \"labels\" must be an object");
+                if (p.labels.is_null()) p.labels = nlohmann::json::object();
+                p.labels.update(j["labels"]);
+            }
+        } else {
+            p.text = line;
+            p.labels = labels;
+        }
+        out.push_back(std::move(p));
+    }
+}
+
+void expand_template(const Ctx& c, const YAML::Node& item, const std::string& path, const nlohmann::json& labels,
+                     std::vector<PromptSpec>& out) {
+    const std::string tmpl = get_string(c, item["template"], path + ".template");
+    const YAML::Node vars = item["vars"];
+    std::vector<std::pair<std::string, std::vector<std::string>>> axes;
+    if (vars.IsDefined()) {
+        require_map(c, vars, path + ".vars", "'vars'");
+        for (auto it = vars.begin(); it != vars.end(); ++it) {
+            const std::string key = it->first.as<std::string>();
+            const auto values = get_string_list(c, it->second, path + ".vars." + key);
+            if (values.empty()) c.fail(it->second, path + ".vars." + key, "'vars." + key + "' has no values");
+            if (tmpl.find("{" + key + "}") == std::string::npos)
+                c.fail(it->first, path + ".vars." + key, "template has no placeholder {" + key + "}");
+            axes.emplace_back(key, values);
+        }
+    }
+    // Every {placeholder} in the template must have values.
+    for (size_t pos = tmpl.find('{'); pos != std::string::npos; pos = tmpl.find('{', pos + 1)) {
+        const size_t end = tmpl.find('}', pos);
+        if (end == std::string::npos) break;
+        const std::string key = tmpl.substr(pos + 1, end - pos - 1);
+        const bool known = std::any_of(axes.begin(), axes.end(), [&](const auto& a) { return a.first == key; });
+        if (!known) c.fail(item["template"], path + ".template", "placeholder {" + key + "} has no entry in 'vars'");
+    }
+    // Cartesian product, first variable outermost.
+    std::vector<size_t> idx(axes.size(), 0);
+    while (true) {
+        PromptSpec p;
+        p.text = tmpl;
+        p.labels = labels.is_null() ? nlohmann::json::object() : labels;
+        for (size_t a = 0; a < axes.size(); ++a) {
+            const std::string& value = axes[a].second[idx[a]];
+            const std::string ph = "{" + axes[a].first + "}";
+            for (size_t pos = p.text.find(ph); pos != std::string::npos; pos = p.text.find(ph, pos + value.size()))
+                p.text.replace(pos, ph.size(), value);
+            p.labels[axes[a].first] = value;
+        }
+        p.loc = c.loc(item, path);
+        out.push_back(std::move(p));
+        size_t a = axes.size();
+        while (a > 0) {
+            --a;
+            if (++idx[a] < axes[a].second.size()) break;
+            idx[a] = 0;
+            if (a == 0) return;
+        }
+        if (axes.empty()) return;
+    }
+}
+
+std::vector<std::vector<int64_t>> npy_rows(const Ctx& c, const YAML::Node& n, const std::string& path,
+                                          const fs::path& file) {
+    if (!fs::exists(file)) c.fail(n, path, "file '" + file.string() + "' does not exist");
+    NpyArray a;
+    try {
+        a = read_npy(file);
+    } catch (const InputError& e) {
+        c.fail(n, path, e.what());
+    }
+    if (a.shape.size() != 2)
+        c.fail(n, path, "'" + file.string() + "' must be a 2-D int64 array [prompts, positions], got " +
+                            std::to_string(a.shape.size()) + " dimensions");
+    const auto v = a.to_i64();
+    std::vector<std::vector<int64_t>> rows(a.shape[0]);
+    for (int64_t r = 0; r < a.shape[0]; ++r) rows[r].assign(v.begin() + r * a.shape[1], v.begin() + (r + 1) * a.shape[1]);
+    return rows;
+}
+
+void parse_ids_prompts(const Ctx& c, const YAML::Node& item, const std::string& path, const nlohmann::json& labels,
+                       std::vector<PromptSpec>& out) {
+    std::vector<std::vector<int64_t>> rows, masks, types;
+    if (item["ids"].IsDefined()) {
+        const YAML::Node ids = item["ids"];
+        require_seq(c, ids, path + ".ids", "'ids'");
+        // Accept one prompt ([1, 2, 3]) or several ([[1, 2], [3]]).
+        if (ids.size() > 0 && ids[0].IsScalar()) {
+            rows.push_back(get_int_list(c, ids, path + ".ids"));
+        } else {
+            for (size_t i = 0; i < ids.size(); ++i)
+                rows.push_back(get_int_list(c, ids[i], path + ".ids[" + std::to_string(i) + "]"));
+        }
+    } else {
+        rows = npy_rows(c, item["ids_file"], path + ".ids_file", c.resolve(get_string(c, item["ids_file"], path + ".ids_file")));
+    }
+    if (item["mask_file"].IsDefined()) {
+        masks = npy_rows(c, item["mask_file"], path + ".mask_file",
+                         c.resolve(get_string(c, item["mask_file"], path + ".mask_file")));
+        if (masks.size() != rows.size() || (!rows.empty() && masks[0].size() != rows[0].size()))
+            c.fail(item["mask_file"], path + ".mask_file", "mask shape does not match the ids shape");
+    }
+    if (item["token_type_ids_file"].IsDefined()) {
+        types = npy_rows(c, item["token_type_ids_file"], path + ".token_type_ids_file",
+                         c.resolve(get_string(c, item["token_type_ids_file"], path + ".token_type_ids_file")));
+        if (types.size() != rows.size() || (!rows.empty() && types[0].size() != rows[0].size()))
+            c.fail(item["token_type_ids_file"], path + ".token_type_ids_file",
+                   "token type shape does not match the ids shape");
+    }
+    for (size_t r = 0; r < rows.size(); ++r) {
+        PromptSpec p;
+        p.has_ids = true;
+        p.labels = labels;
+        p.loc = c.loc(item, path + ".ids[" + std::to_string(r) + "]");
+        size_t len = rows[r].size();
+        if (!masks.empty()) {
+            len = 0;
+            while (len < masks[r].size() && masks[r][len] != 0) ++len;
+            for (size_t k = len; k < masks[r].size(); ++k)
+                if (masks[r][k] != 0)
+                    c.fail(item["mask_file"], path + ".mask_file",
+                           "row " + std::to_string(r) + " of the mask is not right-padded (a 1 follows a 0)");
+        }
+        if (len == 0) c.fail(item, path, "prompt " + std::to_string(r) + " has no tokens");
+        p.ids.assign(rows[r].begin(), rows[r].begin() + static_cast<std::ptrdiff_t>(len));
+        for (int64_t id : p.ids)
+            if (id < 0) c.fail(item, path, "token ids must be non-negative (row " + std::to_string(r) + ")");
+        if (!types.empty()) p.type_ids.assign(types[r].begin(), types[r].begin() + static_cast<std::ptrdiff_t>(len));
+        out.push_back(std::move(p));
+    }
+}
+
+std::vector<PromptSpec> parse_prompts(const Ctx& c, const YAML::Node& list) {
+    require_seq(c, list, "prompts", "'prompts'");
+    std::vector<PromptSpec> out;
+    for (size_t i = 0; i < list.size(); ++i) {
+        const YAML::Node item = list[i];
+        const std::string path = "prompts[" + std::to_string(i) + "]";
+        if (item.IsScalar()) {
+            out.push_back({item.Scalar(), nullptr, {}, {}, false, c.loc(item, path)});
+            continue;
+        }
+        require_map(c, item, path, "each prompt");
+        check_keys(c, item, path,
+                   {"text", "labels", "file", "template", "vars", "ids", "ids_file", "mask_file", "token_type_ids_file"},
+                   "a prompt");
+        const nlohmann::json labels = parse_labels(c, item["labels"], path + ".labels");
+        const int sources = item["text"].IsDefined() + item["file"].IsDefined() + item["template"].IsDefined() +
+                            (item["ids"].IsDefined() || item["ids_file"].IsDefined());
+        if (sources != 1)
+            c.fail(item, path, "a prompt needs exactly one of 'text', 'file', 'template', 'ids' or 'ids_file'");
+        if (item["vars"].IsDefined() && !item["template"].IsDefined())
+            c.fail(item["vars"], path + ".vars", "'vars' only goes with 'template'");
+        if ((item["mask_file"].IsDefined() || item["token_type_ids_file"].IsDefined()) && !item["ids_file"].IsDefined() &&
+            !item["ids"].IsDefined())
+            c.fail(item, path, "'mask_file' and 'token_type_ids_file' go with 'ids_file'");
+        if (item["text"].IsDefined()) {
+            out.push_back({get_string(c, item["text"], path + ".text"), labels, {}, {}, false, c.loc(item, path)});
+        } else if (item["file"].IsDefined()) {
+            read_text_file_prompts(c, item["file"], path + ".file", c.resolve(get_string(c, item["file"], path + ".file")),
+                                   labels, out);
+        } else if (item["template"].IsDefined()) {
+            expand_template(c, item, path, labels, out);
+        } else {
+            parse_ids_prompts(c, item, path, labels, out);
+        }
+    }
+    if (out.empty()) c.fail(list, "prompts", "the recipe has no prompts");
+    return out;
+}
+
+// ---- interventions ---------------------------------------------------------------------------------------------
+
+const std::vector<std::string> kOps = {"zero", "mean", "scale", "set", "clamp_range", "mask_range", "add", "patch"};
+
+std::vector<float> float_list_or_file(const Ctx& c, const YAML::Node& item, const std::string& key,
+                                      const std::string& path) {
+    std::vector<float> out;
+    if (item[key].IsDefined()) {
+        require_seq(c, item[key], path + "." + key, "'" + key + "'");
+        for (size_t i = 0; i < item[key].size(); ++i)
+            out.push_back(static_cast<float>(get_double(c, item[key][i], path + "." + key + "[" + std::to_string(i) + "]")));
+    } else if (item[key + "_file"].IsDefined()) {
+        const fs::path f = c.resolve(get_string(c, item[key + "_file"], path + "." + key + "_file"));
+        try {
+            out = read_npy(f).to_f32();
+        } catch (const InputError& e) {
+            c.fail(item[key + "_file"], path + "." + key + "_file", e.what());
+        }
+    }
+    return out;
+}
+
+InterventionEntry parse_intervention(const Ctx& c, const YAML::Node& item, const std::string& path) {
+    require_map(c, item, path, "each intervention");
+    check_keys(c, item, path,
+               {"hook", "op", "neurons", "heads", "positions", "prompts", "value", "factor", "range", "lo", "hi",
+                "vector", "vector_file", "means", "means_file", "source_prompt"},
+               "an intervention");
+    InterventionEntry e;
+    e.loc = c.loc(item, path);
+    InterventionSpec& s = e.spec;
+    if (!item["hook"].IsDefined()) c.fail(item, path, "intervention needs 'hook'");
+    if (!item["op"].IsDefined()) c.fail(item, path, "intervention needs 'op' (one of " + join(kOps, ", ") + ")");
+    s.hook = get_string(c, item["hook"], path + ".hook");
+    s.op = get_string(c, item["op"], path + ".op");
+    if (std::find(kOps.begin(), kOps.end(), s.op) == kOps.end())
+        c.fail(item["op"], path + ".op", "unknown intervention op '" + s.op + "'" + did_you_mean(s.op, kOps) +
+                                             ". Ops: " + join(kOps, ", ") + ".");
+    if (item["neurons"].IsDefined()) s.neurons = get_int_list(c, item["neurons"], path + ".neurons");
+    if (item["heads"].IsDefined()) s.heads = get_int_list(c, item["heads"], path + ".heads");
+    if (item["positions"].IsDefined()) s.positions = get_int_list(c, item["positions"], path + ".positions");
+    if (item["prompts"].IsDefined()) s.prompts = get_int_list(c, item["prompts"], path + ".prompts");
+    if (item["value"].IsDefined()) s.value = get_double(c, item["value"], path + ".value");
+    if (item["factor"].IsDefined()) s.factor = get_double(c, item["factor"], path + ".factor");
+    if (item["range"].IsDefined()) {
+        const YAML::Node r = item["range"];
+        if (!r.IsSequence() || r.size() != 2) c.fail(r, path + ".range", "'range' must be [lo, hi]");
+        s.lo = get_double(c, r[0], path + ".range[0]");
+        s.hi = get_double(c, r[1], path + ".range[1]");
+    }
+    if (item["lo"].IsDefined()) s.lo = get_double(c, item["lo"], path + ".lo");
+    if (item["hi"].IsDefined()) s.hi = get_double(c, item["hi"], path + ".hi");
+    s.vector = float_list_or_file(c, item, "vector", path);
+    s.mean_values = float_list_or_file(c, item, "means", path);
+    if (item["source_prompt"].IsDefined())
+        s.source_prompt = get_int(c, item["source_prompt"], path + ".source_prompt", 0, INT32_MAX);
+
+    auto need = [&](bool ok, const std::string& what) {
+        if (!ok) c.fail(item, path, "op '" + s.op + "' needs " + what);
+    };
+    if (s.op == "scale") need(item["factor"].IsDefined(), "'factor'");
+    if (s.op == "set") need(item["value"].IsDefined(), "'value'");
+    if (s.op == "clamp_range" || s.op == "mask_range") {
+        need(item["range"].IsDefined() || (item["lo"].IsDefined() && item["hi"].IsDefined()), "'range: [lo, hi]'");
+        if (s.lo > s.hi) c.fail(item, path, "range lower bound " + std::to_string(s.lo) + " exceeds upper bound");
+    }
+    if (s.op == "add") need(!s.vector.empty(), "'vector' (a list of numbers) or 'vector_file' (.npy)");
+    if (s.op == "mean") need(!s.mean_values.empty(), "'means' (per-neuron means) or 'means_file' (.npy, e.g. a stats result)");
+    if (s.op == "patch") need(s.source_prompt.has_value(), "'source_prompt' (the prompt whose clean run supplies the values)");
+    s.raw = yaml_to_json(item);
+    return e;
+}
+
+// ---- analyses / exports -------------------------------------------------------------------------------------------
+
+bool valid_analysis_id(const std::string& id) {
+    if (id.empty() || id.size() > 64) return false;
+    return std::all_of(id.begin(), id.end(), [](char ch) {
+        return std::isalnum(static_cast<unsigned char>(ch)) || ch == '-' || ch == '_';
+    });
+}
+
+std::vector<AnalysisSpec> parse_analyses(const Ctx& c, const YAML::Node& list) {
+    require_seq(c, list, "analyses", "'analyses'");
+    std::vector<AnalysisSpec> out;
+    std::set<std::string> ids;
+    for (size_t i = 0; i < list.size(); ++i) {
+        const YAML::Node item = list[i];
+        const std::string path = "analyses[" + std::to_string(i) + "]";
+        require_map(c, item, path, "each analysis");
+        AnalysisSpec a;
+        a.loc = c.loc(item, path);
+        if (!item["use"].IsDefined()) c.fail(item, path, "analysis needs 'use' (the analyzer plugin id)");
+        a.use = get_string(c, item["use"], path + ".use");
+        a.id = item["id"].IsDefined() ? get_string(c, item["id"], path + ".id") : a.use;
+        if (!valid_analysis_id(a.id))
+            c.fail(item["id"].IsDefined() ? item["id"] : item, path + ".id",
+                   "analysis id '" + a.id + "' must be 1-64 letters, digits, '-' or '_' (it names result files)");
+        if (!ids.insert(a.id).second)
+            c.fail(item, path, "duplicate analysis id '" + a.id + "': give each analysis its own 'id'");
+        if (item["input"].IsDefined()) a.inputs = get_string_list(c, item["input"], path + ".input");
+        for (auto it = item.begin(); it != item.end(); ++it) {
+            const std::string key = it->first.as<std::string>();
+            if (key != "id" && key != "use" && key != "input") a.params[key] = yaml_to_json(it->second);
+        }
+        out.push_back(std::move(a));
+    }
+    return out;
+}
+
+std::vector<ExportSpec> parse_exports(const Ctx& c, const YAML::Node& list) {
+    require_seq(c, list, "exports", "'exports'");
+    std::vector<ExportSpec> out;
+    for (size_t i = 0; i < list.size(); ++i) {
+        const YAML::Node item = list[i];
+        const std::string path = "exports[" + std::to_string(i) + "]";
+        ExportSpec e;
+        e.loc = c.loc(item, path);
+        if (item.IsScalar()) {
+            e.use = item.Scalar();
+        } else {
+            require_map(c, item, path, "each export");
+            if (!item["use"].IsDefined()) c.fail(item, path, "export needs 'use' (the exporter plugin id)");
+            e.use = get_string(c, item["use"], path + ".use");
+            for (auto it = item.begin(); it != item.end(); ++it) {
+                const std::string key = it->first.as<std::string>();
+                if (key != "use") e.params[key] = yaml_to_json(it->second);
+            }
+        }
+        out.push_back(std::move(e));
+    }
+    return out;
+}
+
+ModelSpec parse_model(const Ctx& c, const YAML::Node& n, const std::string& path) {
+    ModelSpec m;
+    m.loc = c.loc(n, path);
+    if (n.IsScalar()) {
+        m.ref = n.Scalar();
+    } else {
+        require_map(c, n, path, "'" + path + "'");
+        check_keys(c, n, path, {"path", "id", "dtype", "label"}, "a model");
+        if (n["path"].IsDefined() == n["id"].IsDefined())
+            c.fail(n, path, "a model needs exactly one of 'path' (a local folder) or 'id' (a hub id in the HF cache)");
+        if (n["path"].IsDefined()) {
+            const std::string p = get_string(c, n["path"], path + ".path");
+            m.ref = c.resolve(p).lexically_normal().string();
+        } else {
+            m.ref = get_string(c, n["id"], path + ".id");
+        }
+        if (n["dtype"].IsDefined()) m.dtype = get_string(c, n["dtype"], path + ".dtype");
+        if (n["label"].IsDefined()) m.label = get_string(c, n["label"], path + ".label");
+    }
+    if (m.dtype != "float32" && m.dtype != "bfloat16")
+        c.fail(n["dtype"].IsDefined() ? n["dtype"] : n, path + ".dtype",
+               "dtype must be float32 or bfloat16, not '" + m.dtype + "'");
+    if (m.label.empty()) m.label = fs::path(m.ref).filename().string();
+    return m;
+}
+
+// --set a.b.0.c=value
+void apply_override(YAML::Node root, const std::string& text) {
+    const auto eq = text.find('=');
+    if (eq == std::string::npos || eq == 0)
+        throw InputError("--set '" + text + "': expected key=value, e.g. --set batch_size=4");
+    const std::string key = text.substr(0, eq);
+    YAML::Node value;
+    try {
+        value = YAML::Load(text.substr(eq + 1));
+    } catch (const YAML::Exception& e) {
+        throw InputError("--set '" + text + "': the value is not valid YAML (" + e.msg + ")");
+    }
+    std::vector<std::string> parts;
+    std::stringstream ss(key);
+    for (std::string p; std::getline(ss, p, '.');) parts.push_back(p);
+    YAML::Node cur = root;
+    for (size_t i = 0; i < parts.size(); ++i) {
+        const bool last = i + 1 == parts.size();
+        const std::string& p = parts[i];
+        if (cur.IsSequence()) {
+            size_t idx = 0;
+            try {
+                idx = std::stoul(p);
+            } catch (const std::exception&) {
+                throw InputError("--set '" + text + "': '" + p + "' must be a list index");
+            }
+            if (idx >= cur.size())
+                throw InputError("--set '" + text + "': index " + p + " is out of range (the list has " +
+                                 std::to_string(cur.size()) + " entries)");
+            if (last) {
+                cur[idx] = value;
+                return;
+            }
+            cur.reset(cur[idx]);
+        } else {
+            if (!cur.IsMap() && !cur.IsNull()) throw InputError("--set '" + text + "': '" + p + "' is not inside a mapping");
+            if (last) {
+                cur[p] = value;
+                return;
+            }
+            if (!cur[p].IsDefined()) cur[p] = YAML::Node(YAML::NodeType::Map);
+            YAML::Node next = cur[p];
+            cur.reset(next);
+        }
+    }
+}
+
+}  // namespace
+
+Recipe parse_recipe(const YAML::Node& input, const std::string& source, const fs::path& base_dir,
+                    const std::vector<std::string>& overrides) {
+    YAML::Node root = YAML::Clone(input);
+    Ctx c(source, base_dir);
+    if (!overrides.empty()) {
+        for (const auto& o : overrides) apply_override(root, o);
+    }
+    if (!root.IsMap()) c.fail(root, "", "a recipe must be a mapping of keys (name, model, prompts, ...), not " + kind_name(root));
+    check_keys(c, root, "",
+               {"name", "description", "seed", "model", "models", "prompts", "batch_size", "max_tokens", "dtype",
+                "threads", "add_special_tokens", "hooks", "interventions", "analyses", "exports"},
+               "the recipe");
+    Recipe r;
+    r.base_dir = base_dir;
+    r.name = root["name"].IsDefined() ? get_string(c, root["name"], "name") : "";
+    if (r.name.empty()) c.fail(root, "name", "the recipe needs a 'name' (it names the run folder)");
+    for (char ch : r.name)
+        if (!(std::isalnum(static_cast<unsigned char>(ch)) || ch == '-' || ch == '_' || ch == '.'))
+            c.fail(root["name"], "name", "'name' may only contain letters, digits, '-', '_' and '.' (it names a folder)");
+    if (root["seed"].IsDefined()) r.seed = static_cast<uint64_t>(get_int(c, root["seed"], "seed", 0, INT64_MAX));
+    if (root["batch_size"].IsDefined()) r.batch_size = get_int(c, root["batch_size"], "batch_size", 1, 4096);
+    if (root["max_tokens"].IsDefined()) r.max_tokens = get_int(c, root["max_tokens"], "max_tokens", 1, 1 << 20);
+    if (root["threads"].IsDefined()) r.threads = static_cast<int>(get_int(c, root["threads"], "threads", 0, 1024));
+    if (root["add_special_tokens"].IsDefined())
+        r.add_special_tokens = get_bool(c, root["add_special_tokens"], "add_special_tokens");
+
+    if (root["model"].IsDefined() && root["models"].IsDefined())
+        c.fail(root["models"], "models", "use either 'model' or 'models', not both");
+    if (root["model"].IsDefined()) {
+        r.models.push_back(parse_model(c, root["model"], "model"));
+    } else if (root["models"].IsDefined()) {
+        require_seq(c, root["models"], "models", "'models'");
+        for (size_t i = 0; i < root["models"].size(); ++i)
+            r.models.push_back(parse_model(c, root["models"][i], "models[" + std::to_string(i) + "]"));
+        std::set<std::string> labels;
+        for (size_t i = 0; i < r.models.size(); ++i)
+            if (!labels.insert(r.models[i].label).second)
+                c.fail(root["models"][i], "models[" + std::to_string(i) + "]",
+                       "two models share the label '" + r.models[i].label + "': give each a distinct 'label'");
+    }
+    if (r.models.empty()) c.fail(root, "model", "the recipe needs a 'model' (path: FOLDER or id: HUB_ID)");
+    if (root["dtype"].IsDefined()) {
+        const std::string d = get_string(c, root["dtype"], "dtype");
+        if (d != "float32" && d != "bfloat16") c.fail(root["dtype"], "dtype", "dtype must be float32 or bfloat16, not '" + d + "'");
+        for (auto& m : r.models) m.dtype = d;
+    }
+    if (!root["prompts"].IsDefined()) c.fail(root, "prompts", "the recipe needs 'prompts'");
+    r.prompts = parse_prompts(c, root["prompts"]);
+    if (root["hooks"].IsDefined()) {
+        r.hooks = get_string_list(c, root["hooks"], "hooks");
+        r.hooks_loc = c.loc(root["hooks"], "hooks");
+    }
+    if (root["interventions"].IsDefined()) {
+        require_seq(c, root["interventions"], "interventions", "'interventions'");
+        for (size_t i = 0; i < root["interventions"].size(); ++i)
+            r.interventions.push_back(
+                parse_intervention(c, root["interventions"][i], "interventions[" + std::to_string(i) + "]"));
+    }
+    if (root["analyses"].IsDefined()) r.analyses = parse_analyses(c, root["analyses"]);
+    if (root["exports"].IsDefined()) r.exports = parse_exports(c, root["exports"]);
+    r.resolved = yaml_to_json(root);
+    return r;
+}
+
+Recipe load_recipe(const fs::path& file, const std::vector<std::string>& overrides) {
+    if (!fs::exists(file)) throw InputError("recipe '" + file.string() + "' does not exist");
+    if (fs::is_directory(file)) throw InputError("recipe '" + file.string() + "' is a directory, not a YAML file");
+    YAML::Node root;
+    try {
+        root = YAML::LoadFile(file.string());
+    } catch (const YAML::ParserException& e) {
+        throw InputError(file.string() + ":" + std::to_string(e.mark.line + 1) + ":" +
+                         std::to_string(e.mark.column + 1) + ": YAML syntax error: " + e.msg);
+    } catch (const YAML::Exception& e) {
+        throw InputError(file.string() + ": cannot read the recipe: " + e.msg);
+    }
+    Recipe r = parse_recipe(root, file.string(), fs::absolute(file).parent_path(), overrides);
+    r.file = fs::absolute(file);
+    return r;
+}
+
+}  // namespace nscope

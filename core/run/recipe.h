@@ -1,0 +1,92 @@
+// YAML recipes (DESIGN.md "Recipes"): parsing, overrides and validation.
+//
+// Parsing turns the YAML into a Recipe and rejects unknown keys ("did you mean"), wrong types and missing
+// files with file:line:column. Everything that needs the model's hook list or the plugins (hook patterns,
+// plugin ids, analysis parameters, the analysis DAG) is checked by `plan_run` (run_plan.h) from config.json
+// alone, before any weights are loaded.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+#include <yaml-cpp/yaml.h>
+
+#include "nscope/intervention.h"
+
+namespace nscope {
+
+/// Where something was written: "recipe.yaml:12:5" (or "script.lua: analyses[1].k" for tables from Lua).
+struct SourceLoc {
+    std::string text;
+};
+
+struct PromptSpec {
+    std::string text;                      ///< empty when `ids` is given
+    nlohmann::json labels;                 ///< object or null
+    std::vector<int64_t> ids;              ///< exact token ids (no tokenizer, no special tokens added)
+    std::vector<int64_t> type_ids;         ///< BERT token types for `ids` prompts (optional)
+    bool has_ids = false;
+    SourceLoc loc;
+};
+
+struct ModelSpec {
+    std::string ref;       ///< local folder or hub id, as written
+    std::string label;     ///< short name used in output (default: folder / id name)
+    std::string dtype = "float32";
+    SourceLoc loc;
+};
+
+struct AnalysisSpec {
+    std::string id;
+    std::string use;
+    std::vector<std::string> inputs;
+    nlohmann::json params = nlohmann::json::object();
+    SourceLoc loc;
+};
+
+struct ExportSpec {
+    std::string use;
+    nlohmann::json params = nlohmann::json::object();
+    SourceLoc loc;
+};
+
+struct InterventionEntry {
+    InterventionSpec spec;
+    SourceLoc loc;
+};
+
+struct Recipe {
+    std::filesystem::path file;      ///< the recipe file ("" for recipes built in Lua)
+    std::filesystem::path base_dir;  ///< relative paths (models, prompt files) resolve against this
+    std::string name;
+    uint64_t seed = 0;
+    std::vector<ModelSpec> models;   ///< one for `model:`, several for `models:`
+    std::vector<PromptSpec> prompts;
+    size_t batch_size = 8;
+    size_t max_tokens = 128;
+    int threads = 0;                 ///< 0 = command line / all cores
+    bool add_special_tokens = true;
+    std::vector<std::string> hooks;
+    SourceLoc hooks_loc;
+    std::vector<InterventionEntry> interventions;
+    std::vector<AnalysisSpec> analyses;
+    std::vector<ExportSpec> exports;
+    nlohmann::json resolved;         ///< the recipe after overrides, as JSON (for the manifest and rerun)
+};
+
+/// Read and validate a recipe file. `overrides` are `key.path=value` strings from --set (value parsed as YAML).
+/// Throws InputError "file:line:col: message".
+Recipe load_recipe(const std::filesystem::path& file, const std::vector<std::string>& overrides = {});
+
+/// Validate a recipe given as a YAML node (e.g. converted from a Lua table). `source` names it in errors.
+Recipe parse_recipe(const YAML::Node& root, const std::string& source, const std::filesystem::path& base_dir,
+                    const std::vector<std::string>& overrides = {});
+
+/// Convert JSON (e.g. a manifest's resolved recipe) to a YAML node.
+YAML::Node json_to_yaml(const nlohmann::json& j);
+
+}  // namespace nscope

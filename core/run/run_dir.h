@@ -1,0 +1,45 @@
+// The run directory (DESIGN.md "Run directory"): runs/<name>/<run-id>/ with manifest.json, log.jsonl,
+// results/, activations/, report.html. Every file is written atomically (temp + rename); the manifest says
+// "running" until the run ends as "complete", "failed" or "interrupted", so a reader never mistakes a
+// partial run for a whole one.
+#pragma once
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <string_view>
+
+#include <nlohmann/json.hpp>
+
+namespace nscope {
+
+class RunDirectory {
+public:
+    /// Create `out_root/<name>/<run-id>/` (run-id = UTC time yyyymmdd-HHMMSS, with -2, -3... if taken).
+    static RunDirectory create(const std::filesystem::path& out_root, const std::string& name);
+
+    const std::filesystem::path& path() const { return path_; }
+    const std::string& id() const { return id_; }
+
+    /// Atomically write `bytes` to `path()/relative`.
+    void write(const std::filesystem::path& relative, std::string_view bytes) const;
+
+    nlohmann::json& manifest() { return manifest_; }
+    /// Atomically (re)write manifest.json.
+    void save_manifest() const;
+
+    /// Append one structured event to log.jsonl (with a timestamp).
+    void log(const std::string& event, nlohmann::json fields = nlohmann::json::object());
+
+private:
+    std::filesystem::path path_;
+    std::string id_;
+    nlohmann::json manifest_ = nlohmann::json::object();
+    std::shared_ptr<std::ofstream> log_;
+};
+
+/// Seconds since the epoch (UTC) as an ISO 8601 string.
+std::string iso_time_now();
+
+}  // namespace nscope

@@ -1,0 +1,177 @@
+#include "core/run/run_plan.h"
+
+#include <algorithm>
+#include <map>
+#include <ostream>
+#include <set>
+
+#include "core/model/hook_match.h"
+#include "core/plugin/registry.h"
+#include "core/util/text.h"
+#include "nscope/error.h"
+
+namespace nscope {
+
+namespace {
+
+// Run plugin code, turning its errors into errors that name the recipe entry and the plugin.
+template <typename F>
+auto guarded(const SourceLoc& loc, const std::string& what, F&& f) -> decltype(f()) {
+    try {
+        return f();
+    } catch (const InputError& e) {
+        throw InputError(loc.text + ": " + what + ": " + e.what());
+    } catch (const Error& e) {
+        throw;
+    } catch (const std::exception& e) {
+        throw RuntimeError(loc.text + ": " + what + " failed: " + e.what());
+    }
+}
+
+std::vector<std::vector<size_t>> order_analyses(const std::vector<AnalysisSpec>& analyses) {
+    std::map<std::string, size_t> index;
+    for (size_t i = 0; i < analyses.size(); ++i) index[analyses[i].id] = i;
+    std::vector<std::string> ids;
+    for (const auto& a : analyses) ids.push_back(a.id);
+    for (const auto& a : analyses)
+        for (const auto& in : a.inputs) {
+            if (!index.count(in))
+                throw InputError(a.loc.text + ": analysis '" + a.id + "' names input '" + in +
+                                 "', which is not an analysis of this recipe" + did_you_mean(in, ids) +
+                                 ". Analyses: " + join(ids, ", ") + ".");
+            if (in == a.id) throw InputError(a.loc.text + ": analysis '" + a.id + "' names itself as input");
+        }
+    // Longest-path layering (Kahn); anything left over is on a cycle.
+    std::vector<int> level(analyses.size(), -1);
+    bool progress = true;
+    while (progress) {
+        progress = false;
+        for (size_t i = 0; i < analyses.size(); ++i) {
+            if (level[i] >= 0) continue;
+            int lvl = 0;
+            bool ready = true;
+            for (const auto& in : analyses[i].inputs) {
+                const int l = level[index[in]];
+                if (l < 0) ready = false;
+                lvl = std::max(lvl, l + 1);
+            }
+            if (ready) level[i] = lvl, progress = true;
+        }
+    }
+    std::vector<std::string> cyc;
+    for (size_t i = 0; i < analyses.size(); ++i)
+        if (level[i] < 0) cyc.push_back(analyses[i].id);
+    if (!cyc.empty()) {
+        const auto& first = analyses[index[cyc.front()]];
+        throw InputError(first.loc.text + ": the analyses " + join(cyc, ", ") +
+                         " form a cycle through their 'input:' entries; an analysis can only read results of "
+                         "analyses that do not depend on it");
+    }
+    const int depth = analyses.empty() ? 0 : *std::max_element(level.begin(), level.end()) + 1;
+    std::vector<std::vector<size_t>> waves(static_cast<size_t>(depth));
+    for (size_t i = 0; i < analyses.size(); ++i) waves[static_cast<size_t>(level[i])].push_back(i);
+    return waves;
+}
+
+}  // namespace
+
+std::unique_ptr<Analyzer> make_analyzer(const PluginRegistry& plugins, const AnalysisSpec& spec) {
+    return guarded(spec.loc, "analysis '" + spec.id + "' (" + spec.use + ")", [&] {
+        auto a = plugins.create_analyzer(spec.use);
+        a->configure(spec.params);
+        return a;
+    });
+}
+
+std::unique_ptr<Exporter> make_exporter(const PluginRegistry& plugins, const ExportSpec& spec) {
+    return guarded(spec.loc, "export '" + spec.use + "'", [&] {
+        auto e = plugins.create_exporter(spec.use);
+        e->configure(spec.params);
+        return e;
+    });
+}
+
+RunPlan plan_run(const PluginRegistry& plugins, Recipe recipe) {
+    RunPlan plan;
+    plan.waves = order_analyses(recipe.analyses);
+
+    // Plugins exist and accept their parameters; collect the hooks analyzers need.
+    std::vector<std::string> patterns = recipe.hooks;
+    for (const auto& a : recipe.analyses) {
+        auto analyzer = make_analyzer(plugins, a);
+        const auto& p = plugins.require(a.use, PluginKind::Analyzer);
+        plan.analyzer_versions.push_back(p.id + "@" + p.version);
+        for (const auto& h : analyzer->required_hooks())
+            if (std::find(patterns.begin(), patterns.end(), h) == patterns.end()) patterns.push_back(h);
+    }
+    for (const auto& e : recipe.exports) {
+        make_exporter(plugins, e);
+        const auto& p = plugins.require(e.use, PluginKind::Exporter);
+        plan.exporter_versions.push_back(p.id + "@" + p.version);
+    }
+
+    for (const auto& spec : recipe.models) {
+        ModelPlan mp;
+        mp.spec = spec;
+        try {
+            mp.handle = describe_model(plugins, spec.ref);
+        } catch (const InputError& e) {
+            throw InputError(spec.loc.text + ": " + e.what());
+        }
+        if (!patterns.empty()) {
+            try {
+                mp.captured = match_hooks(mp.handle.hooks, patterns);
+            } catch (const InputError& e) {
+                throw InputError(recipe.hooks_loc.text.empty() ? spec.loc.text + ": " + e.what()
+                                                               : recipe.hooks_loc.text + ": " + e.what());
+            }
+        }
+        for (const auto& iv : recipe.interventions) {
+            try {
+                match_hooks(mp.handle.hooks, {iv.spec.hook});
+            } catch (const InputError& e) {
+                throw InputError(iv.loc.text + ": intervention hook: " + e.what());
+            }
+            mp.interventions.push_back(iv.spec);
+        }
+        for (const auto& p : recipe.prompts)
+            for (int64_t id : p.ids)
+                if (id >= mp.handle.info.vocab_size)
+                    throw InputError(p.loc.text + ": token id " + std::to_string(id) + " is outside the vocabulary of " +
+                                     spec.ref + " (size " + std::to_string(mp.handle.info.vocab_size) + ")");
+        if (mp.handle.files.tokenizer_json.empty()) {
+            for (const auto& p : recipe.prompts)
+                if (!p.has_ids)
+                    throw InputError(p.loc.text + ": text prompts need a tokenizer, but " + mp.handle.files.dir.string() +
+                                     " has no tokenizer.json; add one or give prompts as 'ids'");
+        }
+        plan.models.push_back(std::move(mp));
+    }
+    plan.recipe = std::move(recipe);
+    return plan;
+}
+
+void print_plan(const RunPlan& plan, std::ostream& os) {
+    const Recipe& r = plan.recipe;
+    os << "recipe: " << r.name << (r.file.empty() ? "" : " (" + r.file.string() + ")") << "\n";
+    os << "prompts: " << r.prompts.size() << " in " << (r.prompts.size() + r.batch_size - 1) / r.batch_size
+       << " batches of up to " << r.batch_size << " (max_tokens " << r.max_tokens << ")\n";
+    for (const auto& m : plan.models) {
+        os << "model: " << m.spec.ref << " [" << m.handle.info.architecture << " via " << m.handle.plugin->id << ", "
+           << m.spec.dtype << ", " << m.handle.info.n_layers << " layers, d_model " << m.handle.info.d_model << "]\n";
+        os << "  hooks captured: " << m.captured.size() << "\n";
+        for (const auto& h : m.captured) os << "    " << h << "\n";
+        for (const auto& iv : m.interventions) os << "  intervention: " << iv.op << " at " << iv.hook << "\n";
+    }
+    for (size_t w = 0; w < plan.waves.size(); ++w) {
+        os << "pass " << (w + 1) << ":";
+        for (size_t i : plan.waves[w]) os << " " << r.analyses[i].id << " (" << r.analyses[i].use << ")";
+        os << "\n";
+    }
+    os << "exports:";
+    for (const auto& e : r.exports) os << " " << e.use;
+    os << (r.exports.empty() ? " none" : "") << "\n";
+    os << "output: runs/" << r.name << "/<run-id>/\n";
+}
+
+}  // namespace nscope

@@ -1,0 +1,48 @@
+// Validation that needs the model's config.json and the plugins, and the execution order of analyses.
+// Nothing here reads weights: a bad recipe fails in milliseconds.
+#pragma once
+
+#include <iosfwd>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/model/model_loader.h"
+#include "core/run/recipe.h"
+#include "nscope/analyzer.h"
+#include "nscope/exporter.h"
+
+namespace nscope {
+
+class PluginRegistry;
+
+struct ModelPlan {
+    ModelSpec spec;
+    ModelHandle handle;                  ///< config.json + adapter, no weights
+    std::vector<std::string> captured;   ///< exact hook names to capture (recipe hooks + analyzer needs)
+    std::vector<InterventionSpec> interventions;  ///< with hook patterns as written
+};
+
+struct RunPlan {
+    Recipe recipe;
+    std::vector<ModelPlan> models;
+    /// Analyses grouped in waves: every analysis in wave k reads only results of waves < k. Each wave is
+    /// one pass over the prompts.
+    std::vector<std::vector<size_t>> waves;
+    std::vector<std::string> analyzer_versions;  ///< plugin id@version per analysis
+    std::vector<std::string> exporter_versions;
+};
+
+/// Check everything that can be checked without weights: the models resolve and have a known
+/// architecture, hook patterns and intervention hooks match, plugins exist and accept their parameters,
+/// `input:` names exist and form no cycle. Throws InputError with file:line:col.
+RunPlan plan_run(const PluginRegistry& plugins, Recipe recipe);
+
+/// Human-readable plan for --dry-run.
+void print_plan(const RunPlan& plan, std::ostream& os);
+
+/// Configure a fresh analyzer / exporter for a recipe entry, naming the entry in any error.
+std::unique_ptr<Analyzer> make_analyzer(const PluginRegistry& plugins, const AnalysisSpec& spec);
+std::unique_ptr<Exporter> make_exporter(const PluginRegistry& plugins, const ExportSpec& spec);
+
+}  // namespace nscope

@@ -1,0 +1,329 @@
+#include "core/run/runner.h"
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+
+#include <chrono>
+#include <iostream>
+#include <map>
+#include <optional>
+#include <thread>
+
+#include <spdlog/spdlog.h>
+
+#include "core/model/session.h"
+#include "core/plugin/registry.h"
+#include "core/run/interrupt.h"
+#include "core/run/progress.h"
+#include "core/run/run_dir.h"
+#include "core/run/run_plan.h"
+#include "core/tokenizer/tokenizer.h"
+#include "core/util/sha256.h"
+#include "nscope/error.h"
+#include "nscope/version.h"
+
+namespace nscope {
+namespace fs = std::filesystem;
+
+namespace {
+
+struct Interrupted {};
+
+using Clock = std::chrono::steady_clock;
+double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+
+template <typename F>
+void plugin_call(const std::string& what, F&& f) {
+    try {
+        f();
+    } catch (const Error&) {
+        throw;
+    } catch (const std::exception& e) {
+        throw RuntimeError(what + " failed: " + e.what());
+    }
+}
+
+// Tokenized prompts of one model.
+struct PromptSet {
+    std::vector<PromptInfo> infos;
+    std::vector<std::vector<int64_t>> ids;
+    std::vector<std::vector<int64_t>> type_ids;  // empty unless some prompt gives token types
+    uint64_t tokens = 0;
+};
+
+PromptSet tokenize_prompts(const Recipe& r, const std::optional<Tokenizer>& tok) {
+    PromptSet set;
+    size_t truncated = 0;
+    bool any_types = false;
+    for (const auto& p : r.prompts) any_types |= !p.type_ids.empty();
+    for (size_t i = 0; i < r.prompts.size(); ++i) {
+        const PromptSpec& p = r.prompts[i];
+        std::vector<int64_t> ids = p.has_ids ? p.ids : tok->encode(p.text, r.add_special_tokens).ids;
+        if (ids.empty())
+            throw InputError(p.loc.text + ": prompt " + std::to_string(i) + " has no tokens (empty text?)");
+        if (ids.size() > r.max_tokens) {
+            ids.resize(r.max_tokens);
+            ++truncated;
+        }
+        PromptInfo info;
+        info.index = i;
+        info.text = p.has_ids && tok ? tok->decode(ids, false) : p.text;
+        info.labels = p.labels;
+        for (int64_t id : ids) info.tokens.push_back(tok ? tok->token_text(id) : "#" + std::to_string(id));
+        set.tokens += ids.size();
+        if (any_types) {
+            std::vector<int64_t> types = p.type_ids;
+            types.resize(ids.size(), 0);
+            set.type_ids.push_back(std::move(types));
+        }
+        set.ids.push_back(std::move(ids));
+        set.infos.push_back(std::move(info));
+    }
+    if (truncated)
+        spdlog::warn("{} prompt(s) were longer than max_tokens={} and were truncated", truncated, r.max_tokens);
+    return set;
+}
+
+nlohmann::json file_record(const fs::path& p) {
+    return {{"path", fs::absolute(p).string()}, {"bytes", fs::file_size(p)}, {"sha256", sha256_file(p)}};
+}
+
+class ModelRun {
+public:
+    ModelRun(const PluginRegistry& plugins, const RunPlan& plan, const ModelPlan& model, RunDirectory& dir,
+             fs::path out_dir, nlohmann::json& record)
+        : plugins_(plugins), plan_(plan), model_(model), dir_(dir), out_dir_(std::move(out_dir)), record_(record) {}
+
+    void run() {
+        const Recipe& r = plan_.recipe;
+        auto t0 = Clock::now();
+        if (!model_.handle.files.tokenizer_json.empty()) tokenizer_ = Tokenizer::from_file(model_.handle.files.tokenizer_json);
+        prompts_ = tokenize_prompts(r, tokenizer_);
+        record_["prompts"] = prompts_.infos.size();
+        record_["tokens"] = prompts_.tokens;
+        record_["timings"]["tokenize_s"] = seconds_since(t0);
+
+        t0 = Clock::now();
+        ModelOptions options;
+        options.dtype = model_.spec.dtype == "bfloat16" ? at::kBFloat16 : at::kFloat;
+        LoadedModel loaded = load_model(plugins_, model_.spec.ref, options);
+        record_["timings"]["load_s"] = seconds_since(t0);
+        record_["architecture"] = loaded.handle.info.architecture;
+        record_["info"] = loaded.handle.info.to_json();
+        record_["adapter"] = loaded.handle.plugin->id + "@" + loaded.handle.plugin->version;
+        record_["dtype"] = model_.spec.dtype;
+        t0 = Clock::now();
+        record_["files"] = nlohmann::json::array();
+        record_["files"].push_back(file_record(loaded.handle.files.dir / "config.json"));
+        for (const auto& f : loaded.handle.files.weight_files) record_["files"].push_back(file_record(f));
+        if (!loaded.handle.files.tokenizer_json.empty())
+            record_["files"].push_back(file_record(loaded.handle.files.tokenizer_json));
+        record_["timings"]["hash_s"] = seconds_since(t0);
+        dir_.save_manifest();
+        dir_.log("model_loaded", {{"model", model_.spec.ref}, {"architecture", loaded.handle.info.architecture}});
+
+        ModelSession session(loaded);
+        build_context(loaded);
+
+        std::vector<std::unique_ptr<Exporter>> exporters;
+        for (const auto& e : r.exports) {
+            exporters.push_back(make_exporter(plugins_, e));
+            plugin_call("export '" + e.use + "'", [&] { exporters.back()->begin(ctx_); });
+        }
+        bool exporters_need_pass = false;
+        for (const auto& e : exporters) exporters_need_pass |= e->wants_activations();
+
+        std::map<std::string, Result> results;
+        std::vector<std::string> order;
+        const size_t passes = std::max<size_t>(plan_.waves.size(), exporters_need_pass ? 1 : 0);
+        for (size_t w = 0; w < passes; ++w) {
+            std::vector<size_t> wave = w < plan_.waves.size() ? plan_.waves[w] : std::vector<size_t>{};
+            std::vector<std::unique_ptr<Analyzer>> analyzers;
+            std::vector<RunContext> contexts(wave.size(), ctx_);
+            for (size_t k = 0; k < wave.size(); ++k) {
+                const AnalysisSpec& spec = r.analyses[wave[k]];
+                analyzers.push_back(make_analyzer(plugins_, spec));
+                for (const auto& in : spec.inputs) contexts[k].inputs[in] = &results.at(in);
+                plugin_call("analysis '" + spec.id + "'", [&] { analyzers[k]->begin(contexts[k]); });
+            }
+            std::vector<Exporter*> feed;
+            if (w == 0)
+                for (auto& e : exporters)
+                    if (e->wants_activations()) feed.push_back(e.get());
+            t0 = Clock::now();
+            forward_pass(session, passes > 1 ? "pass " + std::to_string(w + 1) : "forward", analyzers, wave, feed);
+            record_["timings"]["pass" + std::to_string(w + 1) + "_s"] = seconds_since(t0);
+            for (size_t k = 0; k < wave.size(); ++k) {
+                const AnalysisSpec& spec = r.analyses[wave[k]];
+                plugin_call("analysis '" + spec.id + "' (" + spec.use + ")",
+                            [&] { results[spec.id] = analyzers[k]->finish(); });
+                order.push_back(spec.id);
+                dir_.log("analysis_done", {{"id", spec.id}, {"use", spec.use}});
+            }
+        }
+
+        t0 = Clock::now();
+        ExportContext ectx;
+        ectx.run_dir = out_dir_;
+        ectx.manifest = &dir_.manifest();
+        ectx.analysis_order = order;
+        for (const auto& [id, res] : results) ectx.results[id] = &res;
+        for (const auto& a : r.analyses) ectx.analysis_plugins[a.id] = a.use;
+        ectx.run = &ctx_;
+        for (size_t i = 0; i < exporters.size(); ++i) {
+            if (interrupt_requested()) throw Interrupted{};
+            plugin_call("export '" + r.exports[i].use + "'", [&] { exporters[i]->write(ectx); });
+            dir_.log("export_done", {{"use", r.exports[i].use}});
+        }
+        record_["timings"]["export_s"] = seconds_since(t0);
+    }
+
+private:
+    void build_context(const LoadedModel& loaded) {
+        ctx_.run_dir = out_dir_.string();
+        ctx_.model_name = model_.spec.ref;
+        ctx_.model_info = loaded.handle.info.to_json();
+        ctx_.seed = plan_.recipe.seed;
+        for (const auto& name : model_.captured)
+            for (const auto& hp : loaded.handle.hooks)
+                if (hp.name == name) ctx_.hooks.push_back({hp.name, hp.sizes, hp.dims});
+        for (const auto& p : prompts_.infos) ctx_.prompts.push_back(&p);
+        const Tokenizer* tok = tokenizer_ ? &*tokenizer_ : nullptr;
+        ctx_.token_text = [tok](int64_t id) { return tok ? tok->token_text(id) : "#" + std::to_string(id); };
+    }
+
+    void forward_pass(ModelSession& session, const std::string& label, std::vector<std::unique_ptr<Analyzer>>& analyzers,
+                      const std::vector<size_t>& wave, const std::vector<Exporter*>& feed) {
+        const Recipe& r = plan_.recipe;
+        ForwardRequest request;
+        request.capture = model_.captured;
+        request.interventions = model_.interventions;
+        request.keep_logits = false;
+        Progress progress(label, prompts_.tokens);
+        const size_t n = prompts_.ids.size();
+        for (size_t start = 0; start < n; start += r.batch_size) {
+            if (interrupt_requested()) throw Interrupted{};
+            const size_t end = std::min(n, start + r.batch_size);
+            std::vector<std::vector<int64_t>> rows(prompts_.ids.begin() + start, prompts_.ids.begin() + end);
+            std::vector<std::vector<int64_t>> types;
+            if (!prompts_.type_ids.empty())
+                types.assign(prompts_.type_ids.begin() + start, prompts_.type_ids.begin() + end);
+            std::vector<size_t> indices;
+            for (size_t i = start; i < end; ++i) indices.push_back(i);
+            ForwardOutput out = session.forward(rows, types.empty() ? nullptr : &types, indices, request);
+
+            Batch batch;
+            batch.rows = static_cast<size_t>(out.input_ids.size(0));
+            batch.positions = static_cast<size_t>(out.input_ids.size(1));
+            batch.input_ids = out.input_ids.data_ptr<int64_t>();
+            batch.attention_mask = out.attention_mask.data_ptr<int64_t>();
+            for (size_t i = start; i < end; ++i) batch.prompts.push_back(&prompts_.infos[i]);
+            for (const auto& name : model_.captured) {
+                const at::Tensor& t = out.captures.at(name);
+                batch.activations.push_back({name, {t.data_ptr<float>(), DType::Float32, t.sizes().vec()}});
+            }
+            for (size_t k = 0; k < analyzers.size(); ++k)
+                plugin_call("analysis '" + r.analyses[wave[k]].id + "'", [&] { analyzers[k]->consume(batch); });
+            for (Exporter* e : feed) plugin_call("export", [&] { e->consume(batch); });
+            uint64_t tokens = 0;
+            for (const auto& row : rows) tokens += row.size();
+            progress.advance(tokens);
+        }
+        progress.finish();
+        record_["tokens_per_s"] = progress.tokens_per_second();
+    }
+
+    const PluginRegistry& plugins_;
+    const RunPlan& plan_;
+    const ModelPlan& model_;
+    RunDirectory& dir_;
+    fs::path out_dir_;
+    nlohmann::json& record_;
+    std::optional<Tokenizer> tokenizer_;
+    PromptSet prompts_;
+    RunContext ctx_;
+};
+
+nlohmann::json plugin_list(const PluginRegistry& plugins) {
+    nlohmann::json j = nlohmann::json::array();
+    for (const auto& p : plugins.plugins())
+        j.push_back({{"id", p.id}, {"kind", plugin_kind_name(p.kind)}, {"version", p.version}, {"path", p.path.string()}});
+    return j;
+}
+
+}  // namespace
+
+RunOutcome run_recipe(const PluginRegistry& plugins, Recipe recipe, const RunOptions& options) {
+    RunPlan plan = plan_run(plugins, std::move(recipe));
+    if (options.dry_run) {
+        print_plan(plan, std::cout);
+        return {};
+    }
+    const Recipe& r = plan.recipe;
+    const int threads = options.threads > 0 ? options.threads
+                        : r.threads > 0     ? r.threads
+                                            : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+    at::set_num_threads(threads);
+    at::manual_seed(r.seed);
+    install_interrupt_handlers();
+
+    RunDirectory dir = RunDirectory::create(options.out_root, r.name);
+    const auto started = Clock::now();
+    nlohmann::json& m = dir.manifest();
+    m["name"] = r.name;
+    m["run_id"] = dir.id();
+    m["status"] = "running";
+    m["started"] = iso_time_now();
+    m["nscope_version"] = NSCOPE_VERSION_STRING;
+    m["sdk_abi"] = NSCOPE_SDK_ABI_VERSION;
+    m["build_tag"] = host_build_tag();
+    m["command"] = options.command_line;
+    m["recipe_file"] = r.file.empty() ? "" : r.file.string();
+    m["recipe_base_dir"] = r.base_dir.string();
+    m["recipe"] = r.resolved;
+    m["seed"] = r.seed;
+    m["threads"] = threads;
+    m["plugins"] = plugin_list(plugins);
+    m["analyses"] = plan.analyzer_versions;
+    m["exports"] = plan.exporter_versions;
+    m["interventions"] = nlohmann::json::array();
+    for (const auto& iv : r.interventions) m["interventions"].push_back(iv.spec.raw);
+    m["models"] = nlohmann::json::array();
+    dir.save_manifest();
+    dir.log("run_started", {{"name", r.name}, {"run_dir", dir.path().string()}});
+    spdlog::info("run {} -> {}", r.name, dir.path().string());
+
+    auto finish = [&](const std::string& status, const std::string& error) {
+        m["status"] = status;
+        m["finished"] = iso_time_now();
+        m["duration_s"] = seconds_since(started);
+        m["exit_status"] = status == "complete" ? 0 : status == "interrupted" ? 3 : (error.empty() ? 3 : -1);
+        if (!error.empty()) m["error"] = error;
+        dir.log("run_" + status, error.empty() ? nlohmann::json::object() : nlohmann::json{{"error", error}});
+        dir.save_manifest();
+    };
+    try {
+        for (const auto& model : plan.models) {
+            m["models"].push_back({{"ref", model.spec.ref}, {"label", model.spec.label}});
+            const fs::path out = plan.models.size() > 1 ? dir.path() / model.spec.label : dir.path();
+            ModelRun(plugins, plan, model, dir, out, m["models"].back()).run();
+        }
+    } catch (const Interrupted&) {
+        finish("interrupted", "stopped by signal " + std::to_string(interrupt_signal()));
+        spdlog::warn("interrupted: the run in {} is marked interrupted; its results are incomplete", dir.path().string());
+        return {dir.path(), 3};
+    } catch (const Error& e) {
+        finish("failed", e.what());
+        m["exit_status"] = e.exit_code();
+        dir.save_manifest();
+        throw;
+    } catch (const std::exception& e) {
+        finish("failed", e.what());
+        throw;
+    }
+    finish("complete", "");
+    spdlog::info("done in {:.1f}s: {}", seconds_since(started), dir.path().string());
+    return {dir.path(), 0};
+}
+
+}  // namespace nscope
