@@ -668,6 +668,16 @@ Recipe parse_recipe(const YAML::Node& input, const std::string& source, const fs
     return r;
 }
 
+std::vector<InterventionEntry> parse_interventions(const YAML::Node& list, const std::string& source,
+                                                  const fs::path& base_dir) {
+    Ctx c(source, base_dir);
+    require_seq(c, list, "interventions", "'interventions'");
+    std::vector<InterventionEntry> out;
+    for (size_t i = 0; i < list.size(); ++i)
+        out.push_back(parse_intervention(c, list[i], "interventions[" + std::to_string(i) + "]"));
+    return out;
+}
+
 Recipe load_recipe(const fs::path& file, const std::vector<std::string>& overrides) {
     if (!fs::exists(file)) throw InputError("recipe '" + file.string() + "' does not exist");
     if (fs::is_directory(file)) throw InputError("recipe '" + file.string() + "' is a directory, not a YAML file");

@@ -86,6 +86,11 @@ Recipe load_recipe(const std::filesystem::path& file, const std::vector<std::str
 Recipe parse_recipe(const YAML::Node& root, const std::string& source, const std::filesystem::path& base_dir,
                     const std::vector<std::string>& overrides = {});
 
+/// Validate a list of interventions written as in a recipe's `interventions:` (e.g. from a Lua table).
+/// `source` names the list in errors; files (vector_file, ...) resolve against `base_dir`.
+std::vector<InterventionEntry> parse_interventions(const YAML::Node& list, const std::string& source,
+                                                  const std::filesystem::path& base_dir);
+
 /// Convert JSON (e.g. a manifest's resolved recipe) to a YAML node.
 YAML::Node json_to_yaml(const nlohmann::json& j);
 
