@@ -3,6 +3,7 @@
 // into batches with different position counts and right padding, zeros at padded positions.
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <map>
@@ -172,6 +173,26 @@ public:
     std::vector<std::vector<int64_t>> ids;
     std::map<std::string, std::vector<std::vector<float>>> values;  ///< hook -> prompt -> [len, width]
 };
+
+/// JSON equality with floating-point numbers compared to a relative / absolute tolerance.
+inline bool json_close(const nlohmann::json& a, const nlohmann::json& b, double tol = 1e-9) {
+    if (a.is_number() && b.is_number()) {
+        const double x = a.get<double>(), y = b.get<double>();
+        return std::abs(x - y) <= tol * std::max({1.0, std::abs(x), std::abs(y)});
+    }
+    if (a.type() != b.type() || a.size() != b.size()) return false;
+    if (a.is_object()) {
+        for (auto it = a.begin(); it != a.end(); ++it)
+            if (!b.contains(it.key()) || !json_close(it.value(), b[it.key()], tol)) return false;
+        return true;
+    }
+    if (a.is_array()) {
+        for (size_t i = 0; i < a.size(); ++i)
+            if (!json_close(a[i], b[i], tol)) return false;
+        return true;
+    }
+    return a == b;
+}
 
 /// The host registry over the build tree's plugins (loaded once per test process).
 inline const PluginRegistry& registry() {
