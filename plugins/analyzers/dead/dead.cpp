@@ -1,0 +1,123 @@
+// `dead` analyzer: neurons that never exceed `epsilon` on the corpus (dead), that are active on at least
+// `on_fraction` of real tokens (always on), and that barely move (flat: std < flat_std, not dead), per hook
+// and layer, with counts and index lists. Streaming and mergeable. Schema: docs/analyses.md#dead.
+#include <nscope/sdk.h>
+
+#include <map>
+
+#include "nscope_common/hooks.h"
+#include "nscope_common/moments.h"
+#include "nscope_common/params.h"
+
+namespace {
+
+using nscope::common::NeuronMoments;
+
+class Dead : public nscope::Analyzer {
+public:
+    void configure(const nscope::Params& params) override {
+        nscope::common::ParamReader p("dead", params, {"hooks", "epsilon", "on_fraction", "flat_std"});
+        filter_ = nscope::common::HookFilter(p.strings("hooks"));
+        epsilon_ = p.number("epsilon", 0.0);
+        on_fraction_ = p.number("on_fraction", 0.99, 0.0, 1.0);
+        if (on_fraction_ <= 0.0) p.fail("on_fraction", "must be greater than 0 (a fraction of tokens in (0, 1])");
+        flat_std_ = p.number("flat_std", 1e-6, 0.0);
+    }
+
+    void begin(const nscope::RunContext&) override {}
+
+    void consume(const nscope::Batch& batch) override {
+        for (const auto& act : batch.activations) {
+            nscope::common::TokenLayout lay;
+            if (!filter_.accept(act.hook, act.view, batch, lay)) continue;
+            rows_.clear();
+            for (size_t r = 0; r < batch.rows; ++r)
+                for (size_t p = 0; p < batch.positions; ++p)
+                    if (batch.valid(r, p)) rows_.push_back(lay.at(act.view, r, p));
+            state(act.hook, lay.neurons).add(rows_);
+        }
+    }
+
+    bool mergeable() const override { return true; }
+
+    void merge(const nscope::Analyzer& other) override {
+        const auto& o = static_cast<const Dead&>(other);
+        for (const auto& [hook, m] : o.hooks_) state(hook, static_cast<int64_t>(m.neurons())).merge(m);
+        filter_.merge(o.filter_);
+    }
+
+    nscope::Result finish() override {
+        nscope::Result res;
+        std::vector<std::string> names;
+        for (const auto& [hook, m] : hooks_) names.push_back(hook);
+        std::sort(names.begin(), names.end(), nscope::common::hook_order);
+
+        nscope::Table layers, neurons;
+        layers.columns = {"hook", "layer", "neurons", "tokens", "dead", "always_on", "flat",
+                          "dead_frac", "always_on_frac", "flat_frac"};
+        neurons.columns = {"hook", "layer", "neuron", "category", "max", "frac_active", "mean", "std"};
+        size_t n_dead = 0, n_on = 0, n_flat = 0;
+        int64_t total = 0;
+        uint64_t tokens = 0;
+        for (const auto& hook : names) {
+            const NeuronMoments& m = hooks_.at(hook);
+            const int layer = nscope::common::hook_layer(hook);
+            std::vector<int64_t> dead, on, flat;
+            for (size_t j = 0; j < m.neurons() && m.count > 0; ++j) {
+                const double frac = static_cast<double>(m.above[j]) / static_cast<double>(m.count);
+                const double sd = m.stddev(j);
+                auto row = [&](const char* category) {
+                    neurons.add_row({hook, layer, j, category, m.max[j], frac, m.mean[j], sd});
+                };
+                const bool is_dead = m.max[j] <= epsilon_;
+                if (is_dead) dead.push_back(static_cast<int64_t>(j)), row("dead");
+                if (frac >= on_fraction_) on.push_back(static_cast<int64_t>(j)), row("always_on");
+                if (!is_dead && sd < flat_std_) flat.push_back(static_cast<int64_t>(j)), row("flat");
+            }
+            const double n = m.neurons() ? static_cast<double>(m.neurons()) : 1.0;
+            layers.add_row({hook, layer, m.neurons(), m.count, dead.size(), on.size(), flat.size(), dead.size() / n,
+                            on.size() / n, flat.size() / n});
+            res.data["hooks"][hook] = {{"layer", layer}, {"neurons", m.neurons()}, {"tokens", m.count},
+                                       {"dead", dead}, {"always_on", on}, {"flat", flat}};
+            n_dead += dead.size(), n_on += on.size(), n_flat += flat.size();
+            total += static_cast<int64_t>(m.neurons());
+            tokens = std::max<uint64_t>(tokens, m.count);
+            auto ints = [](std::vector<int64_t> v) {
+                const auto n = static_cast<int64_t>(v.size());
+                return nscope::NdArray::ints({n}, std::move(v));
+            };
+            res.set_array(hook + ".dead", ints(std::move(dead)));
+            res.set_array(hook + ".always_on", ints(std::move(on)));
+            res.set_array(hook + ".flat", ints(std::move(flat)));
+        }
+        res.set_table("layers", layers);
+        res.set_table("neurons", neurons);
+        res.data["summary"] = {{"hooks", names.size()}, {"tokens", tokens}, {"neurons", total}, {"dead", n_dead},
+                               {"always_on", n_on}, {"flat", n_flat}, {"epsilon", epsilon_},
+                               {"on_fraction", on_fraction_}, {"flat_std", flat_std_},
+                               {"skipped", filter_.skipped_json()}};
+        return res;
+    }
+
+private:
+    NeuronMoments& state(const std::string& hook, int64_t neurons) {
+        auto it = hooks_.find(hook);
+        if (it == hooks_.end()) {
+            it = hooks_.emplace(hook, NeuronMoments{}).first;
+            it->second.init(neurons, false, epsilon_);
+        } else if (static_cast<int64_t>(it->second.neurons()) != neurons) {
+            throw nscope::RuntimeError("dead: hook '" + hook + "' changed width from " +
+                                       std::to_string(it->second.neurons()) + " to " + std::to_string(neurons));
+        }
+        return it->second;
+    }
+
+    nscope::common::HookFilter filter_;
+    double epsilon_ = 0.0, on_fraction_ = 0.99, flat_std_ = 1e-6;
+    std::map<std::string, NeuronMoments> hooks_;
+    std::vector<const float*> rows_;
+};
+
+}  // namespace
+
+NSCOPE_ANALYZER_PLUGIN(Dead, "dead", "1.0.0", "dead, always-on and flat neurons per layer (mergeable)")

@@ -1,0 +1,121 @@
+// Hook names and layouts as analyzers see them.
+//
+//   hook_layer("blocks.3.mlp.hook_post") == 3      hook_layer("hook_embed") == -1
+//   token_layout(view, batch) -> {rows, positions, neurons}: the last dims flattened ([b,p,h,dh] -> h*dh)
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+#include <map>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <nscope/sdk.h>
+
+#include "nscope_common/params.h"
+
+namespace nscope::common {
+
+/// The block index of a hook ("blocks.3.mlp.hook_post" -> 3), or -1 for hooks outside the blocks
+/// (hook_embed, ln_final.hook_normalized, hook_logits).
+inline int hook_layer(std::string_view hook) {
+    constexpr std::string_view prefix = "blocks.";
+    if (hook.substr(0, prefix.size()) != prefix) return -1;
+    size_t i = prefix.size();
+    int layer = 0;
+    bool digits = false;
+    while (i < hook.size() && hook[i] >= '0' && hook[i] <= '9') {
+        layer = layer * 10 + (hook[i] - '0');
+        digits = true;
+        ++i;
+    }
+    return digits && (i == hook.size() || hook[i] == '.') ? layer : -1;
+}
+
+/// Attention maps ([b, h, p, p]): scores and patterns. Token-wise analyzers skip them.
+inline bool is_attention_map(std::string_view hook) {
+    auto ends_with = [&](std::string_view s) {
+        return hook.size() >= s.size() && hook.substr(hook.size() - s.size()) == s;
+    };
+    return ends_with("hook_pattern") || ends_with("hook_attn_scores");
+}
+
+/// Sort key that puts hooks in model order: embeddings (-1) first, then by layer, then by name.
+inline bool hook_order(const std::string& a, const std::string& b) {
+    const int la = hook_layer(a), lb = hook_layer(b);
+    return la != lb ? la < lb : a < b;
+}
+
+/// A captured hook viewed as a [rows, positions, neurons] float32 tensor.
+struct TokenLayout {
+    int64_t rows = 0;
+    int64_t positions = 0;
+    int64_t neurons = 0;
+    /// The `neurons` values of (row, pos).
+    const float* at(const ActivationView& v, size_t row, size_t pos) const {
+        return v.f32() + (static_cast<int64_t>(row) * positions + static_cast<int64_t>(pos)) * neurons;
+    }
+};
+
+/// The layout of `view` as token rows, or an empty reason why it is not token-wise (`why` is set then).
+inline bool token_layout(const std::string& hook, const ActivationView& view, const Batch& batch, TokenLayout& out,
+                         std::string& why) {
+    if (is_attention_map(hook)) {
+        why = "attention map [batch, heads, pos, pos]: not a per-token activation, skipped";
+        return false;
+    }
+    if (view.dtype != DType::Float32) {
+        why = "not float32, skipped";
+        return false;
+    }
+    if (view.shape.size() < 2 || view.shape[0] != static_cast<int64_t>(batch.rows) ||
+        view.shape[1] != static_cast<int64_t>(batch.positions)) {
+        why = "shape is not [batch, pos, ...], skipped";
+        return false;
+    }
+    out.rows = view.shape[0];
+    out.positions = view.shape[1];
+    out.neurons = 1;
+    for (size_t i = 2; i < view.shape.size(); ++i) out.neurons *= view.shape[i];
+    return true;
+}
+
+/// Which hooks an analyzer looks at: all captured ones, or those matching `hooks: [patterns]`.
+/// Remembers the hooks it skipped and why, for the result's summary.
+class HookFilter {
+public:
+    HookFilter() = default;
+    explicit HookFilter(std::vector<std::string> patterns) : patterns_(std::move(patterns)) {}
+
+    bool selected(const std::string& hook) const {
+        if (patterns_.empty()) return true;
+        return std::any_of(patterns_.begin(), patterns_.end(), [&](const auto& p) { return glob_match(p, hook); });
+    }
+
+    /// The layout if `hook` is selected and token-wise; records a skip note otherwise.
+    bool accept(const std::string& hook, const ActivationView& view, const Batch& batch, TokenLayout& out) {
+        if (!selected(hook)) return false;
+        std::string why;
+        if (token_layout(hook, view, batch, out, why)) return true;
+        skipped_.emplace(hook, why);
+        return false;
+    }
+
+    void note_skip(const std::string& hook, const std::string& why) { skipped_.emplace(hook, why); }
+    void merge(const HookFilter& o) { skipped_.insert(o.skipped_.begin(), o.skipped_.end()); }
+
+    const std::vector<std::string>& patterns() const { return patterns_; }
+    /// [{"hook": ..., "reason": ...}]
+    nlohmann::json skipped_json() const {
+        nlohmann::json out = nlohmann::json::array();
+        for (const auto& [hook, why] : skipped_) out.push_back({{"hook", hook}, {"reason", why}});
+        return out;
+    }
+
+private:
+    std::vector<std::string> patterns_;
+    std::map<std::string, std::string> skipped_;
+};
+
+}  // namespace nscope::common

@@ -1,0 +1,144 @@
+// Streaming per-neuron moments in double: count, mean, central sums M2..M4, min, max, and how often a
+// value exceeds a threshold. Each batch is reduced exactly (two passes over its rows) and folded into the
+// running state with the pairwise update of Chan et al. / Pébay, which is also how two shards merge:
+//
+//   n = na + nb, d = mean_b - mean_a
+//   mean = mean_a + d nb / n
+//   M2 = M2a + M2b + d² na nb / n
+//   M3 = M3a + M3b + d³ na nb (na - nb) / n² + 3 d (na M2b - nb M2a) / n
+//   M4 = M4a + M4b + d⁴ na nb (na² - na nb + nb²) / n³ + 6 d² (na² M2b + nb² M2a) / n² + 4 d (na M3b - nb M3a) / n
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <vector>
+
+namespace nscope::common {
+
+class NeuronMoments {
+public:
+    /// `higher`: also track M3 and M4 (skewness, kurtosis).
+    void init(int64_t neurons, bool higher, double threshold) {
+        n_ = static_cast<size_t>(neurons);
+        higher_ = higher;
+        threshold_ = threshold;
+        count = 0;
+        mean.assign(n_, 0.0);
+        m2.assign(n_, 0.0);
+        m3.assign(higher ? n_ : 0, 0.0);
+        m4.assign(higher ? n_ : 0, 0.0);
+        min.assign(n_, std::numeric_limits<double>::infinity());
+        max.assign(n_, -std::numeric_limits<double>::infinity());
+        above.assign(n_, 0);
+        positive.assign(n_, 0);
+    }
+
+    size_t neurons() const { return n_; }
+
+    /// Fold in a batch of token rows; each row points at `neurons()` floats.
+    void add(const std::vector<const float*>& rows) {
+        if (rows.empty()) return;
+        const double nb = static_cast<double>(rows.size());
+        bmean_.assign(n_, 0.0);
+        for (const float* r : rows)
+            for (size_t j = 0; j < n_; ++j) {
+                const double x = r[j];
+                bmean_[j] += x;
+                if (x < min[j]) min[j] = x;
+                if (x > max[j]) max[j] = x;
+                above[j] += x > threshold_;
+                positive[j] += x > 0.0;
+            }
+        for (auto& m : bmean_) m /= nb;
+        bm2_.assign(n_, 0.0);
+        bm3_.assign(higher_ ? n_ : 0, 0.0);
+        bm4_.assign(higher_ ? n_ : 0, 0.0);
+        for (const float* r : rows) {
+            if (higher_) {
+                for (size_t j = 0; j < n_; ++j) {
+                    const double d = r[j] - bmean_[j], d2 = d * d;
+                    bm2_[j] += d2;
+                    bm3_[j] += d2 * d;
+                    bm4_[j] += d2 * d2;
+                }
+            } else {
+                for (size_t j = 0; j < n_; ++j) {
+                    const double d = r[j] - bmean_[j];
+                    bm2_[j] += d * d;
+                }
+            }
+        }
+        combine(rows.size(), bmean_.data(), bm2_.data(), higher_ ? bm3_.data() : nullptr,
+                higher_ ? bm4_.data() : nullptr);
+    }
+
+    /// Fold another accumulator (same neurons, same settings) into this one.
+    void merge(const NeuronMoments& o) {
+        if (o.count == 0) return;
+        for (size_t j = 0; j < n_; ++j) {
+            min[j] = std::min(min[j], o.min[j]);
+            max[j] = std::max(max[j], o.max[j]);
+            above[j] += o.above[j];
+            positive[j] += o.positive[j];
+        }
+        combine(o.count, o.mean.data(), o.m2.data(), higher_ ? o.m3.data() : nullptr, higher_ ? o.m4.data() : nullptr);
+    }
+
+    /// Population standard deviation sqrt(M2 / n).
+    double stddev(size_t j) const { return count ? std::sqrt(std::max(0.0, m2[j]) / count) : 0.0; }
+    double variance(size_t j) const { return count ? std::max(0.0, m2[j]) / count : 0.0; }
+    /// Sample skewness g1 = sqrt(n) M3 / M2^1.5; 0 when the neuron is constant.
+    double skewness(size_t j) const {
+        if (!higher_ || count == 0 || m2[j] <= tiny(j)) return 0.0;
+        return std::sqrt(static_cast<double>(count)) * m3[j] / std::pow(m2[j], 1.5);
+    }
+    /// Excess kurtosis g2 = n M4 / M2² - 3; 0 when the neuron is constant.
+    double kurtosis(size_t j) const {
+        if (!higher_ || count == 0 || m2[j] <= tiny(j)) return 0.0;
+        return static_cast<double>(count) * m4[j] / (m2[j] * m2[j]) - 3.0;
+    }
+
+    uint64_t count = 0;
+    std::vector<double> mean, m2, m3, m4, min, max;
+    std::vector<uint64_t> above, positive;  ///< values > threshold, values > 0
+
+private:
+    // M2 below this is rounding noise of a constant neuron.
+    double tiny(size_t j) const { return 1e-24 * count * std::max(1.0, mean[j] * mean[j]); }
+
+    void combine(uint64_t nb_count, const double* mb, const double* m2b, const double* m3b, const double* m4b) {
+        if (count == 0) {
+            count = nb_count;
+            std::copy(mb, mb + n_, mean.begin());
+            std::copy(m2b, m2b + n_, m2.begin());
+            if (higher_) {
+                std::copy(m3b, m3b + n_, m3.begin());
+                std::copy(m4b, m4b + n_, m4.begin());
+            }
+            return;
+        }
+        const double na = static_cast<double>(count), nb = static_cast<double>(nb_count), n = na + nb;
+        for (size_t j = 0; j < n_; ++j) {
+            const double d = mb[j] - mean[j], d2 = d * d;
+            const double a2 = m2[j];
+            if (higher_) {
+                const double a3 = m3[j];
+                m4[j] = m4[j] + m4b[j] + d2 * d2 * na * nb * (na * na - na * nb + nb * nb) / (n * n * n) +
+                        6.0 * d2 * (na * na * m2b[j] + nb * nb * a2) / (n * n) + 4.0 * d * (na * m3b[j] - nb * a3) / n;
+                m3[j] = a3 + m3b[j] + d2 * d * na * nb * (na - nb) / (n * n) + 3.0 * d * (na * m2b[j] - nb * a2) / n;
+            }
+            m2[j] = a2 + m2b[j] + d2 * na * nb / n;
+            mean[j] += d * nb / n;
+        }
+        count += nb_count;
+    }
+
+    size_t n_ = 0;
+    bool higher_ = true;
+    double threshold_ = 0.0;
+    std::vector<double> bmean_, bm2_, bm3_, bm4_;
+};
+
+}  // namespace nscope::common
