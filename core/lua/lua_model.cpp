@@ -784,11 +784,7 @@ int f_analyze(lua_State* L) {
             for (const auto& x : h) patterns.push_back(x.is_string() ? x.get<std::string>() : x.dump());
         params.erase("hooks");
     }
-    size_t batch_size = 16;
-    if (params.contains("batch_size")) {
-        batch_size = std::max<int64_t>(1, params["batch_size"].get<int64_t>());
-        params.erase("batch_size");
-    }
+    const size_t batch_size = 16;
     AnalysisSpec spec;
     spec.id = params.contains("id") && params["id"].is_string() ? params["id"].get<std::string>() : plugin;
     params.erase("id");

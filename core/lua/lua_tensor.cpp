@@ -460,7 +460,9 @@ template <Reduce R>
 int m_reduce(lua_State* L) {
     static constexpr const char* names[] = {"mean", "sum", "std", "var", "norm"};
     const char* fn = names[static_cast<int>(R)];
-    const at::Tensor t = floating(arg_tensor(L, 1, fn));
+    // Sums of integer tensors stay integers; the other reductions compute in floating point.
+    const at::Tensor& arg = arg_tensor(L, 1, fn);
+    const at::Tensor t = R == Reduce::Sum ? arg : floating(arg);
     if (t.numel() == 0) throw std::invalid_argument(std::string(fn) + "() of an empty tensor");
     const bool has_dim = !lua_isnoneornil(L, 2);
     const bool keep = opt_bool(L, 3, false);

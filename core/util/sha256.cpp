@@ -53,8 +53,10 @@ void Sha256::update(const void* data, size_t size) {
         if (buf_len_ == 64) block(buf_), buf_len_ = 0;
     }
     for (; size >= 64; p += 64, size -= 64) block(p);
-    std::memcpy(buf_, p, size);
-    buf_len_ = size;
+    if (size > 0) {  // keep a partly filled buffer when this update ended inside it
+        std::memcpy(buf_, p, size);
+        buf_len_ = size;
+    }
 }
 
 std::string Sha256::hex() {

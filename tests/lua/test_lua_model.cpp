@@ -1,0 +1,142 @@
+// `nscope script` with a model: Lua hook functions during the forward, caches, plugins from Lua, and the
+// example scripts in scripts/lua/ (run on the tiny GPT-2 fixture, as CI does).
+#include <catch2/catch.hpp>
+
+#include <filesystem>
+#include <fstream>
+#include <string>
+
+#include "tests/support/cli.h"
+
+namespace fs = std::filesystem;
+using nscope::test::run_nscope;
+
+namespace {
+
+const std::string kSource = NSCOPE_SOURCE_DIR;
+const std::string kModel = kSource + "/tests/fixtures/models/gpt2";
+
+nscope::test::CliResult run_code(const std::string& name, const std::string& code, std::vector<std::string> extra = {}) {
+    const std::string dir = nscope::test::temp_dir("lua-model");
+    const std::string path = dir + "/" + name;
+    std::ofstream(path) << "local MODEL = '" << kModel << "'\n" << code;
+    std::vector<std::string> args{"script", path, "--out", dir + "/runs"};
+    args.insert(args.end(), extra.begin(), extra.end());
+    return run_nscope(args);
+}
+
+}  // namespace
+
+TEST_CASE("lua hook: zeroing a neuron makes its captured value 0 and changes the logits", "[lua][model]") {
+    const auto r = run_code("zero.lua", R"(
+local m = nscope.load(MODEL)
+local prompts = { { ids = { 11, 42, 7, 300 } }, { ids = { 5, 6 } } }
+local hook = "blocks.1.mlp.hook_post"
+local clean = m:run(prompts, { hooks = { hook } })
+local seen = {}
+local edited = m:run(prompts, { hooks = { hook, [hook] = function(t, ctx)
+  seen[#seen + 1] = ctx.hook .. ":" .. table.concat(ctx.prompts, ",") .. ":" .. table.concat(t:shape(), "x")
+  t[{ {}, {}, 13 }] = 0
+end } })
+print("seen", table.concat(seen, " "))
+print("clean", clean[hook][{ 1, 4, 13 }] ~= 0)
+print("edited", edited[hook][{ 1, 4, 13 }], edited[hook][{ 2, 2, 13 }])
+print("other neuron unchanged", edited[hook][{ 1, 4, 14 }] == clean[hook][{ 1, 4, 14 }])
+print("logits changed", (edited.logits[{ 1, 4 }] - clean.logits[{ 1, 4 }]):abs():max() > 1e-6)
+print("kl", nscope.kl_div(clean.logits[{ 1, 4 }], edited.logits[{ 1, 4 }]) > 0)
+-- returning a tensor replaces the activation
+local repl = m:run(prompts, { batch_size = 1, hooks = { hook, [hook] = function(t) return t * 0 end } })
+print("replaced", repl[hook]:abs():max())
+-- the same edit as a built-in intervention gives the same logits
+local iv = m:run(prompts, { interventions = { { hook = hook, op = "zero", neurons = { 12 } } } })
+print("intervention matches", (iv.logits - edited.logits):abs():max() < 1e-5)
+)");
+    INFO(r.err);
+    REQUIRE(r.exit_code == 0);
+    CHECK_THAT(r.out, Catch::Contains("seen\tblocks.1.mlp.hook_post:1,2:2x4x256\n"));
+    CHECK_THAT(r.out, Catch::Contains("clean\ttrue\n"));
+    CHECK_THAT(r.out, Catch::Contains("edited\t0.0\t0.0\n"));
+    CHECK_THAT(r.out, Catch::Contains("other neuron unchanged\ttrue\n"));
+    CHECK_THAT(r.out, Catch::Contains("logits changed\ttrue\n"));
+    CHECK_THAT(r.out, Catch::Contains("kl\ttrue\n"));
+    CHECK_THAT(r.out, Catch::Contains("replaced\t0.0\n"));
+    CHECK_THAT(r.out, Catch::Contains("intervention matches\ttrue\n"));
+}
+
+TEST_CASE("lua hook: an error deep inside a hook exits 2 with the hook's line and a traceback", "[lua][model][errors]") {
+    const std::string script = kSource + "/tests/fixtures/scripts/bad/hook_error.lua";
+    const std::string out = nscope::test::temp_dir("lua-hook-error");
+    const auto r = run_nscope({"script", script, "--out", out, "--", kModel});
+    CHECK(r.exit_code == 2);
+    CHECK_THAT(r.err, Catch::Contains("script error: "));
+    CHECK_THAT(r.err, Catch::Contains("hook_error.lua:5: attempt to index a nil value (local 'missing')"));
+    CHECK_THAT(r.err, Catch::Contains("(in the hook function for blocks.1.mlp.hook_post)"));
+    CHECK_THAT(r.err, Catch::Contains("stack traceback:"));
+    CHECK_THAT(r.err, Catch::Contains("in method 'run'"));
+    CHECK_THAT(r.err, Catch::Contains("hook_error.lua:10: in main chunk"));
+    CHECK_THAT(r.out, !Catch::Contains("not reached"));
+}
+
+TEST_CASE("lua model: cache layout, padding and mistakes named clearly", "[lua][model]") {
+    const auto r = run_code("cache.lua", R"(
+local m = nscope.load(MODEL)
+local c = m:run({ { ids = { 1, 2, 3 } }, { ids = { 4 }, labels = { kind = "short" } } },
+                { hooks = { "blocks.0.mlp.hook_post", "blocks.0.attn.hook_pattern" } })
+print("shape", table.concat(c["blocks.0.mlp.hook_post"]:shape(), "x"), table.concat(c.logits:shape(), "x"))
+print("pattern", table.concat(c["blocks.0.attn.hook_pattern"]:shape(), "x"))
+print("padding", c["blocks.0.mlp.hook_post"][{ 2, {2, 3} }]:abs():sum(), c.mask[2]:sum(), c.lengths[2])
+print("labels", c.prompts[2].labels.kind, c.tokens[1][3])
+print("info", m.info.n_layers, m.info.d_mlp, m.info.vocab_size)
+print(pcall(function() return c["blocks.1.mlp.hook_post"] end))
+)");
+    INFO(r.err);
+    REQUIRE(r.exit_code == 0);
+    CHECK_THAT(r.out, Catch::Contains("shape\t2x3x256\t2x3x1000\n"));
+    CHECK_THAT(r.out, Catch::Contains("pattern\t2x4x3x3\n"));
+    CHECK_THAT(r.out, Catch::Contains("padding\t0.0\t1\t1\n"));
+    CHECK_THAT(r.out, Catch::Contains("labels\tshort\t#3\n"));
+    CHECK_THAT(r.out, Catch::Contains("info\t2\t256\t1000\n"));
+    CHECK_THAT(r.out, Catch::Contains("hook 'blocks.1.mlp.hook_post' was not captured in this run"));
+}
+
+TEST_CASE("lua model: analyzer and exporter plugins and recipes from Lua", "[lua][model]") {
+    const auto r = run_code("plugins.lua", R"(
+local m = nscope.load(MODEL)
+local c = m:run({ { ids = { 1, 2, 3 } }, { ids = { 4, 5 } } }, { hooks = { "blocks.0.mlp.hook_post" } })
+local s = nscope.analyze("stats", c, { threshold = 0.1 })
+local mine = c["blocks.0.mlp.hook_post"][{ {}, {}, 7 }]
+local mean7 = (mine[1]:sum() + mine[2]:sum()) / 5
+print("tokens", s.summary.tokens, s._plugin)
+print("mean matches", math.abs(s.arrays["blocks.0.mlp.hook_post.mean"][7] - mean7) < 1e-5)
+local dir = nscope.export("json", { st = s })
+local f = assert(io.open(dir .. "/results/st.json")) local text = f:read("a") f:close()
+print("exported", text:find('"analyzer"') ~= nil)
+local run = nscope.recipe { name = "from-lua", model = { path = MODEL }, prompts = { { ids = { { 1, 2 } } } },
+  hooks = { "blocks.0.mlp.hook_post" }, analyses = { { id = "s", use = "stats" } }, exports = { { use = "json" } } }
+print("recipe inside run dir", run:sub(1, #nscope.run_dir) == nscope.run_dir)
+local g = assert(io.open(run .. "/manifest.json")) local man = g:read("a") g:close()
+print("recipe complete", man:find('"status": "complete"') ~= nil)
+print(pcall(nscope.analyze, "nosuch", c))
+)");
+    INFO(r.err);
+    REQUIRE(r.exit_code == 0);
+    CHECK_THAT(r.out, Catch::Contains("tokens\t5\tstats\n"));
+    CHECK_THAT(r.out, Catch::Contains("mean matches\ttrue\n"));
+    CHECK_THAT(r.out, Catch::Contains("exported\ttrue\n"));
+    CHECK_THAT(r.out, Catch::Contains("recipe inside run dir\ttrue\n"));
+    CHECK_THAT(r.out, Catch::Contains("recipe complete\ttrue\n"));
+    CHECK_THAT(r.out, Catch::Contains("false\t"));
+}
+
+TEST_CASE("example scripts run on the tiny GPT-2 and print their markers", "[lua][model][examples]") {
+    const std::vector<std::pair<std::string, std::string>> examples = {
+        {"ablate_neuron.lua", "ABLATION_OK"}, {"compare_prompts.lua", "COMPARE_OK"}, {"neuron_search.lua", "NEURON_SEARCH_OK"}};
+    for (const auto& [file, marker] : examples) {
+        INFO(file);
+        const std::string out = nscope::test::temp_dir("lua-example");
+        const auto r = run_nscope({"script", kSource + "/scripts/lua/" + file, "--out", out, "--", kModel});
+        INFO(r.err);
+        CHECK(r.exit_code == 0);
+        CHECK_THAT(r.out, Catch::Contains(marker));
+    }
+}
