@@ -10,6 +10,13 @@
 #include "core/model/session.h"
 #include "core/plugin/registry.h"
 
+// ATen pulls in glog, whose CHECK macro (abort on failure) would shadow Catch's CHECK: drop it here and
+// include this header before <catch2/catch.hpp>.
+#ifdef TWOBLUECUBES_CATCH_HPP_INCLUDED
+#error "include tests/model/model_support.h before <catch2/catch.hpp>"
+#endif
+#undef CHECK
+
 namespace nscope::test {
 
 /// The plugins of this build (scanned once).

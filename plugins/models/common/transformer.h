@@ -222,7 +222,7 @@ inline at::Tensor additive_mask(const at::Tensor& attention_mask, bool causal, i
 }
 
 /// x @ W^T + b for HF nn.Linear weights [out, in] (b may be undefined).
-inline at::Tensor linear(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b = {}) {
+inline at::Tensor dense(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b = {}) {
     return at::linear(x, w, b.defined() ? c10::optional<at::Tensor>(b) : c10::nullopt);
 }
 
