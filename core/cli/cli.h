@@ -34,6 +34,10 @@ private:
 };
 
 void add_plugins_command(CLI::App& app, CliContext& ctx);
+/// nscope hooks MODEL [--json] [--filter PATTERN...]
+void add_hooks_command(CLI::App& app, CliContext& ctx);
+/// nscope info MODEL [--json] [--dtype float32|bfloat16]
+void add_info_command(CLI::App& app, CliContext& ctx);
 
 /// Text for `nscope --version`: versions, build tag, LibTorch threads and the BLAS library in use.
 std::string version_report();
