@@ -34,6 +34,7 @@ private:
 };
 
 void add_plugins_command(CLI::App& app, CliContext& ctx);
+void add_tokenize_command(CLI::App& app, CliContext& ctx);
 
 /// Text for `nscope --version`: versions, build tag, LibTorch threads and the BLAS library in use.
 std::string version_report();

@@ -40,6 +40,7 @@ int main(int argc, char** argv) {
         ->check(CLI::NonNegativeNumber);
 
     add_plugins_command(app, ctx);
+    add_tokenize_command(app, ctx);
 
     try {
         app.parse(argc, argv);

@@ -55,7 +55,10 @@ bool is_punctuation(char32_t c) {
     const Category k = category(c);
     return k >= Category::Pc && k <= Category::Po;
 }
-bool is_other(char32_t c) { return category(c) >= Category::Cc; }
+bool is_other(char32_t c) {
+    const Category k = category(c);
+    return k >= Category::Cc && k != Category::Cn;  // as HF (unicode_categories): unassigned is not "other"
+}
 bool is_mark_nonspacing(char32_t c) { return c >= 0x300 && category(c) == Category::Mn; }
 
 bool is_cjk(char32_t c) {

@@ -24,7 +24,7 @@ bool is_letter(char32_t c);        ///< L*
 bool is_numeric(char32_t c);       ///< Nd, Nl, No (Rust's char::is_numeric)
 bool is_alphanumeric(char32_t c);  ///< L* or N*
 bool is_punctuation(char32_t c);   ///< P*
-bool is_other(char32_t c);         ///< Cc, Cf, Cs, Co, Cn
+bool is_other(char32_t c);         ///< Cc, Cf, Cs, Co (not Cn, as HF's BERT normalizer)
 bool is_mark_nonspacing(char32_t c);  ///< Mn
 /// BERT's "Chinese character" blocks (CJK ideographs, not Hangul or Kana).
 bool is_cjk(char32_t c);
