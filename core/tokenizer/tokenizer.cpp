@@ -287,6 +287,21 @@ Encoding Tokenizer::encode(std::string_view text, bool add_special_tokens) const
     return e;
 }
 
+std::string Tokenizer::normalize(std::string_view text) const {
+    const Impl& m = *impl_;
+    NormStr input;
+    input.chars = unicode::decode_utf8(text);
+    input.align.assign(input.chars.size(), {0, 0});
+    std::vector<Segment> raw;
+    m.split_added(input, m.raw_trie, raw);
+    std::u32string out;
+    for (auto& seg : raw) {
+        if (seg.added < 0 && m.normalizer) m.normalizer->normalize(seg.s);
+        out += seg.s.chars;
+    }
+    return unicode::encode_utf8(out);
+}
+
 std::string Tokenizer::decode(const std::vector<int64_t>& ids, bool skip_special_tokens) const {
     const Impl& m = *impl_;
     std::vector<std::string> tokens;

@@ -59,6 +59,9 @@ public:
     /// Tokenize `text` (UTF-8; invalid bytes are read as U+FFFD). With `add_special_tokens` the
     /// post-processor adds its special tokens (BOS, [CLS]/[SEP], ...), as HF does by default.
     Encoding encode(std::string_view text, bool add_special_tokens = true) const;
+    /// The text after the file's normalizer (added tokens matched in the raw text are kept verbatim),
+    /// e.g. the NFC form for Qwen; the text itself when the file has no normalizer.
+    std::string normalize(std::string_view text) const;
     /// Text of a sequence of ids through the file's decoder. Unknown ids are skipped.
     std::string decode(const std::vector<int64_t>& ids, bool skip_special_tokens = true) const;
 

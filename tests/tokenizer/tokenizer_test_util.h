@@ -7,6 +7,8 @@
 
 #include <catch2/catch.hpp>
 
+#include "tests/support/cli.h"
+
 namespace nscope::test {
 
 inline std::filesystem::path tokenizer_fixtures() {
