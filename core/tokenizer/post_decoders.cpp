@@ -350,11 +350,17 @@ private:
 };
 
 void replace_all(std::string& s, std::string_view from, std::string_view to) {
+    size_t hit = s.find(from);
+    if (hit == std::string::npos) return;
+    std::string out;
     size_t pos = 0;
-    while ((pos = s.find(from, pos)) != std::string::npos) {
-        s.replace(pos, from.size(), to);
-        pos += to.size();
+    for (; hit != std::string::npos; hit = s.find(from, pos)) {
+        out.append(s, pos, hit - pos);
+        out.append(to);
+        pos = hit + from.size();
     }
+    out.append(s, pos, std::string::npos);
+    s = std::move(out);
 }
 
 class WordPieceDec : public Decoder {
@@ -368,7 +374,7 @@ public:
                 if (t.compare(0, prefix_.size(), prefix_) == 0)
                     t.erase(0, prefix_.size());
                 else
-                    t.insert(0, " ");
+                    t = " " + t;
             }
             if (cleanup_) {
                 replace_all(t, " .", ".");

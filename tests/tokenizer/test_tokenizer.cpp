@@ -272,3 +272,46 @@ TEST_CASE("encoding speed over cases.txt (prints tokens/s)", "[.][bench]") {
                     s, static_cast<double>(tokens) / s);
     }
 }
+
+TEST_CASE("added tokens honour lstrip, rstrip and single_word; Metaspace splits and decodes", "[tokenizer]") {
+    const json j = json::parse(R"({
+      "added_tokens": [
+        {"id": 10, "content": "<mask>", "lstrip": true, "special": true},
+        {"id": 11, "content": "<sw>", "single_word": true, "special": false, "normalized": false},
+        {"id": 12, "content": "<r>", "rstrip": true, "special": true}],
+      "pre_tokenizer": {"type": "Metaspace", "replacement": "▁", "prepend_scheme": "always", "split": true},
+      "decoder": {"type": "Metaspace", "replacement": "▁", "prepend_scheme": "always", "split": true},
+      "model": {"type": "WordLevel", "unk_token": "<unk>",
+                "vocab": {"<unk>": 0, "▁Hey": 1, "▁friend": 2, "▁!": 3, "▁a": 4, "▁b": 5, "▁a<sw>b": 6}}
+    })");
+    const auto tok = Tokenizer::from_json_string(j.dump(), "meta.json");
+    Encoding e = tok.encode("Hey friend <mask>!");
+    CHECK(e.ids == std::vector<int64_t>{1, 2, 10, 3});
+    CHECK(e.offsets == std::vector<std::pair<size_t, size_t>>{{0, 3}, {3, 10}, {10, 17}, {17, 18}});
+    CHECK(tok.decode(e.ids, false) == "Hey friend<mask> !");
+    CHECK(tok.decode(e.ids, true) == "Hey friend !");
+
+    e = tok.encode("a<sw>b");  // inside a word: not a match for a single_word token
+    CHECK(e.ids == std::vector<int64_t>{6});
+    e = tok.encode("a <sw> b");
+    CHECK(e.ids == std::vector<int64_t>{4, 0, 11, 5});  // "a " -> "▁a", "▁" (unk), "<sw>", " b" -> "▁b"
+    CHECK(e.offsets == std::vector<std::pair<size_t, size_t>>{{0, 1}, {1, 2}, {2, 6}, {6, 8}});
+
+    e = tok.encode("<r>   Hey");
+    CHECK(e.ids == std::vector<int64_t>{12, 1});
+    CHECK(e.offsets == std::vector<std::pair<size_t, size_t>>{{0, 6}, {6, 9}});
+}
+
+TEST_CASE("normalizers: NFKC, lowercase, strip and BERT accent stripping keep source offsets", "[tokenizer]") {
+    const json j = json::parse(R"({
+      "normalizer": {"type": "Sequence", "normalizers": [
+        {"type": "NFKC"}, {"type": "Lowercase"}, {"type": "Strip", "strip_left": true, "strip_right": true}]},
+      "pre_tokenizer": {"type": "Whitespace"},
+      "model": {"type": "WordLevel", "unk_token": "<unk>", "vocab": {"<unk>": 0, "fi": 1, "ne": 2, "é": 3, "x2": 4}}
+    })");
+    const auto tok = Tokenizer::from_json_string(j.dump(), "norm.json");
+    CHECK(tok.normalize("  \xEF\xAC\x81NE E\xCC\x81 X\xC2\xB2 ") == "fine é x2");  // ﬁ -> fi, E+◌́ -> é, ² -> 2
+    const Encoding e = tok.encode("  \xEF\xAC\x81NE E\xCC\x81 X\xC2\xB2 ");
+    CHECK(e.ids == std::vector<int64_t>{0, 3, 4});  // "fine" is not in the vocab
+    CHECK(e.offsets == std::vector<std::pair<size_t, size_t>>{{2, 5}, {6, 7}, {9, 11}});
+}

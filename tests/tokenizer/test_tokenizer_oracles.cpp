@@ -1,6 +1,5 @@
 // Exact agreement with HuggingFace tokenizers 0.22 on the 300 oracle cases: ids, tokens, offsets (code
 // points), type ids, special token masks, with and without special tokens, and decoding.
-#include <chrono>
 #include <fstream>
 #include <sstream>
 
@@ -21,12 +20,6 @@ std::vector<json> read_jsonl(const std::filesystem::path& p) {
     std::string line;
     while (std::getline(in, line))
         if (!line.empty()) out.push_back(json::parse(line));
-    return out;
-}
-
-std::vector<std::string> read_cases() {
-    std::vector<std::string> out;
-    for (const auto& j : read_jsonl(test::tokenizer_fixtures() / "cases.txt")) out.push_back(j.get<std::string>());
     return out;
 }
 
