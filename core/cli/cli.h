@@ -38,6 +38,7 @@ void add_plugins_command(CLI::App& app, CliContext& ctx);
 void add_hooks_command(CLI::App& app, CliContext& ctx);
 /// nscope info MODEL [--json] [--dtype float32|bfloat16]
 void add_info_command(CLI::App& app, CliContext& ctx);
+void add_tokenize_command(CLI::App& app, CliContext& ctx);
 
 /// Text for `nscope --version`: versions, build tag, LibTorch threads and the BLAS library in use.
 std::string version_report();

@@ -42,6 +42,7 @@ int main(int argc, char** argv) {
     add_plugins_command(app, ctx);
     add_hooks_command(app, ctx);
     add_info_command(app, ctx);
+    add_tokenize_command(app, ctx);
 
     try {
         app.parse(argc, argv);
