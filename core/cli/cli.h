@@ -34,6 +34,11 @@ private:
 };
 
 void add_plugins_command(CLI::App& app, CliContext& ctx);
+/// nscope hooks MODEL [--json] [--filter PATTERN...]
+void add_hooks_command(CLI::App& app, CliContext& ctx);
+/// nscope info MODEL [--json] [--dtype float32|bfloat16]
+void add_info_command(CLI::App& app, CliContext& ctx);
+void add_tokenize_command(CLI::App& app, CliContext& ctx);
 void add_script_command(CLI::App& app, CliContext& ctx);
 
 /// Text for `nscope --version`: versions, build tag, LibTorch threads and the BLAS library in use.

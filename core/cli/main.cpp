@@ -40,6 +40,9 @@ int main(int argc, char** argv) {
         ->check(CLI::NonNegativeNumber);
 
     add_plugins_command(app, ctx);
+    add_hooks_command(app, ctx);
+    add_info_command(app, ctx);
+    add_tokenize_command(app, ctx);
     add_script_command(app, ctx);
 
     try {

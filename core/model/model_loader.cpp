@@ -1,0 +1,87 @@
+#include "core/model/model_loader.h"
+
+#include <set>
+
+#include "core/model/safetensors.h"
+#include "core/util/text.h"
+#include "nscope/error.h"
+
+namespace nscope {
+
+ModelHandle describe_model_files(const PluginRegistry& registry, ModelFiles files) {
+    const auto& cfg = files.config;
+    const std::string where = files.dir.empty() ? std::string("config") : (files.dir / "config.json").string();
+    std::vector<std::string> keys;
+    if (cfg.contains("architectures") && cfg["architectures"].is_array())
+        for (const auto& a : cfg["architectures"])
+            if (a.is_string()) keys.push_back(a.get<std::string>());
+    if (cfg.contains("model_type") && cfg["model_type"].is_string()) keys.push_back(cfg["model_type"].get<std::string>());
+    if (keys.empty())
+        throw InputError(where + ": neither \"architectures\" nor \"model_type\" is set, so no adapter can be chosen");
+
+    ModelHandle h;
+    std::vector<std::string> supported;
+    std::set<std::string> seen;
+    const auto factories = registry.model_factories();
+    for (const auto& key : keys) {
+        for (const auto& [plugin, factory] : factories) {
+            const auto archs = factory->architectures();
+            if (std::find(archs.begin(), archs.end(), key) != archs.end()) {
+                h.plugin = plugin;
+                h.factory = factory;
+                break;
+            }
+        }
+        if (h.factory) break;
+    }
+    if (!h.factory) {
+        for (const auto& [plugin, factory] : factories)
+            for (const auto& a : factory->architectures())
+                if (seen.insert(a).second) supported.push_back(a + " (" + plugin->id + ")");
+        std::vector<std::string> names(seen.begin(), seen.end());
+        throw InputError(where + ": unknown architecture '" + keys.front() + "'" + did_you_mean(keys.front(), names) +
+                         ". Supported: " + (supported.empty() ? std::string("none (no model plugins loaded)")
+                                                              : join(supported, ", ")) +
+                         ". Add an adapter plugin under plugins/models/<arch>/ to run it.");
+    }
+    h.files = std::move(files);
+    h.info = h.factory->describe(h.files.config);
+    h.info.adapter = h.plugin->id;
+    h.hooks = h.factory->hook_points(h.files.config);
+    return h;
+}
+
+ModelHandle describe_model(const PluginRegistry& registry, const std::string& path_or_id) {
+    return describe_model_files(registry, resolve_model(path_or_id));
+}
+
+LoadedModel load_model(const PluginRegistry& registry, const std::string& path_or_id, const ModelOptions& options) {
+    if (options.dtype != at::kFloat && options.dtype != at::kBFloat16)
+        throw InputError("unsupported compute dtype " + std::string(c10::toString(options.dtype)) +
+                         " (use float32 or bfloat16)");
+    LoadedModel m;
+    m.handle = describe_model(registry, path_or_id);
+    m.weights = std::make_shared<SafetensorsWeights>(m.handle.files.weight_files);
+    m.adapter = m.handle.factory->load(m.handle.files.config, *m.weights, options);
+    return m;
+}
+
+LoadedModel init_random_model(const PluginRegistry& registry, const nlohmann::json& config, uint64_t seed,
+                              const ModelOptions& options) {
+    LoadedModel m;
+    ModelFiles files;
+    files.name = "random";
+    files.config = config;
+    m.handle = describe_model_files(registry, std::move(files));
+    m.adapter = m.handle.factory->init_random(config, seed, options);
+    return m;
+}
+
+at::ScalarType parse_model_dtype(const std::string& s) {
+    if (s == "float32" || s == "fp32" || s == "f32" || s == "float") return at::kFloat;
+    if (s == "bfloat16" || s == "bf16") return at::kBFloat16;
+    throw InputError("unknown dtype '" + s + "'" + did_you_mean(s, {"float32", "bfloat16"}) +
+                     " (supported compute dtypes: float32, bfloat16)");
+}
+
+}  // namespace nscope

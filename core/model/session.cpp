@@ -1,0 +1,315 @@
+#include "core/model/session.h"
+
+#include <ATen/core/grad_mode.h>
+
+#include "core/model/hook_dispatch.h"
+#include "core/model/hook_match.h"
+#include "core/model/interventions.h"
+#include "core/util/text.h"
+#include "nscope/error.h"
+
+namespace nscope {
+namespace {
+
+int axis_of(const HookPoint& h, std::initializer_list<const char*> names) {
+    for (size_t i = 0; i < h.dims.size(); ++i)
+        for (const char* n : names)
+            if (h.dims[i] == n) return static_cast<int>(i);
+    return -1;
+}
+
+/// Shape [1,..,n,..,1] with n at `axis` of a rank-`rank` tensor.
+std::vector<int64_t> along(int64_t rank, int axis, int64_t n) {
+    std::vector<int64_t> s(static_cast<size_t>(rank), 1);
+    s[static_cast<size_t>(axis)] = n;
+    return s;
+}
+
+struct PaddedBatch {
+    at::Tensor ids, mask, types;
+    std::vector<int64_t> lengths;
+};
+
+PaddedBatch make_batch(const std::vector<std::vector<int64_t>>& rows, const std::vector<std::vector<int64_t>>* types) {
+    PaddedBatch b;
+    size_t P = 0;
+    for (const auto& r : rows) {
+        if (r.empty()) throw InputError("a prompt has no tokens: every row needs at least one token id");
+        P = std::max(P, r.size());
+    }
+    const auto B = static_cast<int64_t>(rows.size());
+    b.ids = at::zeros({B, static_cast<int64_t>(P)}, at::kLong);
+    b.mask = at::zeros({B, static_cast<int64_t>(P)}, at::kLong);
+    auto ids = b.ids.accessor<int64_t, 2>();
+    auto mask = b.mask.accessor<int64_t, 2>();
+    for (size_t r = 0; r < rows.size(); ++r) {
+        for (size_t p = 0; p < rows[r].size(); ++p) ids[r][p] = rows[r][p], mask[r][p] = 1;
+        b.lengths.push_back(static_cast<int64_t>(rows[r].size()));
+    }
+    if (types != nullptr) {
+        if (types->size() != rows.size())
+            throw InputError("token_type_ids has " + std::to_string(types->size()) + " rows but there are " +
+                             std::to_string(rows.size()) + " prompts");
+        b.types = at::zeros({B, static_cast<int64_t>(P)}, at::kLong);
+        auto t = b.types.accessor<int64_t, 2>();
+        for (size_t r = 0; r < rows.size(); ++r) {
+            if (!(*types)[r].empty() && (*types)[r].size() != rows[r].size())
+                throw InputError("token_type_ids row " + std::to_string(r) + " has " +
+                                 std::to_string((*types)[r].size()) + " entries for " + std::to_string(rows[r].size()) +
+                                 " tokens");
+            for (size_t p = 0; p < (*types)[r].size(); ++p) t[r][p] = (*types)[r][p];
+        }
+    }
+    return b;
+}
+
+int64_t resolve_position(int64_t p, int64_t len, size_t prompt, const std::string& hook) {
+    const int64_t q = p < 0 ? len + p : p;
+    if (q < 0 || q >= len)
+        throw InputError("intervention on " + hook + ": position " + std::to_string(p) + " is outside prompt " +
+                         std::to_string(prompt) + " (" + std::to_string(len) + " tokens)");
+    return q;
+}
+
+/// Bool mask over heads and neurons, broadcastable to `t` ([1,...] on batch and position axes).
+at::Tensor head_neuron_mask(const at::Tensor& t, const HookPoint& h, const InterventionSpec& s) {
+    const int64_t rank = t.dim();
+    at::Tensor m = at::ones(std::vector<int64_t>(static_cast<size_t>(rank), 1), at::kBool);
+    if (!s.heads.empty()) {
+        const int ax = axis_of(h, {"head", "kv_head"});
+        at::Tensor hm = at::zeros({t.size(ax)}, at::kBool);
+        for (int64_t x : s.heads) hm[x] = true;
+        m = m & hm.view(along(rank, ax, t.size(ax)));
+    }
+    if (!s.neurons.empty()) {
+        const int64_t n = t.size(rank - 1);
+        at::Tensor nm = at::zeros({n}, at::kBool);
+        for (int64_t x : s.neurons) {
+            if (x < 0 || x >= n)
+                throw InputError("intervention on " + h.name + ": neuron index " + std::to_string(x) +
+                                 " is out of range (last dimension has " + std::to_string(n) + ")");
+            nm[x] = true;
+        }
+        m = m & nm.view(along(rank, static_cast<int>(rank - 1), n));
+    }
+    return m;
+}
+
+/// A per-neuron vector over the last dim: `values` given for the selected neurons (or all).
+at::Tensor neuron_vector(const std::vector<float>& values, const InterventionSpec& s, int64_t n,
+                         at::ScalarType dtype, const std::string& hook) {
+    at::Tensor v = at::zeros({n}, at::kFloat);
+    if (s.neurons.empty()) {
+        if (static_cast<int64_t>(values.size()) != n)
+            throw InputError("intervention " + s.op + " on " + hook + ": needs " + std::to_string(n) + " values, got " +
+                             std::to_string(values.size()));
+        std::copy(values.begin(), values.end(), v.data_ptr<float>());
+    } else {
+        if (values.size() != s.neurons.size())
+            throw InputError("intervention " + s.op + " on " + hook + ": needs one value per selected neuron (" +
+                             std::to_string(s.neurons.size()) + "), got " + std::to_string(values.size()));
+        for (size_t i = 0; i < values.size(); ++i) v[s.neurons[i]] = values[i];
+    }
+    return v.to(dtype);
+}
+
+}  // namespace
+
+ModelSession::ModelSession(LoadedModel& model) : model_(model) {
+    if (!model_.adapter) throw RuntimeError("ModelSession: the model has no adapter loaded");
+}
+
+void ModelSession::register_prompt(size_t index, std::vector<int64_t> ids, std::vector<int64_t> token_type_ids) {
+    prompts_[index] = Prompt{std::move(ids), std::move(token_type_ids)};
+    for (auto it = clean_.begin(); it != clean_.end();)
+        it = it->first.first == index ? clean_.erase(it) : std::next(it);
+}
+
+void ModelSession::clear_cache() { clean_.clear(); }
+
+int ModelSession::hook_id(const std::string& name) const {
+    const auto& hooks = model_.adapter->hook_points();
+    for (size_t i = 0; i < hooks.size(); ++i)
+        if (hooks[i].name == name) return static_cast<int>(i);
+    std::vector<std::string> names;
+    for (const auto& h : hooks) names.push_back(h.name);
+    throw InputError("unknown hook '" + name + "'" + did_you_mean(name, names) +
+                     ". List the hooks with `nscope hooks MODEL`.");
+}
+
+at::Tensor ModelSession::clean_capture(size_t prompt, int hook, const Prompt& p) {
+    const auto key = std::make_pair(prompt, hook);
+    if (auto it = clean_.find(key); it != clean_.end()) return it->second;
+    std::vector<std::vector<int64_t>> rows{p.ids}, types{p.types};
+    PaddedBatch b = make_batch(rows, p.types.empty() ? nullptr : &types);
+    HostHookDispatcher d(model_.adapter->hook_points().size());
+    at::Tensor got;
+    d.add_observer(hook, [&](int, const at::Tensor& t) { got = t.detach().clone(); });
+    at::NoGradGuard no_grad;
+    model_.adapter->forward({b.ids, b.mask, b.types}, &d);
+    if (!got.defined()) throw RuntimeError("the adapter never fired hook " + model_.adapter->hook_points()[hook].name);
+    clean_[key] = got;
+    return got;
+}
+
+ForwardOutput ModelSession::forward(const std::vector<std::vector<int64_t>>& rows,
+                                    const std::vector<std::vector<int64_t>>* token_type_ids,
+                                    const std::vector<size_t>& prompt_indices, const ForwardRequest& request) {
+    if (rows.empty()) throw InputError("forward: no prompts");
+    if (prompt_indices.size() != rows.size())
+        throw InputError("forward: " + std::to_string(prompt_indices.size()) + " prompt indices for " +
+                         std::to_string(rows.size()) + " rows");
+    const auto& hooks = model_.adapter->hook_points();
+    PaddedBatch b = make_batch(rows, token_type_ids);
+    const int64_t B = b.ids.size(0), P = b.ids.size(1);
+    HostHookDispatcher d(hooks.size());
+    ForwardOutput out;
+    out.input_ids = b.ids;
+    out.attention_mask = b.mask;
+
+    // Interventions: validate, expand patterns, and register editors (they run before observers).
+    for (const auto& spec : request.interventions) {
+        validate_intervention(hooks, spec);
+        for (int id : match_hook_ids(hooks, spec.hook)) {
+            const HookPoint& h = hooks[static_cast<size_t>(id)];
+            // Rows this edit applies to, with their positions resolved.
+            std::vector<std::pair<int64_t, std::vector<int64_t>>> targets;
+            for (int64_t r = 0; r < B; ++r) {
+                const size_t gp = prompt_indices[static_cast<size_t>(r)];
+                if (!spec.prompts.empty() &&
+                    std::find(spec.prompts.begin(), spec.prompts.end(), static_cast<int64_t>(gp)) == spec.prompts.end())
+                    continue;
+                std::vector<int64_t> pos;
+                for (int64_t p : spec.positions) pos.push_back(resolve_position(p, b.lengths[r], gp, h.name));
+                targets.emplace_back(r, std::move(pos));
+            }
+            if (targets.empty()) continue;
+            at::Tensor source;  // patch: the source prompt's clean activation
+            int64_t src_len = 0;
+            if (spec.op == "patch") {
+                const auto sp = static_cast<size_t>(*spec.source_prompt);
+                Prompt p;
+                const auto in_batch = std::find(prompt_indices.begin(), prompt_indices.end(), sp);
+                if (in_batch != prompt_indices.end()) {
+                    const auto r = static_cast<size_t>(in_batch - prompt_indices.begin());
+                    p.ids = rows[r];
+                    if (token_type_ids != nullptr) p.types = (*token_type_ids)[r];
+                } else if (auto it = prompts_.find(sp); it != prompts_.end()) {
+                    p = it->second;
+                } else {
+                    throw InputError("patch on " + h.name + ": source prompt " + std::to_string(sp) +
+                                     " is neither in this batch nor registered with the session");
+                }
+                src_len = static_cast<int64_t>(p.ids.size());
+                source = clean_capture(sp, id, p);
+            }
+            const int pos_ax = axis_of(h, {"pos", "query_pos"});
+            const bool has_key_axis = axis_of(h, {"key_pos"}) >= 0;
+            d.add_editor(id, [&, spec, id, pos_ax, has_key_axis, targets, source, src_len](int, at::Tensor& t) {
+                const HookPoint& hp = hooks[static_cast<size_t>(id)];
+                const int64_t rank = t.dim();
+                at::Tensor hn = head_neuron_mask(t, hp, spec);
+                at::Tensor edited = t.clone();
+                if (spec.op == "patch") {
+                    at::Tensor src = source.to(t.scalar_type());
+                    for (const auto& [r, pos0] : targets) {
+                        const int64_t len = b.lengths[r];
+                        std::vector<std::pair<int64_t, int64_t>> pairs;  // (target pos, source pos)
+                        if (spec.positions.empty()) {
+                            if (len != src_len)
+                                throw InputError("patch on " + hp.name + ": prompt " +
+                                                 std::to_string(prompt_indices[r]) + " has " + std::to_string(len) +
+                                                 " tokens but source prompt " + std::to_string(*spec.source_prompt) +
+                                                 " has " + std::to_string(src_len) +
+                                                 "; give `positions` to patch prompts of different lengths");
+                            for (int64_t q = 0; q < len; ++q) pairs.emplace_back(q, q);
+                        } else {
+                            if (has_key_axis && len != src_len)
+                                throw InputError("patch on " + hp.name + ": attention hooks can only be patched "
+                                                 "between prompts of equal length");
+                            for (size_t i = 0; i < spec.positions.size(); ++i)
+                                pairs.emplace_back(pos0[i], resolve_position(spec.positions[i], src_len,
+                                                                             static_cast<size_t>(*spec.source_prompt),
+                                                                             hp.name));
+                        }
+                        at::Tensor row = edited.select(0, r);
+                        at::Tensor srow = src.select(0, 0);
+                        at::Tensor m = hn.select(0, 0).select(pos_ax - 1, 0);
+                        for (const auto& [tp, sp] : pairs) {
+                            at::Tensor dst = row.select(pos_ax - 1, tp);
+                            at::Tensor val = srow.select(pos_ax - 1, sp);
+                            for (int64_t a = 0; a < dst.dim(); ++a)
+                                if (dst.size(a) != val.size(a)) dst = dst.narrow(a, 0, val.size(a));
+                            dst.copy_(at::where(m.expand_as(dst).contiguous(), val, dst));
+                        }
+                    }
+                    t = edited;
+                    return;
+                }
+                // Row x position mask [b, p] broadcast to the hook's rank.
+                at::Tensor rp = at::zeros({t.size(0), t.size(pos_ax)}, at::kBool);
+                for (const auto& [r, pos] : targets) {
+                    if (spec.positions.empty()) rp[r].fill_(true);
+                    else
+                        for (int64_t q : pos) rp[r][q] = true;
+                }
+                std::vector<int64_t> shape(static_cast<size_t>(rank), 1);
+                shape[0] = t.size(0);
+                shape[static_cast<size_t>(pos_ax)] = t.size(pos_ax);
+                at::Tensor M = rp.view(shape) & hn;
+                const auto dt = t.scalar_type();
+                const int64_t n = t.size(rank - 1);
+                if (spec.op == "zero") edited = t.masked_fill(M, 0.0);
+                else if (spec.op == "set") edited = t.masked_fill(M, spec.value);
+                else if (spec.op == "scale") edited = at::where(M, t * spec.factor, t);
+                else if (spec.op == "clamp_range") edited = at::where(M, t.clamp(spec.lo, spec.hi), t);
+                else if (spec.op == "mask_range")
+                    edited = t.masked_fill(M & t.ge(spec.lo) & t.le(spec.hi), spec.value);
+                else if (spec.op == "add")
+                    edited = t + M.to(dt) * neuron_vector(spec.vector, spec, n, dt, hp.name);
+                else if (spec.op == "mean")
+                    edited = at::where(M, neuron_vector(spec.mean_values, spec, n, dt, hp.name).expand_as(t), t);
+                t = edited;
+            });
+        }
+    }
+
+    // Host callbacks (Lua hook functions): editors after the interventions.
+    for (const auto& [pattern, callback] : request.callbacks) {
+        for (const auto& name : match_hooks(hooks, {pattern})) {
+            d.add_editor(hook_id(name), [&callback, name](int, at::Tensor& t) { callback(name, t); });
+        }
+    }
+
+    // Captures: what flows downstream after the edits, float32, zero at padded positions.
+    std::vector<int> capture_ids;
+    for (const auto& name : request.capture) capture_ids.push_back(hook_id(name));
+    std::map<int, at::Tensor> got;
+    for (int id : capture_ids)
+        d.add_observer(id, [&got](int i, const at::Tensor& t) { got[i] = t.detach().to(at::kFloat); });
+
+    at::Tensor logits;
+    {
+        at::NoGradGuard no_grad;
+        logits = model_.adapter->forward({b.ids, b.mask, b.types}, &d);
+    }
+    const at::Tensor valid = b.mask.to(at::kBool);  // [b, p]
+    for (int id : capture_ids) {
+        const HookPoint& h = hooks[static_cast<size_t>(id)];
+        auto it = got.find(id);
+        if (it == got.end()) throw RuntimeError("the model adapter never fired hook " + h.name);
+        at::Tensor c = it->second;
+        for (size_t a = 0; a < h.dims.size() && a < static_cast<size_t>(c.dim()); ++a) {
+            if (h.dims[a] != "pos" && h.dims[a] != "query_pos" && h.dims[a] != "key_pos") continue;
+            std::vector<int64_t> s(static_cast<size_t>(c.dim()), 1);
+            s[0] = B;
+            s[a] = P;
+            c = c.masked_fill(valid.logical_not().view(s), 0.0);
+        }
+        out.captures[h.name] = c.contiguous();
+    }
+    if (request.keep_logits) out.logits = (logits.scalar_type() == at::kFloat ? logits : logits.to(at::kFloat)).contiguous();
+    return out;
+}
+
+}  // namespace nscope

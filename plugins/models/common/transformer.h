@@ -1,0 +1,308 @@
+// Shared building blocks of the model adapters (header-only; each adapter is its own plugin).
+//
+// - HookLayout: the canonical hook list (DESIGN.md) in forward order, with the id of every point.
+// - Weight tables: one table per architecture maps HF tensor names to the adapter's fields (llama.cpp
+//   style); `load_table` / `init_table` / `list_table` walk it to load, initialise or list parameters.
+// - Ops: additive attention mask, multi-head attention with hooks, rotary, RMSNorm.
+#pragma once
+
+#include <cmath>
+#include <cstdio>
+#include <limits>
+#include <string>
+#include <vector>
+
+#include <ATen/ATen.h>
+#include <nlohmann/json.hpp>
+
+#include "nscope/error.h"
+#include "nscope/model_adapter.h"
+
+namespace nscope::models {
+
+// ---------------------------------------------------------------------------------------------------------
+// Config access with clear errors.
+
+inline const nlohmann::json& cfg_field(const nlohmann::json& c, const char* key) {
+    if (!c.contains(key) || c[key].is_null())
+        throw InputError(std::string("config.json: required field \"") + key + "\" is missing");
+    return c[key];
+}
+inline int64_t cfg_int(const nlohmann::json& c, const char* key) {
+    const auto& v = cfg_field(c, key);
+    if (!v.is_number_integer() || v.get<int64_t>() <= 0)
+        throw InputError(std::string("config.json: \"") + key + "\" must be a positive integer, got " + v.dump());
+    return v.get<int64_t>();
+}
+inline int64_t cfg_int_or(const nlohmann::json& c, const char* key, int64_t dflt) {
+    return (c.contains(key) && !c[key].is_null()) ? cfg_int(c, key) : dflt;
+}
+inline double cfg_num_or(const nlohmann::json& c, const char* key, double dflt) {
+    if (!c.contains(key) || c[key].is_null()) return dflt;
+    if (!c[key].is_number()) throw InputError(std::string("config.json: \"") + key + "\" must be a number");
+    return c[key].get<double>();
+}
+inline bool cfg_bool_or(const nlohmann::json& c, const char* key, bool dflt) {
+    if (!c.contains(key) || c[key].is_null()) return dflt;
+    if (!c[key].is_boolean()) throw InputError(std::string("config.json: \"") + key + "\" must be true or false");
+    return c[key].get<bool>();
+}
+inline std::string cfg_str_or(const nlohmann::json& c, const char* key, const std::string& dflt) {
+    if (!c.contains(key) || c[key].is_null()) return dflt;
+    if (!c[key].is_string()) throw InputError(std::string("config.json: \"") + key + "\" must be a string");
+    return c[key].get<std::string>();
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Hook layout.
+
+struct LayerHooks {
+    int resid_pre = -1, ln1 = -1, q = -1, k = -1, v = -1, scores = -1, pattern = -1, z = -1, attn_out = -1,
+        resid_mid = -1, ln2 = -1, mlp_pre = -1, mlp_pre_linear = -1, mlp_post = -1, mlp_out = -1, resid_post = -1;
+};
+
+struct HookShape {
+    int64_t n_layers = 0, d_model = 0, n_heads = 0, n_kv_heads = 0, d_head = 0, d_mlp = 0, vocab = 0;
+    bool pos_embed = false;  ///< learned position embedding (hook_pos_embed)
+    bool pre_ln = true;      ///< ln1/ln2.hook_normalized exist
+    bool gated = false;      ///< mlp.hook_pre_linear exists
+    bool ln_final = true;    ///< ln_final.hook_normalized exists
+    bool logits = true;      ///< hook_logits exists
+};
+
+struct HookLayout {
+    int embed = -1, pos_embed = -1, ln_final = -1, logits = -1;
+    std::vector<LayerHooks> layers;
+    std::vector<HookPoint> points;
+
+    explicit HookLayout(const HookShape& s) {
+        auto add = [&](const std::string& name, std::vector<std::string> dims, std::vector<int64_t> sizes) {
+            points.push_back({name, std::move(dims), std::move(sizes)});
+            return static_cast<int>(points.size() - 1);
+        };
+        auto bpd = [&](const std::string& n) { return add(n, {"batch", "pos", "d_model"}, {-1, -1, s.d_model}); };
+        embed = bpd("hook_embed");
+        if (s.pos_embed) pos_embed = bpd("hook_pos_embed");
+        for (int64_t L = 0; L < s.n_layers; ++L) {
+            const std::string b = "blocks." + std::to_string(L) + ".";
+            LayerHooks h;
+            h.resid_pre = bpd(b + "hook_resid_pre");
+            if (s.pre_ln) h.ln1 = bpd(b + "ln1.hook_normalized");
+            h.q = add(b + "attn.hook_q", {"batch", "pos", "head", "d_head"}, {-1, -1, s.n_heads, s.d_head});
+            h.k = add(b + "attn.hook_k", {"batch", "pos", "kv_head", "d_head"}, {-1, -1, s.n_kv_heads, s.d_head});
+            h.v = add(b + "attn.hook_v", {"batch", "pos", "kv_head", "d_head"}, {-1, -1, s.n_kv_heads, s.d_head});
+            h.scores = add(b + "attn.hook_attn_scores", {"batch", "head", "query_pos", "key_pos"}, {-1, s.n_heads, -1, -1});
+            h.pattern = add(b + "attn.hook_pattern", {"batch", "head", "query_pos", "key_pos"}, {-1, s.n_heads, -1, -1});
+            h.z = add(b + "attn.hook_z", {"batch", "pos", "head", "d_head"}, {-1, -1, s.n_heads, s.d_head});
+            h.attn_out = bpd(b + "hook_attn_out");
+            h.resid_mid = bpd(b + "hook_resid_mid");
+            if (s.pre_ln) h.ln2 = bpd(b + "ln2.hook_normalized");
+            h.mlp_pre = add(b + "mlp.hook_pre", {"batch", "pos", "d_mlp"}, {-1, -1, s.d_mlp});
+            if (s.gated) h.mlp_pre_linear = add(b + "mlp.hook_pre_linear", {"batch", "pos", "d_mlp"}, {-1, -1, s.d_mlp});
+            h.mlp_post = add(b + "mlp.hook_post", {"batch", "pos", "d_mlp"}, {-1, -1, s.d_mlp});
+            h.mlp_out = bpd(b + "hook_mlp_out");
+            h.resid_post = bpd(b + "hook_resid_post");
+            layers.push_back(h);
+        }
+        if (s.ln_final) ln_final = bpd("ln_final.hook_normalized");
+        if (s.logits) logits = add("hook_logits", {"batch", "pos", "d_vocab"}, {-1, -1, s.vocab});
+    }
+};
+
+// ---------------------------------------------------------------------------------------------------------
+// Weight tables.
+
+enum class Init { Normal, NormalResid, Zeros, Ones };
+
+/// One row of an architecture's tensor table: HF name (with %d for the layer), the field it fills,
+/// its shape from the dimensions, and how init_random fills it. `present` = false skips the row
+/// (e.g. biases a config turns off).
+template <class Dims, class Owner>
+struct TensorRow {
+    const char* name;
+    at::Tensor Owner::*field;
+    std::vector<int64_t> (*shape)(const Dims&);
+    Init init;
+    bool (*present)(const Dims&) = nullptr;
+};
+
+inline std::string layer_name(const char* fmt, int64_t layer) {
+    char buf[256];
+    std::snprintf(buf, sizeof buf, fmt, static_cast<int>(layer));
+    return buf;
+}
+
+inline std::string shape_str(at::IntArrayRef s) {
+    std::string r = "[";
+    for (size_t i = 0; i < s.size(); ++i) r += (i ? ", " : "") + std::to_string(s[i]);
+    return r + "]";
+}
+
+/// Take a stored tensor into the compute dtype (zero-copy when it matches); own it when trainable.
+inline at::Tensor adopt(at::Tensor t, const ModelOptions& o) {
+    t = t.to(o.dtype);
+    if (o.trainable) t = t.clone().set_requires_grad(true);
+    return t;
+}
+
+template <class Dims, class Owner>
+void load_rows(const std::vector<TensorRow<Dims, Owner>>& rows, Owner& owner, int64_t layer, const Dims& d,
+               const WeightSource& w, const ModelOptions& o) {
+    for (const auto& r : rows) {
+        if (r.present && !r.present(d)) continue;
+        const std::string name = layer >= 0 ? layer_name(r.name, layer) : std::string(r.name);
+        at::Tensor t = w.get(name);
+        const auto want = r.shape(d);
+        if (t.sizes().vec() != want)
+            throw InputError("weight '" + name + "' has shape " + shape_str(t.sizes()) + " but config.json implies " +
+                             shape_str(want) + ". The checkpoint does not match its config.json.");
+        if (!at::isFloatingType(t.scalar_type()))
+            throw InputError("weight '" + name + "' is stored as " + std::string(c10::toString(t.scalar_type())) +
+                             ", expected a floating-point type");
+        owner.*(r.field) = adopt(t, o);
+    }
+}
+
+template <class Dims, class Owner>
+void init_rows(const std::vector<TensorRow<Dims, Owner>>& rows, Owner& owner, const Dims& d, double stdv,
+               double resid_std, at::Generator& gen, const ModelOptions& o) {
+    for (const auto& r : rows) {
+        if (r.present && !r.present(d)) continue;
+        const auto shape = r.shape(d);
+        at::Tensor t;
+        switch (r.init) {
+            case Init::Normal: t = at::normal(0.0, stdv, shape, gen, at::kFloat); break;
+            case Init::NormalResid: t = at::normal(0.0, resid_std, shape, gen, at::kFloat); break;
+            case Init::Zeros: t = at::zeros(shape, at::kFloat); break;
+            case Init::Ones: t = at::ones(shape, at::kFloat); break;
+        }
+        t = t.to(o.dtype);
+        if (o.trainable) t.set_requires_grad(true);
+        owner.*(r.field) = t;
+    }
+}
+
+template <class Dims, class Owner>
+void list_rows(const std::vector<TensorRow<Dims, Owner>>& rows, Owner& owner, int64_t layer, const Dims& d,
+               std::vector<std::pair<std::string, at::Tensor>>& out) {
+    for (const auto& r : rows) {
+        if (r.present && !r.present(d)) continue;
+        out.emplace_back(layer >= 0 ? layer_name(r.name, layer) : std::string(r.name), owner.*(r.field));
+    }
+}
+
+template <class Dims, class Owner>
+int64_t count_rows(const std::vector<TensorRow<Dims, Owner>>& rows, const Dims& d) {
+    int64_t n = 0;
+    for (const auto& r : rows) {
+        if (r.present && !r.present(d)) continue;
+        int64_t k = 1;
+        for (int64_t s : r.shape(d)) k *= s;
+        n += k;
+    }
+    return n;
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Ops.
+
+/// Additive mask [b, 1, p, p]: 0 where query i may attend key j, the dtype's lowest value elsewhere
+/// (HF uses finfo.min): key padding, plus j > i when causal, plus i - j >= window when windowed.
+inline at::Tensor additive_mask(const at::Tensor& attention_mask, bool causal, int64_t window, at::ScalarType dtype) {
+    const int64_t B = attention_mask.size(0), P = attention_mask.size(1);
+    at::Tensor allowed = attention_mask.to(at::kBool).view({B, 1, 1, P}).expand({B, 1, P, P});
+    if (causal) {
+        at::Tensor tri = at::ones({P, P}, at::kBool).tril();
+        if (window > 0) tri = tri & at::ones({P, P}, at::kBool).triu(1 - window);
+        allowed = allowed & tri.view({1, 1, P, P});
+    }
+    const double lowest = dtype == at::kBFloat16 ? static_cast<double>(std::numeric_limits<c10::BFloat16>::lowest())
+                                                 : static_cast<double>(std::numeric_limits<float>::lowest());
+    return at::zeros({B, 1, P, P}, dtype).masked_fill(allowed.logical_not(), lowest);
+}
+
+/// x @ W^T + b for HF nn.Linear weights [out, in] (b may be undefined).
+inline at::Tensor dense(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b = {}) {
+    return at::linear(x, w, b.defined() ? c10::optional<at::Tensor>(b) : c10::nullopt);
+}
+
+/// RMSNorm as HF Llama computes it: in float32, then back to the input dtype, times the weight.
+inline at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& w, double eps) {
+    at::Tensor h = x.to(at::kFloat);
+    h = h * at::rsqrt(h.pow(2).mean(-1, true) + eps);
+    return w * h.to(x.scalar_type());
+}
+
+/// Rotary tables cos, sin [p, d_head] (half-split layout: freqs repeated twice), float32 then dtype.
+inline std::pair<at::Tensor, at::Tensor> rotary_tables(int64_t P, int64_t dh, double theta, double pos_scale,
+                                                       at::ScalarType dtype) {
+    at::Tensor inv = 1.0 / at::pow(theta, at::arange(0, dh, 2, at::kLong).to(at::kFloat) / static_cast<double>(dh));
+    at::Tensor t = at::arange(P, at::kLong).to(at::kFloat);
+    if (pos_scale != 1.0) t = t / pos_scale;
+    at::Tensor freqs = at::outer(t, inv);
+    at::Tensor emb = at::cat({freqs, freqs}, -1);
+    return {emb.cos().to(dtype), emb.sin().to(dtype)};
+}
+
+/// Apply rotary to x [b, p, h, dh] with cos/sin [p, dh]: x*cos + rotate_half(x)*sin.
+inline at::Tensor apply_rotary(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin) {
+    const int64_t half = x.size(-1) / 2;
+    at::Tensor x1 = x.narrow(-1, 0, half), x2 = x.narrow(-1, half, half);
+    at::Tensor rot = at::cat({-x2, x1}, -1);
+    const int64_t P = x.size(1), dh = x.size(-1);
+    return x * cos.view({1, P, 1, dh}) + rot * sin.view({1, P, 1, dh});
+}
+
+/// Attention from per-head q [b,p,h,dh], k/v [b,p,hkv,dh] (hooks q/k/v already fired): scores (+mask),
+/// pattern, z with their hooks. Key/value heads are repeated (each kv head serves h/hkv consecutive query
+/// heads). Returns z merged to [b, p, h*dh].
+inline at::Tensor attention(HookDispatcher* hooks, const LayerHooks& ids, const at::Tensor& q, const at::Tensor& k,
+                            const at::Tensor& v, const at::Tensor& mask, double scale_div) {
+    const int64_t B = q.size(0), P = q.size(1), H = q.size(2), Hkv = k.size(2), dh = q.size(3);
+    at::Tensor qh = q.transpose(1, 2);  // [b, h, p, dh]
+    at::Tensor kh = k.transpose(1, 2), vh = v.transpose(1, 2);
+    if (Hkv != H) {
+        const int64_t rep = H / Hkv;
+        kh = kh.unsqueeze(2).expand({B, Hkv, rep, P, dh}).reshape({B, H, P, dh});
+        vh = vh.unsqueeze(2).expand({B, Hkv, rep, P, dh}).reshape({B, H, P, dh});
+    }
+    at::Tensor scores = at::matmul(qh, kh.transpose(-1, -2)) / scale_div + mask;
+    run_hook(hooks, ids.scores, scores);  // [b, h, p, p]
+    at::Tensor pattern = at::softmax(scores, -1, at::kFloat).to(q.scalar_type());
+    run_hook(hooks, ids.pattern, pattern);  // [b, h, p, p]
+    at::Tensor z = at::matmul(pattern, vh).transpose(1, 2);  // [b, p, h, dh]
+    run_hook(hooks, ids.z, z);  // [b, p, h, dh]
+    return z.reshape({B, P, H * dh});
+}
+
+/// The MLP nonlinearity named by an HF config ("gelu_new", "gelu", "silu", "relu", ...).
+inline at::Tensor activation(const std::string& name, const at::Tensor& x) {
+    if (name == "gelu_new" || name == "gelu_pytorch_tanh") return at::gelu(x, "tanh");
+    if (name == "gelu") return at::gelu(x);
+    if (name == "silu" || name == "swish") return at::silu(x);
+    if (name == "relu") return at::relu(x);
+    throw InputError("config.json: unsupported activation '" + name +
+                     "' (supported: gelu_new, gelu_pytorch_tanh, gelu, silu, relu)");
+}
+inline void check_activation(const std::string& name) {
+    static const char* ok[] = {"gelu_new", "gelu_pytorch_tanh", "gelu", "silu", "swish", "relu"};
+    for (const char* a : ok)
+        if (name == a) return;
+    throw InputError("config.json: unsupported activation '" + name +
+                     "' (supported: gelu_new, gelu_pytorch_tanh, gelu, silu, relu)");
+}
+
+/// Parameter count of a named parameter list, counting each storage once (tied weights).
+inline int64_t count_params(const std::vector<std::pair<std::string, at::Tensor>>& ps) {
+    int64_t n = 0;
+    std::vector<const void*> seen;
+    for (const auto& [name, t] : ps) {
+        const void* p = t.data_ptr();
+        if (std::find(seen.begin(), seen.end(), p) != seen.end()) continue;
+        seen.push_back(p);
+        n += t.numel();
+    }
+    return n;
+}
+
+}  // namespace nscope::models
