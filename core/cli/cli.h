@@ -39,6 +39,10 @@ void add_hooks_command(CLI::App& app, CliContext& ctx);
 /// nscope info MODEL [--json] [--dtype float32|bfloat16]
 void add_info_command(CLI::App& app, CliContext& ctx);
 void add_tokenize_command(CLI::App& app, CliContext& ctx);
+/// nscope run RECIPE [--out DIR] [--set k=v]... [--dry-run]; nscope rerun RUN_DIR
+void add_run_command(CLI::App& app, CliContext& ctx, const std::string& command_line);
+/// nscope train / finetune / train-tokenizer
+void add_train_commands(CLI::App& app, CliContext& ctx);
 void add_script_command(CLI::App& app, CliContext& ctx);
 
 /// Text for `nscope --version`: versions, build tag, LibTorch threads and the BLAS library in use.

@@ -43,6 +43,10 @@ int main(int argc, char** argv) {
     add_hooks_command(app, ctx);
     add_info_command(app, ctx);
     add_tokenize_command(app, ctx);
+    std::string command_line;
+    for (int i = 0; i < argc; ++i) command_line += (i ? " " : "") + std::string(argv[i]);
+    add_run_command(app, ctx, command_line);
+    add_train_commands(app, ctx);
     add_script_command(app, ctx);
 
     try {

@@ -48,6 +48,7 @@ void Progress::draw(bool final) {
     if (json_) {
         nlohmann::json j = {{"event", "progress"}, {"stage", label_}, {"done", done_}, {"total", total_},
                             {"tokens_per_s", rate}, {"eta_s", eta}, {"final", final}};
+        if (!note_.empty()) j["note"] = note_;
         std::fprintf(stderr, "%s\n", j.dump().c_str());
         return;
     }
@@ -56,8 +57,9 @@ void Progress::draw(bool final) {
     const int filled = static_cast<int>(frac * width + 0.5);
     std::string bar(static_cast<size_t>(filled), '#');
     bar.resize(width, '.');
-    std::fprintf(stderr, "\r%-8s [%s] %3.0f%% %llu/%llu tok  %.0f tok/s  ETA %.0fs   ", label_.c_str(), bar.c_str(),
-                 frac * 100, static_cast<unsigned long long>(done_), static_cast<unsigned long long>(total_), rate, eta);
+    std::fprintf(stderr, "\r%-8s [%s] %3.0f%% %llu/%llu tok  %.0f tok/s  ETA %.0fs  %s   ", label_.c_str(),
+                 bar.c_str(), frac * 100, static_cast<unsigned long long>(done_),
+                 static_cast<unsigned long long>(total_), rate, eta, note_.c_str());
     if (final) std::fputc('\n', stderr);
     std::fflush(stderr);
 }

@@ -19,6 +19,8 @@ public:
     Ctx(std::string source, fs::path base) : source_(std::move(source)), base_(std::move(base)) {}
 
     SourceLoc loc(const YAML::Node& n, const std::string& path) const {
+        for (const auto& o : overridden_)
+            if (path == o || path.rfind(o + ".", 0) == 0 || path.rfind(o + "[", 0) == 0) return {"--set " + o};
         const YAML::Mark m = n.IsDefined() ? n.Mark() : YAML::Mark::null_mark();
         if (!m.is_null() && m.line >= 0 && !synthetic_)
             return {source_ + ":" + std::to_string(m.line + 1) + ":" + std::to_string(m.column + 1)};
@@ -32,12 +34,23 @@ public:
         return path.is_absolute() ? path : base_ / path;
     }
     void set_synthetic(bool s) { synthetic_ = s; }
+    /// Values that came from --set are located as "--set KEY", not by their (meaningless) YAML mark.
+    void add_override(const std::string& key) {
+        std::string path;  // "analyses.0.k" -> "analyses[0].k", the form errors use
+        std::stringstream ss(key);
+        for (std::string part; std::getline(ss, part, '.');) {
+            const bool index = !part.empty() && std::all_of(part.begin(), part.end(), ::isdigit);
+            path += index ? "[" + part + "]" : (path.empty() ? part : "." + part);
+        }
+        overridden_.push_back(path);
+    }
     const std::string& source() const { return source_; }
 
 private:
     std::string source_;
     fs::path base_;
     bool synthetic_ = false;
+    std::vector<std::string> overridden_;
 };
 
 std::string kind_name(const YAML::Node& n) {
@@ -606,10 +619,11 @@ void apply_override(YAML::Node root, const std::string& text) {
 
 Recipe parse_recipe(const YAML::Node& input, const std::string& source, const fs::path& base_dir,
                     const std::vector<std::string>& overrides) {
-    YAML::Node root = YAML::Clone(input);
+    YAML::Node root = input;  // shares the caller's node: overrides edit it in place (YAML::Clone drops marks)
     Ctx c(source, base_dir);
-    if (!overrides.empty()) {
-        for (const auto& o : overrides) apply_override(root, o);
+    for (const auto& o : overrides) {
+        apply_override(root, o);
+        c.add_override(o.substr(0, o.find('=')));
     }
     if (!root.IsMap()) c.fail(root, "", "a recipe must be a mapping of keys (name, model, prompts, ...), not " + kind_name(root));
     check_keys(c, root, "",
@@ -654,7 +668,9 @@ Recipe parse_recipe(const YAML::Node& input, const std::string& source, const fs
     r.prompts = parse_prompts(c, root["prompts"]);
     if (root["hooks"].IsDefined()) {
         r.hooks = get_string_list(c, root["hooks"], "hooks");
-        r.hooks_loc = c.loc(root["hooks"], "hooks");
+        for (size_t i = 0; i < r.hooks.size(); ++i)
+            r.hook_locs.push_back(root["hooks"].IsSequence() ? c.loc(root["hooks"][i], "hooks[" + std::to_string(i) + "]")
+                                                             : c.loc(root["hooks"], "hooks"));
     }
     if (root["interventions"].IsDefined()) {
         require_seq(c, root["interventions"], "interventions", "'interventions'");

@@ -71,7 +71,7 @@ struct Recipe {
     int threads = 0;                 ///< 0 = command line / all cores
     bool add_special_tokens = true;
     std::vector<std::string> hooks;
-    SourceLoc hooks_loc;
+    std::vector<SourceLoc> hook_locs;  ///< where each pattern of `hooks` was written
     std::vector<InterventionEntry> interventions;
     std::vector<AnalysisSpec> analyses;
     std::vector<ExportSpec> exports;

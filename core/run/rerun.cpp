@@ -57,7 +57,9 @@ RerunReport compare_runs(const fs::path& a, const fs::path& b) {
     return r;
 }
 
-RerunReport rerun(const PluginRegistry& plugins, const fs::path& run_dir, int threads_override) {
+RerunReport rerun(const PluginRegistry& plugins, const fs::path& run_dir_arg, int threads_override) {
+    fs::path run_dir = fs::absolute(run_dir_arg).lexically_normal();
+    if (run_dir.filename().empty()) run_dir = run_dir.parent_path();  // "runs/x/id/" -> "runs/x/id"
     const fs::path manifest_path = run_dir / "manifest.json";
     std::ifstream in(manifest_path);
     if (!in) throw InputError(run_dir.string() + " is not a run directory (no manifest.json)");
@@ -76,7 +78,7 @@ RerunReport rerun(const PluginRegistry& plugins, const fs::path& run_dir, int th
     Recipe recipe = parse_recipe(json_to_yaml(m["recipe"]), manifest_path.string() + " (recorded recipe)", base);
     recipe.file = m.value("recipe_file", "");
     RunOptions opts;
-    opts.out_root = fs::absolute(run_dir).parent_path().parent_path();
+    opts.out_root = run_dir.parent_path().parent_path();
     opts.threads = threads_override > 0 ? threads_override : m.value("threads", 0);
     opts.command_line = "nscope rerun " + run_dir.string();
     const RunOutcome out = run_recipe(plugins, std::move(recipe), opts);

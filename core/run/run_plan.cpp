@@ -97,12 +97,16 @@ RunPlan plan_run(const PluginRegistry& plugins, Recipe recipe) {
 
     // Plugins exist and accept their parameters; collect the hooks analyzers need.
     std::vector<std::string> patterns = recipe.hooks;
+    std::vector<SourceLoc> pattern_locs = recipe.hook_locs;
     for (const auto& a : recipe.analyses) {
         auto analyzer = make_analyzer(plugins, a);
         const auto& p = plugins.require(a.use, PluginKind::Analyzer);
         plan.analyzer_versions.push_back(p.id + "@" + p.version);
         for (const auto& h : analyzer->required_hooks())
-            if (std::find(patterns.begin(), patterns.end(), h) == patterns.end()) patterns.push_back(h);
+            if (std::find(patterns.begin(), patterns.end(), h) == patterns.end()) {
+                patterns.push_back(h);
+                pattern_locs.push_back({a.loc.text + ": hooks needed by analysis '" + a.id + "'"});
+            }
     }
     for (const auto& e : recipe.exports) {
         make_exporter(plugins, e);
@@ -118,14 +122,15 @@ RunPlan plan_run(const PluginRegistry& plugins, Recipe recipe) {
         } catch (const InputError& e) {
             throw InputError(spec.loc.text + ": " + e.what());
         }
-        if (!patterns.empty()) {
+        for (size_t i = 0; i < patterns.size(); ++i) {  // one at a time, to point at the pattern that fails
             try {
-                mp.captured = match_hooks(mp.handle.hooks, patterns);
+                match_hooks(mp.handle.hooks, {patterns[i]});
             } catch (const InputError& e) {
-                throw InputError(recipe.hooks_loc.text.empty() ? spec.loc.text + ": " + e.what()
-                                                               : recipe.hooks_loc.text + ": " + e.what());
+                throw InputError(pattern_locs[i].text + ": " + e.what() +
+                                 (recipe.models.size() > 1 ? " (model " + spec.ref + ")" : ""));
             }
         }
+        if (!patterns.empty()) mp.captured = match_hooks(mp.handle.hooks, patterns);
         for (const auto& iv : recipe.interventions) {
             try {
                 match_hooks(mp.handle.hooks, {iv.spec.hook});

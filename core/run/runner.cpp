@@ -123,6 +123,9 @@ public:
         dir_.log("model_loaded", {{"model", model_.spec.ref}, {"architecture", loaded.handle.info.architecture}});
 
         ModelSession session(loaded);
+        for (size_t i = 0; i < prompts_.ids.size(); ++i)  // patch sources may live in another batch
+            session.register_prompt(i, prompts_.ids[i], prompts_.type_ids.empty() ? std::vector<int64_t>{}
+                                                                                  : prompts_.type_ids[i]);
         build_context(loaded);
 
         std::vector<std::unique_ptr<Exporter>> exporters;

@@ -50,13 +50,13 @@ void Sha256::update(const void* data, size_t size) {
         const size_t take = std::min(size, 64 - buf_len_);
         std::memcpy(buf_ + buf_len_, p, take);
         buf_len_ += take, p += take, size -= take;
-        if (buf_len_ == 64) block(buf_), buf_len_ = 0;
+        if (buf_len_ < 64) return;  // still partial: nothing more to do
+        block(buf_);
+        buf_len_ = 0;
     }
     for (; size >= 64; p += 64, size -= 64) block(p);
-    if (size > 0) {  // keep a partly filled buffer when this update ended inside it
-        std::memcpy(buf_, p, size);
-        buf_len_ = size;
-    }
+    std::memcpy(buf_, p, size);
+    buf_len_ = size;
 }
 
 std::string Sha256::hex() {

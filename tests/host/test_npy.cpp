@@ -26,3 +26,16 @@ TEST_CASE("truncated or foreign npy data is an InputError naming the source", "[
     CHECK_THROWS_WITH(parse_npy(bytes.substr(0, bytes.size() - 3), "x.npy"), Catch::Contains("x.npy: truncated"));
     CHECK_THROWS_AS(parse_npy("hello world, not numpy", "y.npy"), InputError);
 }
+
+#include "core/util/sha256.h"
+
+TEST_CASE("sha256 matches the FIPS 180-4 test vectors, whole and in pieces", "[sha256]") {
+    CHECK(nscope::sha256_hex("") == "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+    CHECK(nscope::sha256_hex("abc") == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+    const std::string two_blocks = "abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq";
+    CHECK(nscope::sha256_hex(two_blocks) == "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1");
+    nscope::Sha256 h;  // byte by byte exercises the partial-buffer path
+    const std::string million(1000000, 'a');
+    for (size_t i = 0; i < million.size(); i += 7) h.update(million.data() + i, std::min<size_t>(7, million.size() - i));
+    CHECK(h.hex() == "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0");
+}

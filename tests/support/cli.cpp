@@ -54,6 +54,10 @@ std::string temp_dir(const std::string& tag) {
 }
 
 CliResult run_nscope(const std::vector<std::string>& args, const std::vector<std::string>& env) {
+    return wait_nscope(start_nscope(args, env));
+}
+
+RunningCli start_nscope(const std::vector<std::string>& args, const std::vector<std::string>& env) {
     const std::string dir = temp_dir("cli");
     const std::string out_path = dir + "/stdout", err_path = dir + "/stderr";
     posix_spawn_file_actions_t actions;
@@ -79,12 +83,16 @@ CliResult run_nscope(const std::vector<std::string>& args, const std::vector<std
     if (posix_spawn(&pid, NSCOPE_BIN, &actions, nullptr, argv.data(), envp.data()) != 0)
         throw std::runtime_error("cannot start " NSCOPE_BIN);
     posix_spawn_file_actions_destroy(&actions);
+    return {static_cast<int>(pid), out_path, err_path};
+}
+
+CliResult wait_nscope(const RunningCli& running) {
     int status = 0;
-    waitpid(pid, &status, 0);
+    waitpid(running.pid, &status, 0);
     CliResult r;
     r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-    r.out = slurp_and_remove(out_path);
-    r.err = slurp_and_remove(err_path);
+    r.out = slurp_and_remove(running.out_path);
+    r.err = slurp_and_remove(running.err_path);
     return r;
 }
 

@@ -1,0 +1,119 @@
+// Forward throughput of nscope on a GPT-2-small-shaped model, with no hooks and with every
+// mlp.hook_post captured. `make-model DIR` writes the random model in HF layout first.
+//
+//   nscope_bench_forward make-model /tmp/gpt2-small
+//   nscope_bench_forward run /tmp/gpt2-small --dtype float32 --shape 8x128 --hooks mlp_post --seconds 5
+// prints one JSON line: {"impl":"nscope", "tokens_per_s": ..., ...}. bench/run.sh pairs it with the
+// PyTorch baseline (bench/torch_baseline.py) and prints the ratio table.
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+
+#include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
+
+#include "core/model/model_loader.h"
+#include "core/model/safetensors.h"
+#include "core/model/session.h"
+#include "core/plugin/registry.h"
+#include "core/util/log.h"
+
+using namespace nscope;
+namespace fs = std::filesystem;
+
+namespace {
+
+nlohmann::json gpt2_small_config() {
+    return {{"architectures", {"GPT2LMHeadModel"}}, {"model_type", "gpt2"}, {"vocab_size", 50257},
+            {"n_positions", 1024}, {"n_ctx", 1024}, {"n_embd", 768}, {"n_layer", 12}, {"n_head", 12},
+            {"n_inner", nullptr}, {"activation_function", "gelu_new"}, {"layer_norm_epsilon", 1e-5},
+            {"bos_token_id", 50256}, {"eos_token_id", 50256}, {"torch_dtype", "float32"}};
+}
+
+int make_model(const PluginRegistry& reg, const fs::path& dir) {
+    fs::create_directories(dir);
+    const auto config = gpt2_small_config();
+    LoadedModel m = init_random_model(reg, config, 1234, ModelOptions{});
+    std::vector<std::pair<std::string, at::Tensor>> tensors;
+    for (auto& [name, t] : m.adapter->named_parameters()) tensors.emplace_back("transformer." + name, t.contiguous());
+    write_safetensors(dir / "model.safetensors", tensors);
+    std::ofstream(dir / "config.json") << config.dump(2) << "\n";
+    std::cout << "wrote " << dir.string() << " (" << m.handle.info.n_params << " parameters)\n";
+    return 0;
+}
+
+int run(const PluginRegistry& reg, const fs::path& dir, const std::string& dtype, const std::string& shape,
+        const std::string& hooks, double seconds) {
+    const auto x = shape.find('x');
+    const int64_t b = std::stoll(shape.substr(0, x)), p = std::stoll(shape.substr(x + 1));
+    ModelOptions opts;
+    opts.dtype = parse_model_dtype(dtype);
+    LoadedModel model = load_model(reg, dir.string(), opts);
+    ModelSession session(model);
+    ForwardRequest req;
+    req.keep_logits = true;
+    if (hooks == "mlp_post")
+        for (int64_t l = 0; l < model.handle.info.n_layers; ++l)
+            req.capture.push_back("blocks." + std::to_string(l) + ".mlp.hook_post");
+    at::manual_seed(0);
+    const at::Tensor ids = at::randint(0, model.handle.info.vocab_size, {b, p}, at::kLong);
+    std::vector<std::vector<int64_t>> rows(b);
+    std::vector<size_t> idx(b);
+    for (int64_t r = 0; r < b; ++r) {
+        rows[r].assign(ids[r].data_ptr<int64_t>(), ids[r].data_ptr<int64_t>() + p);
+        idx[r] = r;
+    }
+    for (int i = 0; i < 2; ++i) session.forward(rows, nullptr, idx, req);  // warm-up
+    using Clock = std::chrono::steady_clock;
+    const auto start = Clock::now();
+    int iters = 0;
+    double best = 1e30;
+    while (std::chrono::duration<double>(Clock::now() - start).count() < seconds || iters < 3) {
+        const auto t0 = Clock::now();
+        ForwardOutput out = session.forward(rows, nullptr, idx, req);
+        best = std::min(best, std::chrono::duration<double>(Clock::now() - t0).count());
+        ++iters;
+    }
+    const double total = std::chrono::duration<double>(Clock::now() - start).count();
+    nlohmann::json j = {{"impl", "nscope"}, {"dtype", dtype}, {"shape", shape}, {"hooks", hooks},
+                        {"threads", at::get_num_threads()}, {"iters", iters},
+                        {"tokens_per_s", static_cast<double>(b * p) * iters / total},
+                        {"best_tokens_per_s", static_cast<double>(b * p) / best}};
+    std::cout << j.dump() << "\n";
+    return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    CLI::App app{"nscope forward benchmark"};
+    std::string dir, dtype = "float32", shape = "1x16", hooks = "none";
+    double seconds = 3;
+    int threads = 0;
+    auto* mk = app.add_subcommand("make-model", "Write a random GPT-2-small model in HF layout");
+    mk->add_option("dir", dir)->required();
+    auto* rn = app.add_subcommand("run", "Time forwards");
+    rn->add_option("dir", dir)->required();
+    rn->add_option("--dtype", dtype);
+    rn->add_option("--shape", shape, "BxP");
+    rn->add_option("--hooks", hooks, "none | mlp_post");
+    rn->add_option("--seconds", seconds);
+    app.add_option("--threads", threads);
+    app.require_subcommand(1);
+    CLI11_PARSE(app, argc, argv);
+    setup_logging(LogFormat::Human, "warn");
+    if (threads > 0) at::set_num_threads(threads);
+    PluginRegistry reg;
+    reg.scan(PluginRegistry::search_path({}));
+    try {
+        if (*mk) return make_model(reg, dir);
+        return run(reg, dir, dtype, shape, hooks, seconds);
+    } catch (const std::exception& e) {
+        std::cerr << "error: " << e.what() << "\n";
+        return 2;
+    }
+}

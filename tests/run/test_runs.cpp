@@ -1,0 +1,206 @@
+// End-to-end runs through the CLI: the run directory, oracle-exact captures, statistics that agree with
+// the exported activations, bit-identical reruns, interruption, JSON logs.
+#include <catch2/catch.hpp>
+
+#include <signal.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <thread>
+
+#include <nlohmann/json.hpp>
+
+#include "core/util/npy.h"
+#include "nscope/io.h"
+#include "tests/support/cli.h"
+
+namespace fs = std::filesystem;
+using namespace nscope;
+using nscope::test::run_nscope;
+
+namespace {
+
+const std::string kGpt2 = std::string(NSCOPE_SOURCE_DIR) + "/tests/fixtures/models/gpt2";
+
+// Write a recipe into a fresh folder; returns its path.
+std::string recipe_file(const std::string& dir, const std::string& body) {
+    const std::string p = dir + "/recipe.yaml";
+    std::ofstream(p) << body;
+    return p;
+}
+
+// The single run folder under out/<name>/.
+fs::path only_run(const std::string& out, const std::string& name) {
+    std::vector<fs::path> runs;
+    for (const auto& e : fs::directory_iterator(fs::path(out) / name)) runs.push_back(e.path());
+    REQUIRE(runs.size() == 1);
+    return runs[0];
+}
+
+nlohmann::json read_json(const fs::path& p) {
+    std::ifstream in(p);
+    return nlohmann::json::parse(in);
+}
+
+std::string oracle_recipe(const std::string& name, const std::string& extra) {
+    return "name: " + name + "\nmodel: { path: " + kGpt2 + " }\nprompts:\n  - { ids_file: " + kGpt2 +
+           "/input_ids.npy, mask_file: " + kGpt2 + "/attention_mask.npy }\nbatch_size: 2\n" + extra;
+}
+
+}  // namespace
+
+TEST_CASE("a recipe with ids_file / mask_file captures oracle-exact activations into the run directory", "[run]") {
+    const std::string dir = nscope::test::temp_dir("run-oracle");
+    const auto r = run_nscope({"run", recipe_file(dir, oracle_recipe("oracle", R"(
+hooks: [ "blocks.*.hook_resid_post", "blocks.0.attn.hook_pattern", hook_logits ]
+exports: [ activations, json ]
+)")), "--out", dir + "/runs"});
+    INFO(r.err);
+    REQUIRE(r.exit_code == 0);
+    const fs::path run = only_run(dir + "/runs", "oracle");
+    CHECK(r.out == run.string() + "\n");  // stdout: just the run directory
+
+    const auto mask = read_npy(run / "activations/attention_mask.npy").to_i64();
+    CHECK(mask == read_npy(kGpt2 + "/attention_mask.npy").to_i64());
+    CHECK(read_npy(run / "activations/input_ids.npy").shape == std::vector<int64_t>{2, 7});
+    const std::pair<const char*, const char*> pairs[] = {{"blocks.0.hook_resid_post", "layer0_output.npy"},
+                                                         {"blocks.1.hook_resid_post", "layer1_output.npy"},
+                                                         {"hook_logits", "logits.npy"}};
+    for (const auto& [hook, oracle] : pairs) {
+        INFO(hook);
+        const NpyArray got = read_npy(run / "activations" / (std::string(hook) + ".npy"));
+        const NpyArray want = read_npy(kGpt2 + "/" + oracle);
+        REQUIRE(got.shape == want.shape);
+        const auto g = got.to_f32(), w = want.to_f32();
+        const int64_t inner = got.shape.back();
+        double worst = 0;
+        for (int64_t i = 0; i < got.numel(); ++i) {
+            const int64_t pos = i / inner;  // [b*p] index
+            if (mask[static_cast<size_t>(pos)]) worst = std::max(worst, std::abs(double(g[i]) - w[i]));
+            else CHECK(g[i] == 0.0f);  // zero beyond the mask
+        }
+        CHECK(worst < 1e-4);
+    }
+    const auto manifest = read_json(run / "manifest.json");
+    CHECK(manifest["status"] == "complete");
+    CHECK(manifest["exit_status"] == 0);
+    CHECK(manifest["models"][0]["files"][1]["sha256"].get<std::string>().size() == 64);
+    CHECK(manifest["recipe"]["name"] == "oracle");
+    const auto index = read_json(run / "activations/index.json");
+    CHECK(index.dump().find("blocks.0.attn.hook_pattern") != std::string::npos);
+}
+
+TEST_CASE("stats and topk results agree with an independent computation on the exported activations", "[run]") {
+    const std::string dir = nscope::test::temp_dir("run-stats");
+    const auto r = run_nscope({"run", recipe_file(dir, oracle_recipe("stats", R"(
+hooks: [ blocks.1.mlp.hook_post ]
+analyses:
+  - { id: stats, use: stats }
+  - { id: top, use: topk, k: 3 }
+exports: [ json, activations ]
+)")), "--out", dir + "/runs"});
+    INFO(r.err);
+    REQUIRE(r.exit_code == 0);
+    const fs::path run = only_run(dir + "/runs", "stats");
+    const NpyArray act = read_npy(run / "activations/blocks.1.mlp.hook_post.npy");
+    const auto a = act.to_f32();
+    const auto mask = read_npy(run / "activations/attention_mask.npy").to_i64();
+    const int64_t n = act.shape[2];
+    const auto mean = read_npy(run / "results/stats.blocks.1.mlp.hook_post.mean.npy").to_f32();
+    const auto mx = read_npy(run / "results/stats.blocks.1.mlp.hook_post.max.npy").to_f32();
+    const auto top = read_npy(run / "results/top.blocks.1.mlp.hook_post.top_values.npy").to_f32();
+    REQUIRE(mean.size() == static_cast<size_t>(n));
+    for (int64_t j = 0; j < n; ++j) {
+        std::vector<double> vals;
+        for (size_t pos = 0; pos < mask.size(); ++pos)
+            if (mask[pos]) vals.push_back(a[pos * n + j]);
+        double sum = 0;
+        for (double v : vals) sum += v;
+        std::sort(vals.rbegin(), vals.rend());
+        CHECK(std::abs(mean[j] - sum / vals.size()) < 1e-5);
+        CHECK(mx[j] == Approx(vals[0]).margin(1e-6));
+        for (int k = 0; k < 3; ++k) CHECK(top[j * 3 + k] == Approx(vals[k]).margin(1e-6));
+    }
+}
+
+TEST_CASE("nscope rerun reproduces every result bit for bit", "[run]") {
+    const std::string dir = nscope::test::temp_dir("rerun");
+    const auto r = run_nscope({"run", recipe_file(dir, oracle_recipe("rerun", R"(
+hooks: [ "blocks.*.mlp.hook_post" ]
+interventions: [ { hook: blocks.0.mlp.hook_post, neurons: [1, 2], op: scale, factor: 3 } ]
+analyses: [ { id: stats, use: stats }, { id: top, use: topk, k: 2 } ]
+exports: [ json, csv, activations ]
+)")), "--out", dir + "/runs"});
+    INFO(r.err);
+    REQUIRE(r.exit_code == 0);
+    const fs::path run = only_run(dir + "/runs", "rerun");
+    const auto again = run_nscope({"rerun", run.string()});
+    INFO(again.err);
+    CHECK(again.exit_code == 0);
+    CHECK_THAT(again.out, Catch::Contains("0 different, 0 missing, 0 extra") && Catch::Contains("bit-identical: yes"));
+}
+
+TEST_CASE("SIGINT stops a run cleanly: manifest marked interrupted, no results, exit 3", "[run][interrupt]") {
+    const std::string dir = nscope::test::temp_dir("interrupt");
+    // 20000 one-token-batches of the tiny model: long enough to interrupt.
+    std::vector<int64_t> ids(20000 * 4);
+    for (size_t i = 0; i < ids.size(); ++i) ids[i] = static_cast<int64_t>(i % 997);
+    write_file_atomic(dir + "/ids.npy", npy_encode(ids.data(), true, {20000, 4}));
+    const std::string recipe = recipe_file(dir, "name: long\nmodel: { path: " + kGpt2 +
+                                                    " }\nprompts: [ { ids_file: ids.npy } ]\nbatch_size: 1\n"
+                                                    "hooks: [ blocks.0.mlp.hook_post ]\n"
+                                                    "analyses: [ { id: stats, use: stats } ]\nexports: [ json ]\n");
+    const auto proc = nscope::test::start_nscope({"run", recipe, "--out", dir + "/runs"});
+    // Wait until the run folder exists and the forward has started.
+    fs::path manifest;
+    for (int i = 0; i < 600 && manifest.empty(); ++i) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+        if (fs::exists(dir + "/runs/long"))
+            for (const auto& e : fs::directory_iterator(dir + "/runs/long"))
+                if (fs::exists(e.path() / "log.jsonl") &&
+                    nscope::test::read_file((e.path() / "log.jsonl").string()).find("model_loaded") != std::string::npos)
+                    manifest = e.path() / "manifest.json";
+    }
+    REQUIRE_FALSE(manifest.empty());
+    ::kill(proc.pid, SIGINT);
+    const auto r = nscope::test::wait_nscope(proc);
+    INFO(r.err);
+    CHECK(r.exit_code == 3);
+    const auto m = read_json(manifest);
+    CHECK(m["status"] == "interrupted");
+    CHECK_FALSE(fs::exists(manifest.parent_path() / "results"));
+    CHECK_THAT(r.err, Catch::Contains("interrupted"));
+}
+
+TEST_CASE("--log-format json writes one JSON object per stderr line", "[run]") {
+    const std::string dir = nscope::test::temp_dir("jsonlog");
+    const auto r = run_nscope({"run", recipe_file(dir, oracle_recipe("jsonlog", "hooks: [ hook_embed ]\nexports: [ activations ]\n")),
+                               "--out", dir + "/runs", "--log-format", "json"});
+    REQUIRE(r.exit_code == 0);
+    std::istringstream lines(r.err);
+    size_t count = 0, progress = 0;
+    for (std::string line; std::getline(lines, line);) {
+        const auto j = nlohmann::json::parse(line);  // throws (fails the test) on a non-JSON line
+        ++count;
+        if (j.value("event", "") == "progress") ++progress;
+    }
+    CHECK(count >= 2);
+    CHECK(progress >= 1);  // at least the final progress event
+}
+
+TEST_CASE("--dry-run validates and prints the plan without writing anything", "[run]") {
+    const std::string dir = nscope::test::temp_dir("dry");
+    const auto r = run_nscope({"run", recipe_file(dir, oracle_recipe("dry", R"(
+hooks: [ "blocks.{0..1}.mlp.hook_post" ]
+analyses: [ { id: s, use: stats }, { id: d, use: dead, input: s } ]
+exports: [ json ]
+)")), "--out", dir + "/runs", "--dry-run"});
+    INFO(r.err);
+    REQUIRE(r.exit_code == 0);
+    CHECK_THAT(r.out, Catch::Contains("prompts: 2 in 1 batches") && Catch::Contains("hooks captured: 2") &&
+                          Catch::Contains("pass 1: s (stats)") && Catch::Contains("pass 2: d (dead)"));
+    CHECK_FALSE(fs::exists(dir + "/runs"));
+}
