@@ -123,23 +123,31 @@ at::ScalarType save_type(const std::string& s) {
     throw InputError("--save-dtype must be float32, bfloat16 or float16, not '" + s + "'");
 }
 
-void save_checkpoint(const fs::path& dir, LoadedModel& model, const Optimizer& opt, const fs::path& tokenizer_json,
-                     const TrainOptions& o, int64_t step, const std::vector<double>& losses) {
+}  // namespace
+
+void save_model(const fs::path& dir, LoadedModel& model, const fs::path& tokenizer_json, const std::string& dtype) {
     fs::create_directories(dir);
     const std::string model_type = model.handle.files.config.value("model_type", "gpt2");
     std::vector<std::pair<std::string, at::Tensor>> tensors;
     for (auto& [name, p] : model.adapter->named_parameters())
-        tensors.emplace_back(hf_name(model_type, name), p.detach().to(save_type(o.save_dtype)).contiguous());
+        tensors.emplace_back(hf_name(model_type, name), p.detach().to(save_type(dtype)).contiguous());
     write_safetensors(dir / "model.safetensors", tensors, {{"format", "pt"}});
+    write_file_atomic(dir / "config.json", model.handle.files.config.dump(2) + "\n");
+    if (!tokenizer_json.empty() && fs::absolute(tokenizer_json) != fs::absolute(dir / "tokenizer.json"))
+        fs::copy_file(tokenizer_json, dir / "tokenizer.json", fs::copy_options::overwrite_existing);
+}
+
+namespace {
+
+void save_checkpoint(const fs::path& dir, LoadedModel& model, const Optimizer& opt, const fs::path& tokenizer_json,
+                     const TrainOptions& o, int64_t step, const std::vector<double>& losses) {
+    save_model(dir, model, tokenizer_json, o.save_dtype);
     std::vector<std::pair<std::string, at::Tensor>> state;
     for (size_t i = 0; i < opt.params.size(); ++i) {
         state.emplace_back("m." + opt.names[i], opt.m[i]);
         state.emplace_back("v." + opt.names[i], opt.v[i]);
     }
     write_safetensors(dir / "optimizer.safetensors", state);
-    write_file_atomic(dir / "config.json", model.handle.files.config.dump(2) + "\n");
-    if (!tokenizer_json.empty() && fs::absolute(tokenizer_json) != fs::absolute(dir / "tokenizer.json"))
-        fs::copy_file(tokenizer_json, dir / "tokenizer.json", fs::copy_options::overwrite_existing);
     nlohmann::json st = {{"step", step}, {"seed", o.seed}, {"steps", o.steps}, {"batch_size", o.batch_size},
                          {"context", o.context}, {"lr", o.lr}, {"warmup", o.warmup}, {"losses", losses}};
     write_file_atomic(dir / "trainer_state.json", st.dump(2) + "\n");

@@ -51,6 +51,11 @@ TrainReport finetune(const PluginRegistry& plugins, const std::string& model, co
 double evaluate_loss(const PluginRegistry& plugins, const std::string& model, const std::filesystem::path& data,
                      int64_t windows, int64_t context, uint64_t seed);
 
+struct LoadedModel;
+/// Save `model` as an HF folder (config.json + model.safetensors [+ tokenizer.json copied from `tokenizer_json`]).
+void save_model(const std::filesystem::path& dir, LoadedModel& model, const std::filesystem::path& tokenizer_json,
+                const std::string& dtype = "float32");
+
 /// Read a corpus file as UTF-8 text (Debian's KJV dump with "Ge1:1 " verse prefixes is read as is).
 std::string read_corpus(const std::filesystem::path& file);
 

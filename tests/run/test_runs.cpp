@@ -204,3 +204,36 @@ exports: [ json ]
                           Catch::Contains("pass 1: s (stats)") && Catch::Contains("pass 2: d (dead)"));
     CHECK_FALSE(fs::exists(dir + "/runs"));
 }
+
+TEST_CASE("an ablation limited to one copy of a prompt shows up in next_token's KL; an untouched copy gives 0",
+          "[run][next_token]") {
+    const std::string dir = nscope::test::temp_dir("ablation");
+    const auto r = run_nscope({"run", recipe_file(dir, "name: ablate\nmodel: { path: " + kGpt2 + R"( }
+prompts:
+  - ids: [[1, 17, 923, 345, 62], [1, 17, 923, 345, 62], [1, 17, 923, 345, 62]]
+interventions:
+  - { hook: "blocks.*.mlp.hook_post", op: zero, prompts: [1] }
+analyses:
+  - { id: next, use: next_token, k: 3, pairs: [[0, 1], [0, 2]] }
+exports: [ json, activations ]
+)"), "--out", dir + "/runs"});
+    INFO(r.err);
+    REQUIRE(r.exit_code == 0);
+    const fs::path run = only_run(dir + "/runs", "ablate");
+    const auto res = read_json(run / "results/next.json")["data"];
+    const auto& rows = res["tables"]["pair_effects"]["rows"];
+    REQUIRE(rows.size() == 2);
+    CHECK(rows[0][5].get<double>() > 1e-3);  // KL(clean || ablated)
+    CHECK(rows[1][5].get<double>() == Approx(0.0).margin(1e-6));
+    // Top-token probabilities equal the softmax of the captured logits at the last position.
+    const NpyArray logits = read_npy(run / "activations/hook_logits.npy");
+    const auto l = logits.to_f32();
+    const int64_t vocab = logits.shape[2];
+    const float* last = l.data() + 4 * vocab;  // prompt 0, position 4
+    double mx = *std::max_element(last, last + vocab), z = 0;
+    for (int64_t v = 0; v < vocab; ++v) z += std::exp(last[v] - mx);
+    const auto& top = res["tables"]["top_tokens"]["rows"][0];  // prompt 0, rank 1
+    const int64_t id = top[3];
+    CHECK(top[5].get<double>() == Approx(std::exp(last[id] - mx) / z).epsilon(1e-5));
+    CHECK(last[id] == mx);
+}

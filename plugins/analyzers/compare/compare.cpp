@@ -9,6 +9,7 @@
 #include <set>
 
 #include "nscope_common/hooks.h"
+#include "nscope_common/pairs.h"
 #include "nscope_common/params.h"
 
 namespace {
@@ -28,36 +29,7 @@ public:
         filter_ = nscope::common::HookFilter(p.strings("hooks"));
         pool_ = p.choice("pool", "mean", {"mean", "last", "aligned"});
         top_ = static_cast<size_t>(p.integer("top_neurons", 10, 0, 100000));
-        explicit_.clear();
-        if (p.has("pairs")) {
-            const auto& v = p.raw("pairs");
-            if (!v.is_array()) p.fail("pairs", "must be a list of [a, b] prompt index pairs, got " + nscope::common::describe(v));
-            for (const auto& pr : v) {
-                auto ab = p.as_integers("pairs", pr);
-                if (ab.size() != 2) p.fail("pairs", "must be a list of [a, b] prompt index pairs, but has " + pr.dump());
-                explicit_.emplace_back(ab[0], ab[1]);
-            }
-        }
-        label_key_.clear();
-        label_values_.clear();
-        if (p.has("by_label")) {
-            const auto& v = p.raw("by_label");
-            const std::string form = "must be {key: <label>, values: [<value>, <value>, ...]}";
-            if (!v.is_object() || !v.contains("key") || !v["key"].is_string() || !v.contains("values") ||
-                !v["values"].is_array() || v["values"].size() < 2)
-                p.fail("by_label", form + ", got " + nscope::common::describe(v));
-            for (const auto& [k, _] : v.items())
-                if (k != "key" && k != "values")
-                    p.fail("by_label", "has unknown key '" + k + "'" + nscope::common::did_you_mean(k, {"key", "values"}) +
-                                           " (accepted: key, values)");
-            label_key_ = v["key"].get<std::string>();
-            label_values_ = v["values"].get<std::vector<nlohmann::json>>();
-        }
-        if (explicit_.empty() && label_key_.empty())
-            throw nscope::InputError("compare: give the prompt pairs to compare: 'pairs: [[0, 1], ...]' or "
-                                     "'by_label: {key: gender, values: [man, woman]}'");
-        wanted_.clear();
-        for (auto [a, b] : explicit_) wanted_.insert(a), wanted_.insert(b);
+        pairs_.configure(p);
     }
 
     void begin(const nscope::RunContext&) override {}
@@ -193,47 +165,18 @@ public:
     }
 
 private:
-    bool wanted(int64_t index, const nscope::PromptInfo* info) const {
-        if (wanted_.count(index)) return true;
-        if (label_key_.empty() || !info || !info->labels.is_object() || !info->labels.contains(label_key_)) return false;
-        const auto& v = info->labels[label_key_];
-        return std::find(label_values_.begin(), label_values_.end(), v) != label_values_.end();
-    }
+    bool wanted(int64_t index, const nscope::PromptInfo* info) const { return pairs_.wanted(index, info); }
 
-    /// Explicit pairs, then label pairs: within prompts that agree on every other label, each prompt with
-    /// values[i] is paired with each prompt with values[j], i < j.
     std::vector<std::pair<int64_t, int64_t>> make_pairs() const {
-        std::vector<std::pair<int64_t, int64_t>> out = explicit_;
-        if (label_key_.empty()) return out;
-        std::map<std::string, std::vector<std::vector<int64_t>>> groups;  // other labels -> per value: prompts
-        for (const auto& [i, rec] : prompts_) {
-            if (!rec.labels.is_object() || !rec.labels.contains(label_key_)) continue;
-            const auto it = std::find(label_values_.begin(), label_values_.end(), rec.labels[label_key_]);
-            if (it == label_values_.end()) continue;
-            nlohmann::json rest = rec.labels;
-            rest.erase(label_key_);
-            auto& g = groups[rest.dump()];
-            g.resize(label_values_.size());
-            g[static_cast<size_t>(it - label_values_.begin())].push_back(i);
-        }
-        std::vector<std::pair<int64_t, int64_t>> by_label;
-        for (const auto& [rest, g] : groups)
-            for (size_t x = 0; x < g.size(); ++x)
-                for (size_t y = x + 1; y < g.size(); ++y)
-                    for (int64_t a : g[x])
-                        for (int64_t b : g[y]) by_label.emplace_back(a, b);
-        std::sort(by_label.begin(), by_label.end());
-        out.insert(out.end(), by_label.begin(), by_label.end());
-        return out;
+        std::map<int64_t, nlohmann::json> labels;
+        for (const auto& [i, rec] : prompts_) labels[i] = rec.labels;
+        return pairs_.make(labels);
     }
 
     nscope::common::HookFilter filter_;
     std::string pool_ = "mean";
     size_t top_ = 10;
-    std::vector<std::pair<int64_t, int64_t>> explicit_;
-    std::set<int64_t> wanted_;
-    std::string label_key_;
-    std::vector<nlohmann::json> label_values_;
+    nscope::common::PromptPairs pairs_;
     std::map<int64_t, PromptRec> prompts_;
     size_t rows_seen_ = 0;
 };

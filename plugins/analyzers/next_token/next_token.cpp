@@ -1,0 +1,155 @@
+// `next_token` analyzer: the model's next-token distribution at the end of each prompt, and how it changes
+// between paired prompts — e.g. the same prompt with and without a neuron ablation (an intervention limited
+// to one copy with `prompts: [...]`). Reads `hook_logits`.
+//
+// Per prompt: the top-k next tokens with probabilities. Per pair (a, b): KL(a || b), the total variation
+// distance, a's top token and its probability under both, and the tokens whose probability moved most.
+// Memory: k entries per prompt, plus one vocabulary-sized distribution per paired prompt.
+#include <nscope/sdk.h>
+
+#include <algorithm>
+#include <cmath>
+#include <map>
+
+#include "nscope_common/pairs.h"
+#include "nscope_common/params.h"
+
+namespace {
+
+struct PromptDist {
+    std::string text;
+    nlohmann::json labels;
+    std::vector<std::pair<int64_t, double>> top;  // (token, prob), best first
+    std::vector<float> logp;                      // full log-distribution (paired prompts only)
+};
+
+class NextToken : public nscope::Analyzer {
+public:
+    void configure(const nscope::Params& params) override {
+        nscope::common::ParamReader p("next_token", params, {"k", "pairs", "by_label", "changed_tokens"});
+        k_ = static_cast<size_t>(p.integer("k", 5, 1, 1000));
+        changed_ = static_cast<size_t>(p.integer("changed_tokens", 5, 0, 1000));
+        paired_ = p.has("pairs") || p.has("by_label");
+        if (paired_) pairs_.configure(p);
+    }
+
+    std::vector<std::string> required_hooks() const override { return {"hook_logits"}; }
+
+    void begin(const nscope::RunContext& ctx) override { token_text_ = ctx.token_text; }
+
+    void consume(const nscope::Batch& batch) override {
+        const nscope::ActivationView* logits = batch.find("hook_logits");
+        if (!logits) throw nscope::RuntimeError("next_token: hook_logits was not captured");
+        const auto vocab = static_cast<size_t>(logits->inner());
+        for (size_t r = 0; r < batch.rows; ++r) {
+            const nscope::PromptInfo* info = r < batch.prompts.size() ? batch.prompts[r] : nullptr;
+            const int64_t index = info ? static_cast<int64_t>(info->index) : static_cast<int64_t>(seen_ + r);
+            const size_t len = batch.length(r);
+            if (len == 0) continue;
+            const float* x = logits->f32() + (r * batch.positions + (len - 1)) * vocab;
+            // log-softmax in double
+            double mx = -INFINITY;
+            for (size_t v = 0; v < vocab; ++v) mx = std::max(mx, static_cast<double>(x[v]));
+            double z = 0;
+            for (size_t v = 0; v < vocab; ++v) z += std::exp(x[v] - mx);
+            const double lse = mx + std::log(z);
+            PromptDist& d = prompts_[index];
+            if (info) d.text = info->text, d.labels = info->labels;
+            std::vector<int64_t> order(vocab);
+            for (size_t v = 0; v < vocab; ++v) order[v] = static_cast<int64_t>(v);
+            const size_t k = std::min(k_, vocab);
+            std::partial_sort(order.begin(), order.begin() + static_cast<int64_t>(k), order.end(),
+                              [&](int64_t a, int64_t b) { return x[a] > x[b] || (x[a] == x[b] && a < b); });
+            d.top.clear();
+            for (size_t i = 0; i < k; ++i) d.top.emplace_back(order[i], std::exp(x[order[i]] - lse));
+            if (paired_ && pairs_.wanted(index, info)) {
+                d.logp.resize(vocab);
+                for (size_t v = 0; v < vocab; ++v) d.logp[v] = static_cast<float>(x[v] - lse);
+            }
+        }
+        seen_ += batch.rows;
+    }
+
+    nscope::Result finish() override {
+        nscope::Result res;
+        nscope::Table top;
+        top.columns = {"prompt", "text", "rank", "token_id", "token", "prob"};
+        for (const auto& [i, d] : prompts_)
+            for (size_t r = 0; r < d.top.size(); ++r)
+                top.add_row({i, d.text, r + 1, d.top[r].first, text(d.top[r].first), d.top[r].second});
+        res.set_table("top_tokens", top);
+        nlohmann::json summary = {{"prompts", prompts_.size()}, {"k", k_}};
+        if (paired_) {
+            std::map<int64_t, nlohmann::json> labels;
+            for (const auto& [i, d] : prompts_) labels[i] = d.labels;
+            const auto pairs = pairs_.make(labels);
+            nscope::Table effects, moved;
+            effects.columns = {"pair", "a", "b", "a_text", "b_text", "kl", "total_variation", "a_top_token",
+                               "b_top_token", "p_a_top_in_a", "p_a_top_in_b", "top_changed"};
+            moved.columns = {"pair", "token_id", "token", "p_a", "p_b", "delta"};
+            nlohmann::json kl_x = nlohmann::json::array(), kl_y = nlohmann::json::array();
+            double kl_sum = 0;
+            size_t n = 0;
+            for (size_t q = 0; q < pairs.size(); ++q) {
+                const auto [a, b] = pairs[q];
+                const auto ia = prompts_.find(a), ib = prompts_.find(b);
+                if (ia == prompts_.end() || ib == prompts_.end() || ia->second.logp.empty() || ib->second.logp.empty())
+                    continue;
+                const auto& pa = ia->second.logp;
+                const auto& pb = ib->second.logp;
+                if (pa.size() != pb.size()) continue;
+                double kl = 0, tv = 0;
+                std::vector<std::pair<double, int64_t>> deltas;
+                for (size_t v = 0; v < pa.size(); ++v) {
+                    const double p = std::exp(static_cast<double>(pa[v])), o = std::exp(static_cast<double>(pb[v]));
+                    kl += p * (static_cast<double>(pa[v]) - pb[v]);
+                    tv += std::abs(p - o);
+                    deltas.emplace_back(-std::abs(o - p), static_cast<int64_t>(v));
+                }
+                tv *= 0.5;
+                kl = std::max(0.0, kl);  // float rounding can make a zero KL slightly negative
+                const int64_t at = ia->second.top.front().first, bt = ib->second.top.front().first;
+                effects.add_row({q, a, b, ia->second.text, ib->second.text, kl, tv, text(at), text(bt),
+                                 std::exp(static_cast<double>(pa[at])), std::exp(static_cast<double>(pb[at])), at != bt});
+                const size_t c = std::min(changed_, deltas.size());
+                std::partial_sort(deltas.begin(), deltas.begin() + static_cast<int64_t>(c), deltas.end());
+                for (size_t i = 0; i < c; ++i) {
+                    const int64_t v = deltas[i].second;
+                    const double p = std::exp(static_cast<double>(pa[v])), o = std::exp(static_cast<double>(pb[v]));
+                    moved.add_row({q, v, text(v), p, o, o - p});
+                }
+                kl_x.push_back(std::to_string(a) + " vs " + std::to_string(b));
+                kl_y.push_back(kl);
+                kl_sum += kl;
+                ++n;
+            }
+            res.set_table("pair_effects", effects);
+            res.set_table("changed_tokens", moved);
+            res.set_figure("kl_by_pair", {{"kind", "bar"}, {"x", kl_x}, {"y", kl_y}, {"title", "KL(a || b) of the next-token distribution"},
+                                          {"x_label", "pair"}, {"y_label", "KL (nats)"}});
+            summary["pairs"] = n;
+            summary["mean_kl"] = n ? kl_sum / static_cast<double>(n) : 0.0;
+        }
+        res.data["summary"] = summary;
+        return res;
+    }
+
+    bool mergeable() const override { return true; }
+    void merge(const nscope::Analyzer& other) override {
+        for (const auto& [i, d] : static_cast<const NextToken&>(other).prompts_) prompts_.emplace(i, d);
+    }
+
+private:
+    std::string text(int64_t id) const { return token_text_ ? token_text_(id) : "#" + std::to_string(id); }
+
+    size_t k_ = 5, changed_ = 5, seen_ = 0;
+    bool paired_ = false;
+    nscope::common::PromptPairs pairs_;
+    std::map<int64_t, PromptDist> prompts_;
+    std::function<std::string(int64_t)> token_text_;
+};
+
+}  // namespace
+
+NSCOPE_ANALYZER_PLUGIN(NextToken, "next_token", "1.0.0",
+                       "next-token distribution per prompt; KL and top-token changes between paired prompts")

@@ -1,0 +1,98 @@
+// Prompt pairs for analyzers that compare prompts (compare, next_token): listed explicitly
+// (`pairs: [[0, 1], [2, 3]]`) and/or chosen by a label (`by_label: {key: who, values: [man, woman]}`: within
+// prompts that agree on every other label, each prompt with values[i] pairs with each prompt with values[j],
+// i < j).
+#pragma once
+
+#include <algorithm>
+#include <map>
+#include <set>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "nscope/activation.h"
+#include "nscope_common/params.h"
+
+namespace nscope::common {
+
+class PromptPairs {
+public:
+    /// Read `pairs` and `by_label`; at least one must be given.
+    void configure(const ParamReader& p) {
+        explicit_.clear();
+        wanted_.clear();
+        label_key_.clear();
+        label_values_.clear();
+        if (p.has("pairs")) {
+            const auto& v = p.raw("pairs");
+            if (!v.is_array()) p.fail("pairs", "must be a list of [a, b] prompt index pairs, got " + describe(v));
+            for (const auto& pr : v) {
+                auto ab = p.as_integers("pairs", pr);
+                if (ab.size() != 2) p.fail("pairs", "must be a list of [a, b] prompt index pairs, but has " + pr.dump());
+                explicit_.emplace_back(ab[0], ab[1]);
+                wanted_.insert(ab[0]), wanted_.insert(ab[1]);
+            }
+        }
+        if (p.has("by_label")) {
+            const auto& v = p.raw("by_label");
+            const std::string form = "must be {key: <label>, values: [<value>, <value>, ...]}";
+            if (!v.is_object() || !v.contains("key") || !v["key"].is_string() || !v.contains("values") ||
+                !v["values"].is_array() || v["values"].size() < 2)
+                p.fail("by_label", form + ", got " + describe(v));
+            for (const auto& [k, _] : v.items())
+                if (k != "key" && k != "values")
+                    p.fail("by_label", "has unknown key '" + k + "'" + did_you_mean(k, {"key", "values"}) +
+                                           " (accepted: key, values)");
+            label_key_ = v["key"].get<std::string>();
+            label_values_ = v["values"].get<std::vector<nlohmann::json>>();
+        }
+        if (explicit_.empty() && label_key_.empty())
+            throw InputError(p.plugin() + ": give the prompt pairs to compare: 'pairs: [[0, 1], ...]' or "
+                                          "'by_label: {key: gender, values: [man, woman]}'");
+    }
+
+    /// Does prompt `index` (with these labels) take part in any pair?
+    bool wanted(int64_t index, const PromptInfo* info) const {
+        if (wanted_.count(index)) return true;
+        if (label_key_.empty() || !info || !info->labels.is_object() || !info->labels.contains(label_key_)) return false;
+        const auto& v = info->labels[label_key_];
+        return std::find(label_values_.begin(), label_values_.end(), v) != label_values_.end();
+    }
+
+    /// Explicit pairs first, then label pairs (sorted), from the labels of the prompts that were seen.
+    std::vector<std::pair<int64_t, int64_t>> make(const std::map<int64_t, nlohmann::json>& labels) const {
+        std::vector<std::pair<int64_t, int64_t>> out = explicit_;
+        if (label_key_.empty()) return out;
+        std::map<std::string, std::vector<std::vector<int64_t>>> groups;  // other labels -> per value: prompts
+        for (const auto& [i, lab] : labels) {
+            if (!lab.is_object() || !lab.contains(label_key_)) continue;
+            const auto it = std::find(label_values_.begin(), label_values_.end(), lab[label_key_]);
+            if (it == label_values_.end()) continue;
+            nlohmann::json rest = lab;
+            rest.erase(label_key_);
+            auto& g = groups[rest.dump()];
+            g.resize(label_values_.size());
+            g[static_cast<size_t>(it - label_values_.begin())].push_back(i);
+        }
+        std::vector<std::pair<int64_t, int64_t>> by_label;
+        for (const auto& [rest, g] : groups)
+            for (size_t x = 0; x < g.size(); ++x)
+                for (size_t y = x + 1; y < g.size(); ++y)
+                    for (int64_t a : g[x])
+                        for (int64_t b : g[y]) by_label.emplace_back(a, b);
+        std::sort(by_label.begin(), by_label.end());
+        out.insert(out.end(), by_label.begin(), by_label.end());
+        return out;
+    }
+
+private:
+    std::vector<std::pair<int64_t, int64_t>> explicit_;
+    std::set<int64_t> wanted_;
+    std::string label_key_;
+    std::vector<nlohmann::json> label_values_;
+};
+
+}  // namespace nscope::common
