@@ -24,7 +24,7 @@ const std::string kGpt2 = std::string(NSCOPE_SOURCE_DIR) + "/tests/fixtures/mode
 const char* kEvil = "</script><script>window.__pwned=1</script><b>&amp;";
 
 std::string chromium_path() {
-    if (const char* env = std::getenv("NSCOPE_CHROMIUM")) return env;
+    if (const char* env = std::getenv("NSCOPE_CHROMIUM")) return fs::exists(env) ? env : "";
     for (const char* p : {"/usr/bin/chromium", "/usr/bin/chromium-browser"})
         if (fs::exists(p)) return p;
     return "";
@@ -111,6 +111,22 @@ TEST_CASE("report exporter: report.html of a real run renders every plot in head
         CHECK(page.find(id) != std::string::npos);
     CHECK(page.find("<mark>#") != std::string::npos);  // highlighted token in a top-example context
 
+    // The streamed histograms count every activation of every real token: 15 tokens x 256 neurons per hook.
+    const size_t data_at = page.find("<script type=\"application/json\" id=\"nscope-data\">");
+    REQUIRE(data_at != std::string::npos);
+    const size_t data_begin = page.find('>', data_at) + 1;
+    const auto data = nlohmann::json::parse(page.substr(data_begin, page.find("</script>", data_begin) - data_begin));
+    size_t histograms = 0;
+    for (const auto& p : data["plots"]) {
+        if (p["div"].get<std::string>().rfind("p-hist-", 0) != 0) continue;
+        ++histograms;
+        int64_t total = 0;
+        for (const auto& y : p["traces"][0]["y"]) total += y.get<int64_t>();
+        CHECK(total == 15 * 256);
+    }
+    CHECK(histograms == 2);
+    CHECK(data["heatmap_groups"][0]["prompts"].size() == 3);  // heatmap prompts default [0..7]: all 3 here
+
     const std::string dom = chromium(report, "--virtual-time-budget=10000 --dump-dom");
     REQUIRE(!dom.empty());
     INFO("status: " << dom.substr(dom.find("nscope-status") == std::string::npos ? 0 : dom.find("nscope-status"), 600));
@@ -125,7 +141,7 @@ TEST_CASE("report exporter: report.html of a real run renders every plot in head
     CHECK(count(dom, "class=\"hm") + count(dom, "class=\"heatmaplayer") >= 1);  // heatmap traces were drawn
 }
 
-TEST_CASE("report exporter: sections for absent analyses are omitted; parameters are checked", "[exporters][report]") {
+TEST_CASE("report exporter: sections for absent analyses are omitted and parameters are checked", "[exporters][report]") {
     const std::string dir = nscope::test::temp_dir("report-min");
     PromptInfo p0{0, "a </script> prompt & more", nullptr, {"a", " </script>"}};
     RunContext run;
