@@ -17,6 +17,7 @@ packages=(
   libcli11-dev            # command line
   libpcre2-dev            # tokenizer regex pre-tokenizers
   libsqlite3-dev          # neuron database exporter
+  chromium                # headless browser: the report.html test renders the page
 )
 if [ "${NSCOPE_WITH_BENCH:-0}" = 1 ]; then
   packages+=(python3-torch python3-numpy)
@@ -32,6 +33,13 @@ done
 if [ "${#missing[@]}" -gt 0 ]; then
   $SUDO apt-get update -qq
   $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+# npm fetches plotly.js for the report exporter at build time (and test tokenizers). Only installed from
+# Debian when no npm is on PATH: a NodeSource / nvm node already brings its own npm, and Debian's npm
+# package would conflict with it.
+if ! command -v npm >/dev/null 2>&1; then
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq --no-install-recommends npm
 fi
 # Guard against the pthread OpenBLAS variant, whose thread pool fights LibTorch's OpenMP threads.
 if dpkg-query -W -f='${Status}' libopenblas0-pthread 2>/dev/null | grep -q "install ok installed"; then

@@ -175,7 +175,7 @@ TEST_CASE("SIGINT stops a run cleanly: manifest marked interrupted, no results, 
     CHECK_THAT(r.err, Catch::Contains("interrupted"));
 }
 
-TEST_CASE("run: --log-format json writes one JSON object per stderr line", "[run]") {
+TEST_CASE("nscope run --log-format json writes one JSON object per stderr line", "[run]") {
     const std::string dir = nscope::test::temp_dir("jsonlog");
     const auto r = run_nscope({"run", recipe_file(dir, oracle_recipe("jsonlog", "hooks: [ hook_embed ]\nexports: [ activations ]\n")),
                                "--out", dir + "/runs", "--log-format", "json"});
@@ -191,7 +191,7 @@ TEST_CASE("run: --log-format json writes one JSON object per stderr line", "[run
     CHECK(progress >= 1);  // at least the final progress event
 }
 
-TEST_CASE("run: --dry-run validates and prints the plan without writing anything", "[run]") {
+TEST_CASE("nscope run --dry-run validates and prints the plan without writing anything", "[run]") {
     const std::string dir = nscope::test::temp_dir("dry");
     const auto r = run_nscope({"run", recipe_file(dir, oracle_recipe("dry", R"(
 hooks: [ "blocks.{0..1}.mlp.hook_post" ]
