@@ -1,11 +1,16 @@
 #!/usr/bin/env bash
-# Install dependencies, build nscope and run the main job.
+# Install dependencies, build nscope and run the quickstart study on the bundled model (offline).
 #   bash scripts/quickstart.sh      # from the repository root, as root on Debian 12
+# Prints the run directory; open its report.html in a browser.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh
 BUILD_DIR=${BUILD_DIR:-build}
 cmake -S . -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=Release -DNSCOPE_BUILD_TESTS=OFF
-cmake --build "$BUILD_DIR" -j "$(nproc)"
+cmake --build "$BUILD_DIR" -j "$(nproc)" --target nscope nscope_builtin_plugins
 "$BUILD_DIR/bin/nscope" --version
-"$BUILD_DIR/bin/nscope" plugins
+run_dir=$("$BUILD_DIR/bin/nscope" run configs/quickstart.yaml)
+echo
+echo "Done. Open the report:   $run_dir/report.html"
+echo "Results (JSON/CSV/npy):  $run_dir/results/"
+echo "Neuron database:         $run_dir/results/neurons.sqlite"

@@ -2,14 +2,14 @@
 --
 --   nscope script scripts/lua/ablate_neuron.lua -- [MODEL] [LAYER] [NEURON] [SCALE]
 --
--- MODEL   model folder or hub id (default: the tiny GPT-2 test fixture)
+-- MODEL   model folder or hub id (default: the bundled models/kjv-tiny)
 -- LAYER   block index as in hook names, 0-based (default 1)
 -- NEURON  neuron of blocks.LAYER.mlp.hook_post, 1-based like every Lua index (default 5)
 -- SCALE   0 ablates the neuron; e.g. 20 steers it (multiplies its activation) (default 0)
 --
 -- Shows: a Lua function as a hook that edits activations during the forward pass, capturing the edited hook,
 -- KL divergence between clean and edited next-token distributions, top tokens before / after.
-local model_path = arg[1] or "tests/fixtures/models/gpt2"
+local model_path = arg[1] or "models/kjv-tiny"
 local layer = math.tointeger(tonumber(arg[2] or "1"))
 local neuron = math.tointeger(tonumber(arg[3] or "5"))
 local scale = tonumber(arg[4] or "0")
@@ -22,7 +22,7 @@ print(("model %s: %d layers, d_mlp %d; editing %s neuron %d (x%g)"):format(
 -- Text prompts when the model has a tokenizer, exact token ids otherwise.
 local prompts
 if model.info.has_tokenizer then
-  prompts = { "The capital of France is", "She sat on the bank of the", "One, two, three," }
+  prompts = { "In the beginning God created the heaven and the", "I stood upon the bank of the", "And the LORD spake unto" }
 else
   prompts = { { ids = { 11, 42, 7, 300, 5 } }, { ids = { 250, 17, 999, 3 } }, { ids = { 1, 2, 3, 4, 5, 6 } } }
 end

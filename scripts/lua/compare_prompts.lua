@@ -4,7 +4,7 @@
 --
 -- Shows: capturing every block's hook_resid_post with one pattern, slicing [prompt, position, :] with
 -- 1-based indices, t:cosine, and writing the per-layer numbers as .npy into the script's run directory.
-local model_path = arg[1] or "tests/fixtures/models/gpt2"
+local model_path = arg[1] or "models/kjv-tiny"
 local model = nscope.load(model_path)
 
 local pair

@@ -5,7 +5,7 @@
 --
 -- Shows: masking padding, t:topk over flattened [prompt, position] activations, mapping flat 1-based
 -- indices back to (prompt, position), nscope.analyze / nscope.export with a cache.
-local model_path = arg[1] or "tests/fixtures/models/gpt2"
+local model_path = arg[1] or "models/kjv-tiny"
 local layer = math.tointeger(tonumber(arg[2] or "0"))
 local neuron = math.tointeger(tonumber(arg[3] or "1"))
 local k = math.tointeger(tonumber(arg[4] or "5"))
@@ -15,8 +15,11 @@ local hook = ("blocks.%d.mlp.hook_post"):format(layer)
 
 local prompts = {}
 if model.info.has_tokenizer then
-  prompts = { "The cat sat on the mat.", "Dogs bark at night.", "A river bank is muddy.",
-              "The bank raised its rates.", "Birds sing in the morning." }
+  prompts = { "In the beginning God created the heaven and the earth.",
+              "And Pharaoh said unto Joseph, In my dream, behold, I stood upon the bank of the river:",
+              "The LORD is my shepherd; I shall not want.",
+              "Wherefore then gavest not thou my money into the bank?",
+              "And the king said unto the woman, What aileth thee?" }
 else
   for i = 1, 6 do  -- pseudo-random token ids of different lengths
     local ids = {}
