@@ -8,8 +8,8 @@ BUILD_DIR=${1:-build-bench}
 THREADS=${THREADS:-$(nproc)}
 SECONDS_PER=${SECONDS_PER:-4}
 NSCOPE_WITH_BENCH=1 bash scripts/install-deps.sh
-cmake -S . -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=Release -DNSCOPE_BUILD_TESTS=OFF -DNSCOPE_BUILD_BENCH=ON >/dev/null
-cmake --build "$BUILD_DIR" --target nscope_bench_forward all >/dev/null
+cmake -S . -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=Release -DNSCOPE_BUILD_BENCH=ON >/dev/null
+cmake --build "$BUILD_DIR" --target nscope_bench_forward nscope_builtin_plugins >/dev/null
 MODEL=${MODEL:-$BUILD_DIR/bench-gpt2-small}
 [ -f "$MODEL/model.safetensors" ] || "$BUILD_DIR/bin/nscope_bench_forward" make-model "$MODEL"
 printf "%-9s %-6s %-9s %12s %12s %7s\n" dtype shape hooks "nscope tok/s" "torch tok/s" ratio
