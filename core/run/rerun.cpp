@@ -19,7 +19,9 @@ std::set<std::string> result_files(const fs::path& dir) {
     for (const char* sub : {"results", "activations"}) {
         if (!fs::is_directory(dir / sub)) continue;
         for (const auto& e : fs::recursive_directory_iterator(dir / sub))
-            if (e.is_regular_file()) out.insert(fs::relative(e.path(), dir).string());
+            // SQLite databases record the run id and export time by design: not comparable byte for byte.
+            if (e.is_regular_file() && e.path().extension() != ".sqlite")
+                out.insert(fs::relative(e.path(), dir).string());
     }
     // Multi-model runs keep each model's outputs in a subfolder.
     for (const auto& e : fs::directory_iterator(dir))

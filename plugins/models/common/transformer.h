@@ -305,4 +305,29 @@ inline int64_t count_params(const std::vector<std::pair<std::string, at::Tensor>
     return n;
 }
 
+/// The ModelFactory of a standard adapter: everything derives from the adapter's three config functions
+/// (`read_dims`, `make_info`, `hook_shape`) and its model class, constructed from (config, dims) with
+/// `load(weights, options)` / `init(seed, options)`. An adapter only adds `architectures()`.
+template <typename Model, typename Dims, Dims (*ReadDims)(const nlohmann::json&),
+          ModelInfo (*MakeInfo)(const nlohmann::json&, const Dims&), HookShape (*Shape)(const Dims&)>
+class AdapterFactory : public ModelFactory {
+public:
+    ModelInfo describe(const nlohmann::json& c) const override { return MakeInfo(c, ReadDims(c)); }
+    std::vector<HookPoint> hook_points(const nlohmann::json& c) const override {
+        return HookLayout(Shape(ReadDims(c))).points;
+    }
+    std::unique_ptr<ModelAdapter> load(const nlohmann::json& c, const WeightSource& w,
+                                       const ModelOptions& o) const override {
+        auto m = std::make_unique<Model>(c, ReadDims(c));
+        m->load(w, o);
+        return m;
+    }
+    std::unique_ptr<ModelAdapter> init_random(const nlohmann::json& c, uint64_t seed,
+                                              const ModelOptions& o) const override {
+        auto m = std::make_unique<Model>(c, ReadDims(c));
+        m->init(seed, o);
+        return m;
+    }
+};
+
 }  // namespace nscope::models

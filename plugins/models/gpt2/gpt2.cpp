@@ -177,25 +177,9 @@ private:
     std::vector<Layer> layers_;
 };
 
-class Gpt2Factory : public ModelFactory {
+class Gpt2Factory : public AdapterFactory<Gpt2Model, Dims, read_dims, make_info, hook_shape> {
 public:
     std::vector<std::string> architectures() const override { return {"GPT2LMHeadModel", "GPT2Model", "gpt2"}; }
-    ModelInfo describe(const nlohmann::json& c) const override { return make_info(c, read_dims(c)); }
-    std::vector<HookPoint> hook_points(const nlohmann::json& c) const override {
-        return HookLayout(hook_shape(read_dims(c))).points;
-    }
-    std::unique_ptr<ModelAdapter> load(const nlohmann::json& c, const WeightSource& w,
-                                       const ModelOptions& o) const override {
-        auto m = std::make_unique<Gpt2Model>(c, read_dims(c));
-        m->load(w, o);
-        return m;
-    }
-    std::unique_ptr<ModelAdapter> init_random(const nlohmann::json& c, uint64_t seed,
-                                              const ModelOptions& o) const override {
-        auto m = std::make_unique<Gpt2Model>(c, read_dims(c));
-        m->init(seed, o);
-        return m;
-    }
 };
 
 }  // namespace

@@ -198,26 +198,10 @@ private:
     std::vector<Layer> layers_;
 };
 
-class LlamaFactory : public ModelFactory {
+class LlamaFactory : public AdapterFactory<LlamaModel, Dims, read_dims, make_info, hook_shape> {
 public:
     std::vector<std::string> architectures() const override {
         return {"LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "llama", "mistral", "qwen2"};
-    }
-    ModelInfo describe(const nlohmann::json& c) const override { return make_info(c, read_dims(c)); }
-    std::vector<HookPoint> hook_points(const nlohmann::json& c) const override {
-        return HookLayout(hook_shape(read_dims(c))).points;
-    }
-    std::unique_ptr<ModelAdapter> load(const nlohmann::json& c, const WeightSource& w,
-                                       const ModelOptions& o) const override {
-        auto m = std::make_unique<LlamaModel>(c, read_dims(c));
-        m->load(w, o);
-        return m;
-    }
-    std::unique_ptr<ModelAdapter> init_random(const nlohmann::json& c, uint64_t seed,
-                                              const ModelOptions& o) const override {
-        auto m = std::make_unique<LlamaModel>(c, read_dims(c));
-        m->init(seed, o);
-        return m;
     }
 };
 
