@@ -237,3 +237,26 @@ exports: [ json, activations ]
     CHECK(top[5].get<double>() == Approx(std::exp(last[id] - mx) / z).epsilon(1e-5));
     CHECK(last[id] == mx);
 }
+
+TEST_CASE("a recipe with several models runs each into its own labelled subfolder", "[run][models]") {
+    const std::string dir = nscope::test::temp_dir("models");
+    const std::string llama = std::string(NSCOPE_SOURCE_DIR) + "/tests/fixtures/models/llama";
+    const auto r = run_nscope({"run", recipe_file(dir, "name: two\nmodels:\n  - { path: " + kGpt2 +
+                                                           ", label: gpt2 }\n  - { path: " + llama + R"(, label: llama }
+prompts: [ { ids: [[1, 17, 923, 345], [1, 404, 7]] } ]
+hooks: [ "blocks.*.mlp.hook_post" ]
+analyses: [ { id: stats, use: stats } ]
+exports: [ json ]
+)"), "--out", dir + "/runs"});
+    INFO(r.err);
+    REQUIRE(r.exit_code == 0);
+    const fs::path run = only_run(dir + "/runs", "two");
+    const auto m = read_json(run / "manifest.json");
+    REQUIRE(m["models"].size() == 2);
+    CHECK(m["models"][0]["architecture"] == "GPT2LMHeadModel");
+    CHECK(m["models"][1]["architecture"] == "LlamaForCausalLM");
+    for (const char* label : {"gpt2", "llama"}) {
+        const auto stats = read_json(run / label / "results/stats.json");
+        CHECK(stats["data"]["summary"]["tokens"] == 7);
+    }
+}
