@@ -88,3 +88,21 @@ TEST_CASE("example Lua scripts run on the bundled model", "[example][lua]") {
         }
     }
 }
+
+TEST_CASE("example: a fine-tuning series of the bundled model and the drift script", "[example][lua][drift]") {
+    const std::string out = nscope::test::temp_dir("finetune");
+    auto r = run_nscope({"--threads", "2", "finetune", kSource + "/models/kjv-tiny", "--data",
+                         kSource + "/tests/fixtures/text/genesis.txt", "--out", out, "--steps", "6",
+                         "--checkpoint-every", "3", "--batch-size", "4", "--context", "64", "--lr", "1e-3",
+                         "--warmup", "2"});
+    INFO(r.err);
+    REQUIRE(r.exit_code == 0);
+    REQUIRE(fs::exists(fs::path(out) / "checkpoint-3/model.safetensors"));
+    const std::string runs = nscope::test::temp_dir("drift");
+    r = run_nscope({"script", kSource + "/scripts/lua/drift.lua", "--out", runs, "--", kSource + "/models/kjv-tiny",
+                    out + "/checkpoint-3", out});
+    INFO(r.out);
+    INFO(r.err);
+    CHECK(r.exit_code == 0);
+    CHECK_THAT(r.out, Catch::Contains("DRIFT_OK") && Catch::Contains("blocks.3.mlp.hook_post   cosine"));
+}
