@@ -7,6 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD_DIR=${1:-build}
+NSCOPE_WITH_BENCH=1 bash scripts/install-deps.sh
 MODEL=${MODEL:-$BUILD_DIR/bench-gpt2-small}
 THREADS=${THREADS:-$(nproc)}
 WORK=$(mktemp -d)

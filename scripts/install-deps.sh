@@ -20,7 +20,7 @@ packages=(
   chromium                # headless browser: the report.html test renders the page
 )
 if [ "${NSCOPE_WITH_BENCH:-0}" = 1 ]; then
-  packages+=(python3-torch python3-numpy)
+  packages+=(python3-torch python3-numpy time)   # bench/run.sh, bench/analysis.sh
 fi
 
 SUDO=""
