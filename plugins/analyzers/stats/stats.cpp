@@ -115,15 +115,7 @@ public:
 
 private:
     NeuronMoments& state(const std::string& hook, int64_t neurons) {
-        auto it = hooks_.find(hook);
-        if (it == hooks_.end()) {
-            it = hooks_.emplace(hook, NeuronMoments{}).first;
-            it->second.init(neurons, true, threshold_);
-        } else if (static_cast<int64_t>(it->second.neurons()) != neurons) {
-            throw nscope::RuntimeError("stats: hook '" + hook + "' changed width from " +
-                                       std::to_string(it->second.neurons()) + " to " + std::to_string(neurons));
-        }
-        return it->second;
+        return nscope::common::moments_for(hooks_, "stats", hook, neurons, true, threshold_);
     }
 
     nscope::common::HookFilter filter_;

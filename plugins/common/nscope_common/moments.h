@@ -9,11 +9,16 @@
 //   M4 = M4a + M4b + d⁴ na nb (na² - na nb + nb²) / n³ + 6 d² (na² M2b + nb² M2a) / n² + 4 d (na M3b - nb M3a) / n
 #pragma once
 
+#include <map>
+#include <string>
+
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <limits>
 #include <vector>
+
+#include "nscope/error.h"
 
 namespace nscope::common {
 
@@ -140,5 +145,20 @@ private:
     double threshold_ = 0.0;
     std::vector<double> bmean_, bm2_, bm3_, bm4_;
 };
+
+/// The moments of `hook` in `by_hook`, created on first sight. A hook whose width changes between batches is
+/// an error upstream (reported with the plugin's name).
+inline NeuronMoments& moments_for(std::map<std::string, NeuronMoments>& by_hook, const std::string& plugin,
+                                  const std::string& hook, int64_t neurons, bool higher, double threshold) {
+    auto it = by_hook.find(hook);
+    if (it == by_hook.end()) {
+        it = by_hook.emplace(hook, NeuronMoments{}).first;
+        it->second.init(neurons, higher, threshold);
+    } else if (static_cast<int64_t>(it->second.neurons()) != neurons) {
+        throw RuntimeError(plugin + ": hook '" + hook + "' changed width from " +
+                           std::to_string(it->second.neurons()) + " to " + std::to_string(neurons));
+    }
+    return it->second;
+}
 
 }  // namespace nscope::common
