@@ -4,6 +4,8 @@
 #include <ATen/Parallel.h>
 
 #include <chrono>
+#include <functional>
+#include <future>
 #include <iostream>
 #include <map>
 #include <optional>
@@ -28,6 +30,27 @@ namespace fs = std::filesystem;
 namespace {
 
 struct Interrupted {};
+
+// Run every task, all but the first on their own threads; rethrows the first failure after all finished.
+void run_concurrently(const std::vector<std::function<void()>>& tasks) {
+    if (tasks.empty()) return;
+    std::vector<std::future<void>> others;
+    for (size_t i = 1; i < tasks.size(); ++i) others.push_back(std::async(std::launch::async, tasks[i]));
+    std::exception_ptr failure;
+    try {
+        tasks[0]();
+    } catch (...) {
+        failure = std::current_exception();
+    }
+    for (auto& f : others) {
+        try {
+            f.get();
+        } catch (...) {
+            if (!failure) failure = std::current_exception();
+        }
+    }
+    if (failure) std::rethrow_exception(failure);
+}
 
 using Clock = std::chrono::steady_clock;
 double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
@@ -225,9 +248,15 @@ private:
                 const at::Tensor& t = out.captures.at(name);
                 batch.activations.push_back({name, {t.data_ptr<float>(), DType::Float32, t.sizes().vec()}});
             }
+            // Consumers are independent (each owns its state, the batch is read-only): run them concurrently
+            // while LibTorch's threads are idle between forwards.
+            std::vector<std::function<void()>> consumers;
             for (size_t k = 0; k < analyzers.size(); ++k)
-                plugin_call("analysis '" + r.analyses[wave[k]].id + "'", [&] { analyzers[k]->consume(batch); });
-            for (Exporter* e : feed) plugin_call("export", [&] { e->consume(batch); });
+                consumers.emplace_back([&, k] {
+                    plugin_call("analysis '" + r.analyses[wave[k]].id + "'", [&] { analyzers[k]->consume(batch); });
+                });
+            for (Exporter* e : feed) consumers.emplace_back([&, e] { plugin_call("export", [&] { e->consume(batch); }); });
+            run_concurrently(consumers);
             uint64_t tokens = 0;
             for (const auto& row : rows) tokens += row.size();
             progress.advance(tokens);

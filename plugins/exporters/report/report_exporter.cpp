@@ -372,13 +372,13 @@ public:
                         for (const auto& tok : p->tokens) text += tok;
                     prompt_texts_[static_cast<int64_t>(p->index)] = text;
                 }
-        section_prompts(ctx);
         for (const auto& [id, r] : by_plugin("heatmap")) section_heatmap(id, *r);
         section_histograms();
         for (const auto& [id, r] : by_plugin("stats")) section_stats(id, *r);
         for (const auto& [id, r] : by_plugin("dead")) section_dead(id, *r);
         for (const auto& [id, r] : by_plugin("topk")) section_topk(id, *r);
         for (const auto& [id, r] : by_plugin("compare")) section_compare(id, *r);
+        section_prompts(ctx);  // last: a long prompt list should not push the analyses down
 
         const json data = {{"plots", plots_}, {"heatmap_groups", heatmap_groups_}, {"histogram_divs", histogram_divs_}};
         std::string page;
