@@ -15,7 +15,7 @@ trap 'rm -rf "$WORK"' EXIT
 [ -f "$MODEL/model.safetensors" ] || "$BUILD_DIR/bin/nscope_bench_forward" make-model "$MODEL"
 model_abs=$(cd "$MODEL" && pwd)
 printf "%-8s %-22s %10s %10s %9s\n" tokens run seconds "peak MiB" "vs bare"
-for tokens in 10240 102400; do
+for tokens in ${TOKENS:-10240 102400}; do
   /usr/bin/python3 -c "import numpy as np; np.save('$WORK/ids.npy', np.random.RandomState(0).randint(0, 50257, size=($tokens // 128, 128)).astype(np.int64))"
   cat > "$WORK/streaming.yaml" <<YAML
 name: streaming
