@@ -47,7 +47,7 @@ int make_model(const PluginRegistry& reg, const fs::path& dir) {
 }
 
 int run(const PluginRegistry& reg, const fs::path& dir, const std::string& dtype, const std::string& shape,
-        const std::string& hooks, double seconds) {
+        const std::string& hooks, double seconds, bool logits) {
     const auto x = shape.find('x');
     const int64_t b = std::stoll(shape.substr(0, x)), p = std::stoll(shape.substr(x + 1));
     ModelOptions opts;
@@ -55,7 +55,7 @@ int run(const PluginRegistry& reg, const fs::path& dir, const std::string& dtype
     LoadedModel model = load_model(reg, dir.string(), opts);
     ModelSession session(model);
     ForwardRequest req;
-    req.keep_logits = true;
+    req.keep_logits = logits;
     if (hooks == "mlp_post")
         for (int64_t l = 0; l < model.handle.info.n_layers; ++l)
             req.capture.push_back("blocks." + std::to_string(l) + ".mlp.hook_post");
@@ -102,6 +102,8 @@ int main(int argc, char** argv) {
     rn->add_option("--shape", shape, "BxP");
     rn->add_option("--hooks", hooks, "none | mlp_post");
     rn->add_option("--seconds", seconds);
+    bool no_logits = false;
+    rn->add_flag("--no-logits", no_logits, "Do not return float32 logits (isolates the model forward)");
     app.add_option("--threads", threads);
     app.require_subcommand(1);
     CLI11_PARSE(app, argc, argv);
@@ -111,7 +113,7 @@ int main(int argc, char** argv) {
     reg.scan(PluginRegistry::search_path({}));
     try {
         if (*mk) return make_model(reg, dir);
-        return run(reg, dir, dtype, shape, hooks, seconds);
+        return run(reg, dir, dtype, shape, hooks, seconds, !no_logits);
     } catch (const std::exception& e) {
         std::cerr << "error: " << e.what() << "\n";
         return 2;
