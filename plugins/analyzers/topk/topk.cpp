@@ -155,6 +155,8 @@ public:
         cfg_ = cfg;
         channels_ = channels;
         top_.assign(channels, TopK<Hit>(cfg.k));
+        hit_floor_.assign(channels, cfg.k > 0 ? -std::numeric_limits<float>::infinity()
+                                              : std::numeric_limits<float>::infinity());
         context_.assign(channels * cfg.k * cfg.window(), -1);
         const size_t lists = channels * static_cast<size_t>(cfg.ngram);
         ngmax_.assign(lists, {});
@@ -175,7 +177,8 @@ public:
             const float v = row[c];
             if (std::isnan(v)) continue;
             occ.value = v;
-            offer_hit(c, occ, pos.token, pos.context);
+            // The flat floor array keeps the common case (value below the k-th best) a sequential scan.
+            if (v >= hit_floor_[c]) offer_hit(c, occ, pos.token, pos.context);
             for (int n = 0; n < pos.n_keys; ++n) {
                 const size_t idx = c * static_cast<size_t>(cfg_.ngram) + static_cast<size_t>(n);
                 if (v >= ngfloor_[idx]) offer_ngram(idx, NgramHit{occ, pos.keys[n]});
@@ -189,6 +192,7 @@ public:
         const uint32_t slot = top.size() < cfg_.k ? static_cast<uint32_t>(c * cfg_.k + top.size())
                                                   : top.items().front().slot;
         top.push(Hit{occ, token, slot});
+        hit_floor_[c] = top.floor();
         std::copy(context, context + cfg_.window(), context_.begin() + static_cast<int64_t>(slot * cfg_.window()));
     }
 
@@ -255,6 +259,7 @@ private:
     Config cfg_;
     size_t channels_ = 0;
     std::vector<TopK<Hit>> top_;
+    std::vector<float> hit_floor_;  // top_[c].floor(), flat for the hot loop
     std::vector<int64_t> context_;             // [channels * k, window]
     std::vector<std::vector<NgramHit>> ngmax_;  // [channels * ngram], each <= k distinct n-grams
     std::vector<float> ngfloor_;
