@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Install dependencies, build nscope and run the quickstart study on the bundled model (offline).
+# Install dependencies, build nscope and run the quickstart study on the bundled model (offline), then make
+# a short fine-tuning series of it on Debian's fortunes and show the activation drift (SKIP_DRIFT=1 skips).
 #   bash scripts/quickstart.sh      # from the repository root, as root on Debian 12
 # Prints the run directory; open its report.html in a browser.
 set -euo pipefail
@@ -14,3 +15,10 @@ echo
 echo "Done. Open the report:   $run_dir/report.html"
 echo "Results (JSON/CSV/npy):  $run_dir/results/"
 echo "Neuron database:         $run_dir/results/neurons.sqlite"
+if [ "${SKIP_DRIFT:-0}" != 1 ]; then
+  echo
+  echo "Fine-tuning series for drift studies (kjv-tiny on fortunes, ~2 minutes):"
+  bash scripts/make-finetune-series.sh "$BUILD_DIR" "$BUILD_DIR/kjv-fortunes"
+  "$BUILD_DIR/bin/nscope" script scripts/lua/drift.lua -- models/kjv-tiny \
+    "$BUILD_DIR/kjv-fortunes/checkpoint-50" "$BUILD_DIR/kjv-fortunes/checkpoint-100" "$BUILD_DIR/kjv-fortunes"
+fi
