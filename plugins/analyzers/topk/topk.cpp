@@ -10,6 +10,7 @@
 #include <unordered_map>
 
 #include "nscope_common/hooks.h"
+#include "nscope_common/kernels.h"
 #include "nscope_common/params.h"
 #include "nscope_common/topk.h"
 
@@ -18,6 +19,7 @@ namespace {
 using nscope::common::better;
 using nscope::common::Occurrence;
 using nscope::common::TopK;
+namespace kernels = nscope::common::kernels;
 
 constexpr int kMaxN = 6;  // longest n-gram
 
@@ -161,6 +163,7 @@ public:
         const size_t lists = channels * static_cast<size_t>(cfg.ngram);
         ngmax_.assign(lists, {});
         ngfloor_.assign(lists, -std::numeric_limits<float>::infinity());
+        floor_ = hit_floor_;
         sums_.assign(cfg.ngram > 0 ? cfg.max_ngrams * channels : 0, 0.0);
     }
     size_t channels() const { return channels_; }
@@ -170,14 +173,14 @@ public:
             if (pos.slots[n] < 0) continue;
             double* s = &sums_[static_cast<size_t>(pos.slots[n]) * channels_];
             if (pos.fresh[n]) std::fill(s, s + channels_, 0.0);
-            for (size_t c = 0; c < channels_; ++c) s[c] += row[c];
+            kernels::accumulate(s, row, channels_);
         }
+        // Almost every value is below all the floors of its channel; only the rest reach the lists.
         Occurrence occ = pos.occ;
-        for (size_t c = 0; c < channels_; ++c) {
+        for (size_t c = kernels::first_at_least(row, floor_.data(), 0, channels_); c < channels_;
+             c = kernels::first_at_least(row, floor_.data(), c + 1, channels_)) {
             const float v = row[c];
-            if (std::isnan(v)) continue;
             occ.value = v;
-            // The flat floor array keeps the common case (value below the k-th best) a sequential scan.
             if (v >= hit_floor_[c]) offer_hit(c, occ, pos.token, pos.context);
             for (int n = 0; n < pos.n_keys; ++n) {
                 const size_t idx = c * static_cast<size_t>(cfg_.ngram) + static_cast<size_t>(n);
@@ -193,6 +196,7 @@ public:
                                                   : top.items().front().slot;
         top.push(Hit{occ, token, slot});
         hit_floor_[c] = top.floor();
+        update_floor(c);
         std::copy(context, context + cfg_.window(), context_.begin() + static_cast<int64_t>(slot * cfg_.window()));
     }
 
@@ -249,17 +253,25 @@ private:
         const auto& list = ngmax_[idx];
         if (list.size() < cfg_.k) {
             ngfloor_[idx] = -std::numeric_limits<float>::infinity();
-            return;
+        } else {
+            float m = list.front().occ.value;
+            for (const auto& e : list) m = std::min(m, e.occ.value);
+            ngfloor_[idx] = m;
         }
-        float m = list.front().occ.value;
-        for (const auto& e : list) m = std::min(m, e.occ.value);
-        ngfloor_[idx] = m;
+        update_floor(idx / static_cast<size_t>(cfg_.ngram));
+    }
+
+    void update_floor(size_t c) {
+        float f = hit_floor_[c];
+        for (int n = 0; n < cfg_.ngram; ++n) f = std::min(f, ngfloor_[c * static_cast<size_t>(cfg_.ngram) + static_cast<size_t>(n)]);
+        floor_[c] = f;
     }
 
     Config cfg_;
     size_t channels_ = 0;
     std::vector<TopK<Hit>> top_;
     std::vector<float> hit_floor_;  // top_[c].floor(), flat for the hot loop
+    std::vector<float> floor_;      // per channel: the lowest of its hit and n-gram floors
     std::vector<int64_t> context_;             // [channels * k, window]
     std::vector<std::vector<NgramHit>> ngmax_;  // [channels * ngram], each <= k distinct n-grams
     std::vector<float> ngfloor_;
@@ -469,10 +481,10 @@ public:
             });
             for (const auto& g : groups_) groups.push_back({{"name", g.name}, {"hook", g.hook}, {"neurons", g.neurons}});
         }
-        res.set_table("top_activations", acts);
+        res.set_table("top_activations", std::move(acts));
         if (cfg_.ngram > 0) {
-            res.set_table("top_ngrams_max", ngmax);
-            res.set_table("top_ngrams_mean", ngmean);
+            res.set_table("top_ngrams_max", std::move(ngmax));
+            res.set_table("top_ngrams_mean", std::move(ngmean));
         }
         bool exact = true;
         for (const auto& s : table_.slots()) exact = exact && (!s.used || s.exact);

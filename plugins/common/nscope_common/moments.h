@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "nscope/error.h"
+#include "nscope_common/kernels.h"
 
 namespace nscope::common {
 
@@ -48,33 +49,15 @@ public:
         const double nb = static_cast<double>(rows.size());
         bmean_.assign(n_, 0.0);
         for (const float* r : rows)
-            for (size_t j = 0; j < n_; ++j) {
-                const double x = r[j];
-                bmean_[j] += x;
-                if (x < min[j]) min[j] = x;
-                if (x > max[j]) max[j] = x;
-                above[j] += x > threshold_;
-                positive[j] += x > 0.0;
-            }
+            kernels::moments_first_pass(r, n_, threshold_, bmean_.data(), min.data(), max.data(), above.data(),
+                                        positive.data());
         for (auto& m : bmean_) m /= nb;
         bm2_.assign(n_, 0.0);
         bm3_.assign(higher_ ? n_ : 0, 0.0);
         bm4_.assign(higher_ ? n_ : 0, 0.0);
-        for (const float* r : rows) {
-            if (higher_) {
-                for (size_t j = 0; j < n_; ++j) {
-                    const double d = r[j] - bmean_[j], d2 = d * d;
-                    bm2_[j] += d2;
-                    bm3_[j] += d2 * d;
-                    bm4_[j] += d2 * d2;
-                }
-            } else {
-                for (size_t j = 0; j < n_; ++j) {
-                    const double d = r[j] - bmean_[j];
-                    bm2_[j] += d * d;
-                }
-            }
-        }
+        for (const float* r : rows)
+            kernels::moments_second_pass(r, n_, bmean_.data(), bm2_.data(), higher_ ? bm3_.data() : nullptr,
+                                         higher_ ? bm4_.data() : nullptr);
         combine(rows.size(), bmean_.data(), bm2_.data(), higher_ ? bm3_.data() : nullptr,
                 higher_ ? bm4_.data() : nullptr);
     }
