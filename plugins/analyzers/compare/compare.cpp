@@ -149,8 +149,8 @@ public:
             }
             series.push_back({{"name", A.text + " | " + B.text}, {"y", ys}});
         }
-        res.set_table("pairs", ptab);
-        res.set_table("top_neurons", ntab);
+        res.set_table("pairs", std::move(ptab));
+        res.set_table("top_neurons", std::move(ntab));
         res.set_figure("cosine_by_hook", {{"kind", "line"}, {"title", "cosine similarity per hook (" + pool_ + ")"},
                                           {"x", hooks}, {"series", series}, {"x_label", "hook"},
                                           {"y_label", "cosine"}});

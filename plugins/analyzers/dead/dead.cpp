@@ -90,8 +90,8 @@ public:
             res.set_array(hook + ".always_on", ints(std::move(on)));
             res.set_array(hook + ".flat", ints(std::move(flat)));
         }
-        res.set_table("layers", layers);
-        res.set_table("neurons", neurons);
+        res.set_table("layers", std::move(layers));
+        res.set_table("neurons", std::move(neurons));
         res.data["summary"] = {{"hooks", names.size()}, {"tokens", tokens}, {"neurons", total}, {"dead", n_dead},
                                {"always_on", n_on}, {"flat", n_flat}, {"epsilon", epsilon_},
                                {"on_fraction", on_fraction_}, {"flat_std", flat_std_},

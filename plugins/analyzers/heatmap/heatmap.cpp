@@ -142,7 +142,7 @@ public:
                 shown.push_back({{"hook", hook}, {"prompt", i}, {"figure", name}, {"tokens", m.tokens.size()}});
             }
         }
-        res.set_table("selected_neurons", sel);
+        res.set_table("selected_neurons", std::move(sel));
         std::set<int64_t> seen;
         for (const auto& [hook, per] : kept_)
             for (const auto& [i, m] : per) seen.insert(i);

@@ -77,7 +77,7 @@ public:
         for (const auto& [i, d] : prompts_)
             for (size_t r = 0; r < d.top.size(); ++r)
                 top.add_row({i, d.text, r + 1, d.top[r].first, text(d.top[r].first), d.top[r].second});
-        res.set_table("top_tokens", top);
+        res.set_table("top_tokens", std::move(top));
         nlohmann::json summary = {{"prompts", prompts_.size()}, {"k", k_}};
         if (paired_) {
             std::map<int64_t, nlohmann::json> labels;
@@ -123,8 +123,8 @@ public:
                 kl_sum += kl;
                 ++n;
             }
-            res.set_table("pair_effects", effects);
-            res.set_table("changed_tokens", moved);
+            res.set_table("pair_effects", std::move(effects));
+            res.set_table("changed_tokens", std::move(moved));
             res.set_figure("kl_by_pair", {{"kind", "bar"}, {"x", kl_x}, {"y", kl_y}, {"title", "KL(a || b) of the next-token distribution"},
                                           {"x_label", "pair"}, {"y_label", "KL (nats)"}});
             summary["pairs"] = n;
@@ -140,7 +140,12 @@ public:
     }
 
 private:
-    std::string text(int64_t id) const { return token_text_ ? token_text_(id) : "#" + std::to_string(id); }
+    std::string text(int64_t id) const {
+        if (token_text_) return token_text_(id);
+        std::string s = std::to_string(id);  // (built in place: GCC 12 warns falsely on "#" + string)
+        s.insert(s.begin(), '#');
+        return s;
+    }
 
     size_t k_ = 5, changed_ = 5, seen_ = 0;
     bool paired_ = false;

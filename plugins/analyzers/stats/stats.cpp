@@ -103,8 +103,8 @@ public:
             tokens = std::max<uint64_t>(tokens, m.count);
             total_neurons += static_cast<int64_t>(n);
         }
-        res.set_table("layers", layers);
-        if (neuron_table_) res.set_table("neurons", neurons);
+        res.set_table("layers", std::move(layers));
+        if (neuron_table_) res.set_table("neurons", std::move(neurons));
         res.set_figure("frac_active_by_hook", {{"kind", "bar"}, {"title", "mean fraction active per hook"},
                                                {"x", fig_x}, {"y", fig_y}, {"x_label", "hook"},
                                                {"y_label", "fraction of tokens > threshold"}});

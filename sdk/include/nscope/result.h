@@ -60,6 +60,10 @@ struct Result {
     std::map<std::string, NdArray> arrays;
 
     void set_table(const std::string& name, const Table& t) { data["tables"][name] = t.to_json(); }
+    /// Moves the rows instead of copying them (tables of top examples run to hundreds of thousands of rows).
+    void set_table(const std::string& name, Table&& t) {
+        data["tables"][name] = {{"columns", std::move(t.columns)}, {"rows", std::move(t.rows)}};
+    }
     void set_figure(const std::string& name, nlohmann::json fig) { data["figures"][name] = std::move(fig); }
     void set_array(const std::string& name, NdArray a) { arrays[name] = std::move(a); }
 };
