@@ -294,12 +294,14 @@ ForwardOutput ModelSession::forward(const std::vector<std::vector<int64_t>>& row
         logits = model_.adapter->forward({b.ids, b.mask, b.types}, &d);
     }
     const at::Tensor valid = b.mask.to(at::kBool);  // [b, p]
+    const bool padded = !capture_ids.empty() && !valid.all().item<bool>();
     for (int id : capture_ids) {
         const HookPoint& h = hooks[static_cast<size_t>(id)];
         auto it = got.find(id);
         if (it == got.end()) throw RuntimeError("the model adapter never fired hook " + h.name);
         at::Tensor c = it->second;
-        for (size_t a = 0; a < h.dims.size() && a < static_cast<size_t>(c.dim()); ++a) {
+        // Zero padded positions (a copy: in float32 the capture is the model's own tensor).
+        for (size_t a = 0; padded && a < h.dims.size() && a < static_cast<size_t>(c.dim()); ++a) {
             if (h.dims[a] != "pos" && h.dims[a] != "query_pos" && h.dims[a] != "key_pos") continue;
             std::vector<int64_t> s(static_cast<size_t>(c.dim()), 1);
             s[0] = B;
