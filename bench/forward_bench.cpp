@@ -47,7 +47,7 @@ int make_model(const PluginRegistry& reg, const fs::path& dir) {
 }
 
 int run(const PluginRegistry& reg, const fs::path& dir, const std::string& dtype, const std::string& shape,
-        const std::string& hooks, double seconds, bool logits) {
+        const std::string& hooks, double seconds, bool logits, int64_t tokens) {
     const auto x = shape.find('x');
     const int64_t b = std::stoll(shape.substr(0, x)), p = std::stoll(shape.substr(x + 1));
     ModelOptions opts;
@@ -67,8 +67,20 @@ int run(const PluginRegistry& reg, const fs::path& dir, const std::string& dtype
         rows[r].assign(ids[r].data_ptr<int64_t>(), ids[r].data_ptr<int64_t>() + p);
         idx[r] = r;
     }
-    for (int i = 0; i < 2; ++i) session.forward(rows, nullptr, idx, req);  // warm-up
     using Clock = std::chrono::steady_clock;
+    if (tokens > 0) {
+        // A cold pass over `tokens` tokens, first batch included: what a recipe's forward pass does.
+        const int64_t batches = (tokens + b * p - 1) / (b * p);
+        const auto start = Clock::now();
+        for (int64_t i = 0; i < batches; ++i) session.forward(rows, nullptr, idx, req);
+        const double total = std::chrono::duration<double>(Clock::now() - start).count();
+        std::cout << nlohmann::json{{"impl", "nscope"}, {"dtype", dtype}, {"shape", shape}, {"hooks", hooks},
+                                    {"threads", at::get_num_threads()}, {"tokens", batches * b * p},
+                                    {"seconds", total}}.dump()
+                  << "\n";
+        return 0;
+    }
+    for (int i = 0; i < 2; ++i) session.forward(rows, nullptr, idx, req);  // warm-up
     const auto start = Clock::now();
     int iters = 0;
     double best = 1e30;
@@ -102,6 +114,8 @@ int main(int argc, char** argv) {
     rn->add_option("--shape", shape, "BxP");
     rn->add_option("--hooks", hooks, "none | mlp_post");
     rn->add_option("--seconds", seconds);
+    int64_t tokens = 0;
+    rn->add_option("--tokens", tokens, "Time one cold pass over this many tokens instead (first batch included)");
     bool no_logits = false;
     rn->add_flag("--no-logits", no_logits, "Do not return float32 logits (isolates the model forward)");
     app.add_option("--threads", threads);
@@ -113,7 +127,7 @@ int main(int argc, char** argv) {
     reg.scan(PluginRegistry::search_path({}));
     try {
         if (*mk) return make_model(reg, dir);
-        return run(reg, dir, dtype, shape, hooks, seconds, !no_logits);
+        return run(reg, dir, dtype, shape, hooks, seconds, !no_logits, tokens);
     } catch (const std::exception& e) {
         std::cerr << "error: " << e.what() << "\n";
         return 2;

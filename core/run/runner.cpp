@@ -179,6 +179,7 @@ public:
             t0 = Clock::now();
             forward_pass(session, passes > 1 ? "pass " + std::to_string(w + 1) : "forward", analyzers, wave, feed);
             record_["timings"]["pass" + std::to_string(w + 1) + "_s"] = seconds_since(t0);
+            t0 = Clock::now();
             for (size_t k = 0; k < wave.size(); ++k) {
                 const AnalysisSpec& spec = r.analyses[wave[k]];
                 plugin_call("analysis '" + spec.id + "' (" + spec.use + ")",
@@ -186,6 +187,7 @@ public:
                 order.push_back(spec.id);
                 dir_.log("analysis_done", {{"id", spec.id}, {"use", spec.use}});
             }
+            record_["timings"]["finish" + std::to_string(w + 1) + "_s"] = seconds_since(t0);
         }
 
         t0 = Clock::now();
