@@ -41,7 +41,7 @@ struct LuaModel {
             if (h.name == name) return &h;
         return nullptr;
     }
-    std::string token_text(int64_t id) const { return tokenizer ? tokenizer->token_text(id) : "#" + std::to_string(id); }
+    std::string token_text(int64_t id) const { return token_text_or_id(tokenizer ? &*tokenizer : nullptr, id); }
     const Tokenizer& require_tokenizer(const char* fn) const {
         if (!tokenizer)
             throw std::invalid_argument(std::string(fn) + ": model '" + ref +
@@ -671,7 +671,7 @@ RunContext cache_context(lua_State* L, const CacheData& c, const std::vector<std
     }
     for (const auto& p : c.prompts) ctx.prompts.push_back(&p);
     const LuaModel* m = c.model;
-    ctx.token_text = [m](int64_t id) { return m ? m->token_text(id) : "#" + std::to_string(id); };
+    ctx.token_text = [m](int64_t id) { return m ? m->token_text(id) : token_text_or_id(nullptr, id); };
     return ctx;
 }
 

@@ -92,7 +92,7 @@ PromptSet tokenize_prompts(const Recipe& r, const std::optional<Tokenizer>& tok)
         info.index = i;
         info.text = p.has_ids && tok ? tok->decode(ids, false) : p.text;
         info.labels = p.labels;
-        for (int64_t id : ids) info.tokens.push_back(tok ? tok->token_text(id) : "#" + std::to_string(id));
+        for (int64_t id : ids) info.tokens.push_back(token_text_or_id(tok ? &*tok : nullptr, id));
         set.tokens += ids.size();
         if (any_types) {
             std::vector<int64_t> types = p.type_ids;
@@ -217,7 +217,7 @@ private:
                 if (hp.name == name) ctx_.hooks.push_back({hp.name, hp.sizes, hp.dims});
         for (const auto& p : prompts_.infos) ctx_.prompts.push_back(&p);
         const Tokenizer* tok = tokenizer_ ? &*tokenizer_ : nullptr;
-        ctx_.token_text = [tok](int64_t id) { return tok ? tok->token_text(id) : "#" + std::to_string(id); };
+        ctx_.token_text = [tok](int64_t id) { return token_text_or_id(tok, id); };
     }
 
     void forward_pass(ModelSession& session, const std::string& label, std::vector<std::unique_ptr<Analyzer>>& analyzers,

@@ -343,6 +343,13 @@ std::optional<int64_t> Tokenizer::token_to_id(std::string_view token) const {
 
 std::string Tokenizer::token_text(int64_t id) const { return decode({id}, false); }
 
+std::string token_text_or_id(const Tokenizer* tok, int64_t id) {
+    if (tok) return tok->token_text(id);
+    std::string s = std::to_string(id);  // (built in place: GCC 12 warns falsely on "#" + string)
+    s.insert(s.begin(), '#');
+    return s;
+}
+
 size_t Tokenizer::vocab_size() const {
     size_t n = impl_->model->vocab_r.size();
     for (const auto& a : impl_->added) n = std::max(n, static_cast<size_t>(a.id) + 1);

@@ -92,4 +92,7 @@ private:
     std::unique_ptr<Impl> impl_;
 };
 
+/// The text of token `id`, or "#id" when there is no tokenizer (prompts given as ids only).
+std::string token_text_or_id(const Tokenizer* tok, int64_t id);
+
 }  // namespace nscope
