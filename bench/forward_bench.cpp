@@ -7,6 +7,7 @@
 // PyTorch baseline (bench/torch_baseline.py) and prints the ratio table.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
+#include <torch/csrc/autograd/profiler_legacy.h>
 
 #include <chrono>
 #include <filesystem>
@@ -47,7 +48,7 @@ int make_model(const PluginRegistry& reg, const fs::path& dir) {
 }
 
 int run(const PluginRegistry& reg, const fs::path& dir, const std::string& dtype, const std::string& shape,
-        const std::string& hooks, double seconds, bool logits, int64_t tokens) {
+        const std::string& hooks, double seconds, bool logits, int64_t tokens, const std::string& profile) {
     const auto x = shape.find('x');
     const int64_t b = std::stoll(shape.substr(0, x)), p = std::stoll(shape.substr(x + 1));
     ModelOptions opts;
@@ -81,6 +82,12 @@ int run(const PluginRegistry& reg, const fs::path& dir, const std::string& dtype
         return 0;
     }
     for (int i = 0; i < 2; ++i) session.forward(rows, nullptr, idx, req);  // warm-up
+    if (!profile.empty()) {
+        // Op-level trace (chrome://tracing format) of a few forwards; bench/op_profile.py sums it per op.
+        torch::autograd::profiler::RecordProfile guard(profile);
+        for (int i = 0; i < 5; ++i) session.forward(rows, nullptr, idx, req);
+        return 0;
+    }
     const auto start = Clock::now();
     int iters = 0;
     double best = 1e30;
@@ -115,6 +122,8 @@ int main(int argc, char** argv) {
     rn->add_option("--hooks", hooks, "none | mlp_post");
     rn->add_option("--seconds", seconds);
     int64_t tokens = 0;
+    std::string profile;
+    rn->add_option("--profile", profile, "Write an op-level trace of 5 forwards to this file instead of timing");
     rn->add_option("--tokens", tokens, "Time one cold pass over this many tokens instead (first batch included)");
     bool no_logits = false;
     rn->add_flag("--no-logits", no_logits, "Do not return float32 logits (isolates the model forward)");
@@ -127,7 +136,7 @@ int main(int argc, char** argv) {
     reg.scan(PluginRegistry::search_path({}));
     try {
         if (*mk) return make_model(reg, dir);
-        return run(reg, dir, dtype, shape, hooks, seconds, !no_logits, tokens);
+        return run(reg, dir, dtype, shape, hooks, seconds, !no_logits, tokens, profile);
     } catch (const std::exception& e) {
         std::cerr << "error: " << e.what() << "\n";
         return 2;

@@ -107,6 +107,7 @@ def main():
     ap.add_argument("--hooks", default="none")
     ap.add_argument("--seconds", type=float, default=3)
     ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--profile", help="write an op-level chrome trace of 5 forwards instead of timing")
     a = ap.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -127,6 +128,13 @@ def main():
         for _ in range(2):
             captured.clear()
             model(ids, mask).float()
+        if a.profile:
+            with torch.autograd.profiler.profile() as prof:
+                for _ in range(5):
+                    captured.clear()
+                    model(ids, mask).float()
+            prof.export_chrome_trace(a.profile)
+            return
         start, iters, best = time.perf_counter(), 0, 1e30
         while time.perf_counter() - start < a.seconds or iters < 3:
             t0 = time.perf_counter()
