@@ -146,7 +146,7 @@ at::Tensor ModelSession::clean_capture(size_t prompt, int hook, const Prompt& p)
     at::Tensor got;
     d.add_observer(hook, [&](int, const at::Tensor& t) { got = t.detach().clone(); });
     at::NoGradGuard no_grad;
-    model_.adapter->forward({b.ids, b.mask, b.types}, &d);
+    model_.adapter->forward({b.ids, b.mask, b.types, /*logits=*/false}, &d);
     if (!got.defined()) throw RuntimeError("the adapter never fired hook " + model_.adapter->hook_points()[hook].name);
     clean_[key] = got;
     return got;
@@ -291,7 +291,7 @@ ForwardOutput ModelSession::forward(const std::vector<std::vector<int64_t>>& row
     at::Tensor logits;
     {
         at::NoGradGuard no_grad;
-        logits = model_.adapter->forward({b.ids, b.mask, b.types}, &d);
+        logits = model_.adapter->forward({b.ids, b.mask, b.types, request.keep_logits}, &d);
     }
     const at::Tensor valid = b.mask.to(at::kBool);  // [b, p]
     const bool padded = !capture_ids.empty() && !valid.all().item<bool>();

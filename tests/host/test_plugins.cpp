@@ -6,6 +6,7 @@
 
 #include "core/plugin/registry.h"
 #include "nscope/analyzer.h"
+#include "nscope/version.h"
 #include "tests/support/cli.h"
 
 using namespace nscope;
@@ -41,7 +42,7 @@ TEST_CASE("a plugin built for another SDK ABI is refused and told to rebuild", "
     const auto r = run_nscope({"plugins", "--plugin-path", kBad + "/wrong_abi"});
     CHECK(r.exit_code == 2);
     CHECK_THAT(r.err, Catch::Contains("built for NeuronScope SDK ABI version 999") &&
-                          Catch::Contains("uses ABI version 1") && Catch::Contains("Rebuild the plugin"));
+                          Catch::Contains("uses ABI version " + std::to_string(NSCOPE_SDK_ABI_VERSION)) && Catch::Contains("Rebuild the plugin"));
     CHECK_THAT(r.out, !Catch::Contains("wrong-abi"));
 }
 

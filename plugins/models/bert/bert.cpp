@@ -157,7 +157,7 @@ public:
             run_hook(hooks, h.q, q);  // [b, p, h, dh]
             run_hook(hooks, h.k, k);  // [b, p, h, dh]
             run_hook(hooks, h.v, v);  // [b, p, h, dh]
-            at::Tensor z = attention(hooks, h, q, k, v, mask, scale);
+            at::Tensor z = attention(hooks, h, q, k, v, mask, scale, /*softmax_fp32=*/false);
             at::Tensor attn_out = dense(z, w.o_w, w.o_b);
             run_hook(hooks, h.attn_out, attn_out);  // [b, p, d] (before the residual add and LayerNorm)
             resid = at::layer_norm(attn_out + resid, {d_.d}, w.ln1_w, w.ln1_b, d_.eps);
@@ -172,6 +172,7 @@ public:
             run_hook(hooks, h.resid_post, resid);  // [b, p, d]
         }
         if (!d_.mlm) return resid;  // BertModel: no head, the last hidden state
+        if (!logits_needed(in, hooks, ids.logits)) return {};
         at::Tensor x = at::layer_norm(activation(d_.act, dense(resid, g_.t_w, g_.t_b)), {d_.d}, g_.t_ln_w, g_.t_ln_b,
                                       d_.eps);
         at::Tensor logits = dense(x, g_.word, g_.out_bias);

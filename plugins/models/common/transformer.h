@@ -255,9 +255,10 @@ inline at::Tensor apply_rotary(const at::Tensor& x, const at::Tensor& cos, const
 
 /// Attention from per-head q [b,p,h,dh], k/v [b,p,hkv,dh] (hooks q/k/v already fired): scores (+mask),
 /// pattern, z with their hooks. Key/value heads are repeated (each kv head serves h/hkv consecutive query
-/// heads). Returns z merged to [b, p, h*dh].
+/// heads). Returns z merged to [b, p, h*dh]. `softmax_fp32`: take the softmax in float32 whatever the model
+/// dtype (HF does for LLaMA-family models; GPT-2 and BERT take it in the model dtype).
 inline at::Tensor attention(HookDispatcher* hooks, const LayerHooks& ids, const at::Tensor& q, const at::Tensor& k,
-                            const at::Tensor& v, const at::Tensor& mask, double scale_div) {
+                            const at::Tensor& v, const at::Tensor& mask, double scale_div, bool softmax_fp32) {
     const int64_t B = q.size(0), P = q.size(1), H = q.size(2), Hkv = k.size(2), dh = q.size(3);
     at::Tensor qh = q.transpose(1, 2);  // [b, h, p, dh]
     at::Tensor kh = k.transpose(1, 2), vh = v.transpose(1, 2);
@@ -268,16 +269,26 @@ inline at::Tensor attention(HookDispatcher* hooks, const LayerHooks& ids, const 
     }
     at::Tensor scores = at::matmul(qh, kh.transpose(-1, -2)) / scale_div + mask;
     run_hook(hooks, ids.scores, scores);  // [b, h, p, p]
-    at::Tensor pattern = at::softmax(scores, -1, at::kFloat).to(q.scalar_type());
+    at::Tensor pattern = softmax_fp32 ? at::softmax(scores, -1, at::kFloat).to(q.scalar_type()) : at::softmax(scores, -1);
     run_hook(hooks, ids.pattern, pattern);  // [b, h, p, p]
     at::Tensor z = at::matmul(pattern, vh).transpose(1, 2);  // [b, p, h, dh]
     run_hook(hooks, ids.z, z);  // [b, p, h, dh]
     return z.reshape({B, P, H * dh});
 }
 
+/// Whether the forward must compute the unembedding (see ForwardInput::logits).
+inline bool logits_needed(const ForwardInput& in, const HookDispatcher* hooks, int logits_hook) {
+    return in.logits || (hooks && hooks->wanted(logits_hook));
+}
+
 /// The MLP nonlinearity named by an HF config ("gelu_new", "gelu", "silu", "relu", ...).
 inline at::Tensor activation(const std::string& name, const at::Tensor& x) {
-    if (name == "gelu_new" || name == "gelu_pytorch_tanh") return at::gelu(x, "tanh");
+    if (name == "gelu_new") {
+        // HF's NewGELUActivation op by op: in bfloat16 each step rounds, and so must ours (it is also
+        // faster there than the fused kernel, which converts to float and back).
+        return 0.5 * x * (1.0 + at::tanh(std::sqrt(2.0 / M_PI) * (x + 0.044715 * at::pow(x, 3.0))));
+    }
+    if (name == "gelu_pytorch_tanh") return at::gelu(x, "tanh");
     if (name == "gelu") return at::gelu(x);
     if (name == "silu" || name == "swish") return at::silu(x);
     if (name == "relu") return at::relu(x);

@@ -146,7 +146,7 @@ public:
             run_hook(hooks, h.v, v);  // [b, p, h, dh]
             double scale = d_.scale_attn ? std::sqrt(static_cast<double>(d_.dh)) : 1.0;
             if (d_.scale_by_layer) scale *= static_cast<double>(L + 1);
-            at::Tensor z = attention(hooks, h, q, k, v, mask, scale);
+            at::Tensor z = attention(hooks, h, q, k, v, mask, scale, /*softmax_fp32=*/false);
             at::Tensor attn_out = conv1d(z, w.proj_w, w.proj_b);
             run_hook(hooks, h.attn_out, attn_out);  // [b, p, d]
             resid = resid + attn_out;
@@ -164,6 +164,7 @@ public:
         }
         at::Tensor x = at::layer_norm(resid, {d_.d}, g_.lnf_w, g_.lnf_b, d_.eps);
         run_hook(hooks, ids.ln_final, x);  // [b, p, d]
+        if (!logits_needed(in, hooks, ids.logits)) return {};
         at::Tensor logits = at::matmul(x, g_.wte.t());
         run_hook(hooks, ids.logits, logits);  // [b, p, vocab]
         return logits;

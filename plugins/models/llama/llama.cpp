@@ -165,7 +165,7 @@ public:
             run_hook(hooks, h.q, q);  // [b, p, h, dh] (after rotary)
             run_hook(hooks, h.k, k);  // [b, p, h_kv, dh] (after rotary)
             run_hook(hooks, h.v, v);  // [b, p, h_kv, dh]
-            at::Tensor z = attention(hooks, h, q, k, v, mask, scale);
+            at::Tensor z = attention(hooks, h, q, k, v, mask, scale, /*softmax_fp32=*/true);
             at::Tensor attn_out = dense(z, w.o_w, w.o_b);
             run_hook(hooks, h.attn_out, attn_out);  // [b, p, d]
             resid = resid + attn_out;
@@ -185,6 +185,7 @@ public:
         }
         at::Tensor x = rms_norm(resid, g_.norm, d_.eps);
         run_hook(hooks, ids.ln_final, x);  // [b, p, d]
+        if (!logits_needed(in, hooks, ids.logits)) return {};
         at::Tensor logits = dense(x, d_.tied ? g_.embed : g_.lm_head);
         run_hook(hooks, ids.logits, logits);  // [b, p, vocab]
         return logits;

@@ -71,6 +71,9 @@ struct ForwardInput {
     at::Tensor input_ids;       ///< int64 [b, p]
     at::Tensor attention_mask;  ///< int64 [b, p], 1 = real token; rows are right-padded
     at::Tensor token_type_ids;  ///< int64 [b, p] or undefined (BERT)
+    /// False when the caller needs no logits: unless `hook_logits` is wanted, the adapter may skip the
+    /// unembedding (a third of GPT-2-small's compute) and return an undefined tensor.
+    bool logits = true;
 };
 
 /// Dimensions and facts derivable from config.json.
@@ -103,7 +106,8 @@ public:
     virtual ~ModelAdapter() = default;
     virtual const ModelInfo& info() const = 0;
     virtual const std::vector<HookPoint>& hook_points() const = 0;
-    /// Run the model. Returns logits [b, p, vocab] (BERT: the masked-LM head). Calls `run_hook` at every
+    /// Run the model. Returns logits [b, p, vocab] (BERT: the masked-LM head), or an undefined tensor when
+    /// `input.logits` is false and hook_logits is not wanted. Calls `run_hook` at every
     /// hook point in forward order. Must not keep references to the inputs.
     virtual at::Tensor forward(const ForwardInput& input, HookDispatcher* hooks) = 0;
     /// Parameters by HF tensor name (without the `transformer.` / `model.` prefix); tied weights once.
