@@ -21,6 +21,7 @@
 #include "core/model/safetensors.h"
 #include "core/model/session.h"
 #include "core/plugin/registry.h"
+#include "core/util/allocator.h"
 #include "core/util/log.h"
 
 using namespace nscope;
@@ -109,6 +110,7 @@ int run(const PluginRegistry& reg, const fs::path& dir, const std::string& dtype
 }  // namespace
 
 int main(int argc, char** argv) {
+    nscope::tune_allocator();  // as nscope itself does
     CLI::App app{"nscope forward benchmark"};
     std::string dir, dtype = "float32", shape = "1x16", hooks = "none";
     double seconds = 3;
