@@ -144,6 +144,7 @@ struct Position {
     Occurrence occ;
     int64_t token = 0;
     const int64_t* context = nullptr;  ///< window() ids, -1 outside the prompt
+    size_t row = 0, pos = 0;           ///< where its activations are in the batch
     NgramKey keys[kMaxN];
     int n_keys = 0;                    ///< n-grams ending here: lengths 1..n_keys
     int slots[kMaxN] = {};             ///< n-gram table slot per length (-1: dropped)
@@ -168,17 +169,30 @@ public:
     }
     size_t channels() const { return channels_; }
 
-    void add(const float* row, const Position& pos) {
+    /// Fold in a batch: `rows[i]` holds the channels' values at `positions[i]` (in corpus order). Channels
+    /// go in blocks so that a block's top lists stay in cache while every position streams past them.
+    void add_batch(const std::vector<Position>& positions, const std::vector<const float*>& rows) {
+        constexpr size_t kBlock = 128;
+        for (size_t c0 = 0; c0 < channels_; c0 += kBlock) {
+            const size_t c1 = std::min(channels_, c0 + kBlock);
+            for (size_t i = 0; i < positions.size(); ++i) add(rows[i], positions[i], c0, c1);
+        }
+    }
+
+    /// Channels [c0, c1) of one position.
+    void add(const float* row, const Position& pos, size_t c0, size_t c1) {
         for (int n = 0; n < pos.n_keys; ++n) {
             if (pos.slots[n] < 0) continue;
             double* s = &sums_[static_cast<size_t>(pos.slots[n]) * channels_];
-            if (pos.fresh[n]) std::fill(s, s + channels_, 0.0);
-            kernels::accumulate(s, row, channels_);
+            if (pos.fresh[n])
+                kernels::widen(s + c0, row + c0, c1 - c0);
+            else
+                kernels::accumulate(s + c0, row + c0, c1 - c0);
         }
         // Almost every value is below all the floors of its channel; only the rest reach the lists.
         Occurrence occ = pos.occ;
-        for (size_t c = kernels::first_at_least(row, floor_.data(), 0, channels_); c < channels_;
-             c = kernels::first_at_least(row, floor_.data(), c + 1, channels_)) {
+        for (size_t c = kernels::first_at_least(row, floor_.data(), c0, c1); c < c1;
+             c = kernels::first_at_least(row, floor_.data(), c + 1, c1)) {
             const float v = row[c];
             occ.value = v;
             if (v >= hit_floor_[c]) offer_hit(c, occ, pos.token, pos.context);
@@ -355,9 +369,14 @@ public:
                                              " neurons (0.." + std::to_string(lay.neurons - 1) + ")");
             group_src.emplace_back(view, lay);
         }
-        std::vector<float> group_values(groups_.size());
+        // Phase 1, in corpus order: the n-gram table bookkeeping that every track shares.
+        size_t n_valid = 0;
+        for (size_t r = 0; r < batch.rows; ++r)
+            for (size_t p = 0; p < batch.positions; ++p) n_valid += batch.valid(r, p);
+        positions_.clear();
+        contexts_.assign(n_valid * cfg_.window(), -1);
+        std::vector<int64_t> seq;
         std::vector<size_t> valid;
-        std::vector<int64_t> seq, context(cfg_.window());
         for (size_t r = 0; r < batch.rows; ++r) {
             valid.clear();
             seq.clear();
@@ -371,12 +390,15 @@ public:
                 pos.occ.prompt = prompt;
                 pos.occ.position = static_cast<uint32_t>(t);
                 pos.token = seq[t];
+                pos.row = r;
+                pos.pos = valid[t];
+                int64_t* context = &contexts_[positions_.size() * cfg_.window()];
                 for (int i = -cfg_.context; i <= cfg_.context; ++i) {
                     const int64_t q = static_cast<int64_t>(t) + i;
-                    context[static_cast<size_t>(i + cfg_.context)] =
-                        q >= 0 && q < static_cast<int64_t>(seq.size()) ? seq[static_cast<size_t>(q)] : -1;
+                    if (q >= 0 && q < static_cast<int64_t>(seq.size()))
+                        context[static_cast<size_t>(i + cfg_.context)] = seq[static_cast<size_t>(q)];
                 }
-                pos.context = context.data();
+                pos.context = context;
                 pos.n_keys = static_cast<int>(std::min<size_t>(static_cast<size_t>(cfg_.ngram), t + 1));
                 if (pos.n_keys > 0) ++tick_;
                 for (int n = 0; n < pos.n_keys; ++n) {
@@ -385,33 +407,39 @@ public:
                     for (int i = 0; i <= n; ++i) key.ids[static_cast<size_t>(i)] = seq[t - static_cast<size_t>(n) + static_cast<size_t>(i)];
                     pos.slots[n] = table_.acquire(key, tick_, 1, pos.fresh[n]);
                 }
-                for (auto& a : active) a.track->add(a.lay.at(*a.view, r, valid[t]), pos);
-                if (!group_src.empty()) {
-                    for (size_t g = 0; g < groups_.size(); ++g) {
-                        const float* row = group_src[g].second.at(*group_src[g].first, r, valid[t]);
-                        double s = 0;
-                        for (int64_t i : groups_[g].neurons) s += row[i];
-                        group_values[g] = static_cast<float>(s / static_cast<double>(groups_[g].neurons.size()));
+                // Tracks that do not see this batch still own stale sums in slots made fresh here.
+                for (int n = 0; n < pos.n_keys; ++n) {
+                    if (!pos.fresh[n] || pos.slots[n] < 0) continue;
+                    for (auto& [hook, tr] : tracks_) {
+                        const bool seen = std::any_of(active.begin(), active.end(),
+                                                      [&](const Active& a) { return a.track == &tr; });
+                        if (!seen) tr.clear_slot(pos.slots[n]);
                     }
-                    group_track_.add(group_values.data(), pos);
-                } else if (!groups_.empty()) {
-                    // Keep the group sums consistent for slots created at this position.
-                    for (int n = 0; n < pos.n_keys; ++n)
-                        if (pos.fresh[n] && pos.slots[n] >= 0) group_track_.clear_slot(pos.slots[n]);
+                    if (!groups_.empty() && group_src.empty()) group_track_.clear_slot(pos.slots[n]);
                 }
-                // Tracks that did not see this position still own stale sums in fresh slots.
-                bool any_fresh = false;
-                for (int n = 0; n < pos.n_keys; ++n) any_fresh |= pos.fresh[n] && pos.slots[n] >= 0;
-                if (any_fresh && active.size() < tracks_.size())
-                for (auto& [hook, tr] : tracks_) {
-                    bool seen = false;
-                    for (const auto& a : active) seen |= a.track == &tr;
-                    if (!seen)
-                        for (int n = 0; n < pos.n_keys; ++n)
-                            if (pos.fresh[n] && pos.slots[n] >= 0) tr.clear_slot(pos.slots[n]);
-                }
+                positions_.push_back(pos);
                 ++tokens_;
             }
+        }
+        // Phase 2: each track over the whole batch.
+        std::vector<const float*> rows(positions_.size());
+        for (auto& a : active) {
+            for (size_t i = 0; i < positions_.size(); ++i) rows[i] = a.lay.at(*a.view, positions_[i].row, positions_[i].pos);
+            a.track->add_batch(positions_, rows);
+        }
+        if (!group_src.empty()) {
+            const size_t G = groups_.size();
+            group_values_.resize(positions_.size() * G);
+            for (size_t i = 0; i < positions_.size(); ++i) {
+                for (size_t g = 0; g < G; ++g) {
+                    const float* row = group_src[g].second.at(*group_src[g].first, positions_[i].row, positions_[i].pos);
+                    double sum = 0;
+                    for (int64_t j : groups_[g].neurons) sum += row[j];
+                    group_values_[i * G + g] = static_cast<float>(sum / static_cast<double>(groups_[g].neurons.size()));
+                }
+                rows[i] = &group_values_[i * G];
+            }
+            group_track_.add_batch(positions_, rows);
         }
         rows_seen_ += batch.rows;
     }
@@ -609,6 +637,10 @@ private:
     Track group_track_;
     uint64_t tick_ = 0, tokens_ = 0;
     size_t rows_seen_ = 0;
+    // Per-batch scratch, kept to reuse its memory.
+    std::vector<Position> positions_;
+    std::vector<int64_t> contexts_;
+    std::vector<float> group_values_;
 };
 
 }  // namespace

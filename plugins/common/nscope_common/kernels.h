@@ -29,42 +29,36 @@ NSCOPE_VECTORIZED inline size_t first_at_least(const float* v, const float* floo
     return n;
 }
 
+/// dst[i] = src[i] in double.
+NSCOPE_VECTORIZED inline void widen(double* __restrict dst, const float* __restrict src, size_t n) {
+    for (size_t i = 0; i < n; ++i) dst[i] = src[i];
+}
+
 /// dst[i] += src[i] in double.
 NSCOPE_VECTORIZED inline void accumulate(double* __restrict dst, const float* __restrict src, size_t n) {
     for (size_t i = 0; i < n; ++i) dst[i] += src[i];
 }
 
-/// One row of the first moments pass: sum, min, max, count above `threshold`, count above 0.
-NSCOPE_VECTORIZED inline void moments_first_pass(const float* __restrict row, size_t n, double threshold,
-                                                 double* __restrict sum, double* __restrict min,
-                                                 double* __restrict max, uint64_t* __restrict above,
-                                                 uint64_t* __restrict positive) {
+/// One row of the moments pass: with d = x - shift, the power sums of d (orders 1..4; s3, s4 may be null),
+/// min, max, count above `threshold` and count above 0.
+NSCOPE_VECTORIZED inline void shifted_moments(const float* __restrict row, size_t n, const double* __restrict shift,
+                                              double threshold, double* __restrict s1, double* __restrict s2,
+                                              double* __restrict s3, double* __restrict s4, double* __restrict min,
+                                              double* __restrict max, uint64_t* __restrict above,
+                                              uint64_t* __restrict positive) {
+    const bool higher = s3 && s4;
     for (size_t i = 0; i < n; ++i) {
-        const double x = row[i];
-        sum[i] += x;
+        const double x = row[i], d = x - shift[i], d2 = d * d;
+        s1[i] += d;
+        s2[i] += d2;
+        if (higher) {
+            s3[i] += d2 * d;
+            s4[i] += d2 * d2;
+        }
         min[i] = x < min[i] ? x : min[i];
         max[i] = x > max[i] ? x : max[i];
         above[i] += x > threshold ? 1u : 0u;
         positive[i] += x > 0.0 ? 1u : 0u;
-    }
-}
-
-/// One row of the second moments pass: central sums of powers 2..4 around `mean` (m3, m4 may be null).
-NSCOPE_VECTORIZED inline void moments_second_pass(const float* __restrict row, size_t n, const double* __restrict mean,
-                                                  double* __restrict m2, double* __restrict m3,
-                                                  double* __restrict m4) {
-    if (m3 && m4) {
-        for (size_t i = 0; i < n; ++i) {
-            const double d = row[i] - mean[i], d2 = d * d;
-            m2[i] += d2;
-            m3[i] += d2 * d;
-            m4[i] += d2 * d2;
-        }
-    } else {
-        for (size_t i = 0; i < n; ++i) {
-            const double d = row[i] - mean[i];
-            m2[i] += d * d;
-        }
     }
 }
 
