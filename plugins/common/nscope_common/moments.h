@@ -1,5 +1,5 @@
 // Streaming per-neuron moments in double: count, mean, central sums M2..M4, min, max, and how often a
-// value exceeds a threshold. Each batch is reduced exactly (two passes over its rows) and folded into the
+// value exceeds a threshold. Each batch is reduced in one pass over its rows (see add()) and folded into the
 // running state with the pairwise update of Chan et al. / Pébay, which is also how two shards merge:
 //
 //   n = na + nb, d = mean_b - mean_a
@@ -43,23 +43,37 @@ public:
 
     size_t neurons() const { return n_; }
 
-    /// Fold in a batch of token rows; each row points at `neurons()` floats.
+    /// Fold in a batch of token rows; each row points at `neurons()` floats. One pass: power sums about a
+    /// shift close to the mean (the running mean, or the batch's first row) turn into the batch's central
+    /// sums exactly, without the cancellation that sums about zero would suffer.
     void add(const std::vector<const float*>& rows) {
         if (rows.empty()) return;
         const double nb = static_cast<double>(rows.size());
-        bmean_.assign(n_, 0.0);
+        if (count > 0) {
+            shift_ = mean;
+        } else {
+            shift_.assign(rows.front(), rows.front() + n_);
+        }
+        s1_.assign(n_, 0.0);
+        s2_.assign(n_, 0.0);
+        s3_.assign(higher_ ? n_ : 0, 0.0);
+        s4_.assign(higher_ ? n_ : 0, 0.0);
         for (const float* r : rows)
-            kernels::moments_first_pass(r, n_, threshold_, bmean_.data(), min.data(), max.data(), above.data(),
-                                        positive.data());
-        for (auto& m : bmean_) m /= nb;
-        bm2_.assign(n_, 0.0);
-        bm3_.assign(higher_ ? n_ : 0, 0.0);
-        bm4_.assign(higher_ ? n_ : 0, 0.0);
-        for (const float* r : rows)
-            kernels::moments_second_pass(r, n_, bmean_.data(), bm2_.data(), higher_ ? bm3_.data() : nullptr,
-                                         higher_ ? bm4_.data() : nullptr);
-        combine(rows.size(), bmean_.data(), bm2_.data(), higher_ ? bm3_.data() : nullptr,
-                higher_ ? bm4_.data() : nullptr);
+            kernels::shifted_moments(r, n_, shift_.data(), threshold_, s1_.data(), s2_.data(),
+                                     higher_ ? s3_.data() : nullptr, higher_ ? s4_.data() : nullptr, min.data(),
+                                     max.data(), above.data(), positive.data());
+        // Central sums of the batch from its power sums about the shift (a = s1 / n is mean - shift):
+        //   M2 = s2 - n a², M3 = s3 - 3 a s2 + 2 n a³, M4 = s4 - 4 a s3 + 6 a² s2 - 3 n a⁴.
+        for (size_t j = 0; j < n_; ++j) {
+            const double a = s1_[j] / nb, a2 = a * a;
+            s1_[j] = shift_[j] + a;  // the batch mean
+            if (higher_) {
+                s4_[j] = s4_[j] - 4.0 * a * s3_[j] + 6.0 * a2 * s2_[j] - 3.0 * nb * a2 * a2;
+                s3_[j] = s3_[j] - 3.0 * a * s2_[j] + 2.0 * nb * a2 * a;
+            }
+            s2_[j] = s2_[j] - nb * a2;
+        }
+        combine(rows.size(), s1_.data(), s2_.data(), higher_ ? s3_.data() : nullptr, higher_ ? s4_.data() : nullptr);
     }
 
     /// Fold another accumulator (same neurons, same settings) into this one.
@@ -126,7 +140,7 @@ private:
     size_t n_ = 0;
     bool higher_ = true;
     double threshold_ = 0.0;
-    std::vector<double> bmean_, bm2_, bm3_, bm4_;
+    std::vector<double> shift_, s1_, s2_, s3_, s4_;  // per-batch scratch
 };
 
 /// The moments of `hook` in `by_hook`, created on first sight. A hook whose width changes between batches is
