@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
-# Streaming analyses: stats + topk over every mlp.hook_post of a GPT-2-small-shaped model, against
-#  (1) nscope's bare forward (no hooks, no analyses) -> overhead of capture + streaming analysis, and
-#  (2) a PyTorch baseline that caches the activations with hooks and computes the same with torch ops,
-# at 10k and 100k tokens, with peak memory of each (GNU time's max RSS).
-#   bash bench/analysis.sh [BUILD_DIR]          (after bench/run.sh has built the bench model)
+# Streaming analyses: stats + topk over every mlp.hook_post of a GPT-2-small-shaped model (float32, batches
+# of 8 x 128 tokens), at 10k and 100k tokens, against
+#   (1) nscope's bare forward over the same tokens, cold like a run's pass: the full model, and the model
+#       without the unembedding (a run that needs no logits skips it, so this is the same model work as
+#       the streaming run: the ratio to it is the cost of capture + analysis);
+#   (2) a PyTorch baseline that caches the activations with hooks and computes the same with torch ops.
+# Peak memory is GNU time's maximum RSS of each process.
+#   bash bench/analysis.sh [BUILD_DIR]          (TOKENS="10240 102400" by default)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD_DIR=${1:-build}
@@ -14,9 +17,13 @@ WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 [ -f "$MODEL/model.safetensors" ] || "$BUILD_DIR/bin/nscope_bench_forward" make-model "$MODEL"
 model_abs=$(cd "$MODEL" && pwd)
-printf "%-8s %-22s %10s %10s %9s\n" tokens run seconds "peak MiB" "vs bare"
+py=/usr/bin/python3
+json_field() { $py -c "import json, sys; print(json.load(open(sys.argv[1]))$2)" "$1"; }
+rss_mib() { echo $(( $(cat "$1") / 1024 )); }
+
+printf "%-8s %-34s %9s %9s %11s %11s\n" tokens run seconds "peak MiB" "vs forward" "vs no-unemb"
 for tokens in ${TOKENS:-10240 102400}; do
-  /usr/bin/python3 -c "import numpy as np; np.save('$WORK/ids.npy', np.random.RandomState(0).randint(0, 50257, size=($tokens // 128, 128)).astype(np.int64))"
+  $py -c "import numpy as np; np.save('$WORK/ids.npy', np.random.RandomState(0).randint(0, 50257, size=($tokens // 128, 128)).astype(np.int64))"
   cat > "$WORK/streaming.yaml" <<YAML
 name: streaming
 model: { path: $model_abs }
@@ -28,30 +35,33 @@ analyses:
   - { id: top, use: topk, k: 10, ngram: 1, max_ngrams: 24 }
 exports: [ json ]
 YAML
-  declare -A secs mem
-  # Bare forward: the same model and batch shape (8x128) with no hook observed, from the forward bench.
-  /usr/bin/time -f "%M" -o "$WORK/bare.rss" "$BUILD_DIR/bin/nscope_bench_forward" --threads "$THREADS" run "$MODEL" \
-    --shape 8x128 --hooks none --seconds 10 > "$WORK/bare.json"
-  secs[bare]=$(/usr/bin/python3 -c "import json; print($tokens / json.load(open('$WORK/bare.json'))['tokens_per_s'])")
-  mem[bare]=$(( $(cat "$WORK/bare.rss") / 1024 ))
-  for run in streaming; do
-    /usr/bin/time -f "%M" -o "$WORK/$run.rss" "$BUILD_DIR/bin/nscope" --threads "$THREADS" run "$WORK/$run.yaml" --out "$WORK/runs" > "$WORK/$run.dir" 2>/dev/null
-    secs[$run]=$(/usr/bin/python3 -c "import json; m=json.load(open('$(cat "$WORK/$run.dir")/manifest.json')); print(m['models'][0]['timings']['pass1_s'] + m['models'][0]['timings'].get('export_s', 0))")
-    mem[$run]=$(( $(cat "$WORK/$run.rss") / 1024 ))
+  for bare in full no_unembed; do
+    flag=""; [ $bare = no_unembed ] && flag=--no-logits
+    /usr/bin/time -f "%M" -o "$WORK/$bare.rss" "$BUILD_DIR/bin/nscope_bench_forward" --threads "$THREADS" run "$MODEL" \
+      --shape 8x128 --hooks none --tokens "$tokens" $flag > "$WORK/$bare.json"
   done
-  # The baseline keeps every activation: at 100k tokens that is ~15 GB before the analysis copies it.
-  if py=$(/usr/bin/python3 bench/analysis_baseline.py "$MODEL" "$WORK/ids.npy" --threads "$THREADS" 2>/dev/null); then
-    psecs=$(/usr/bin/python3 -c "import json; print(json.loads('$py')['seconds'])")
-    pmem=$(/usr/bin/python3 -c "import json; print(int(json.loads('$py')['peak_mib']))")
+  /usr/bin/time -f "%M" -o "$WORK/stream.rss" "$BUILD_DIR/bin/nscope" --threads "$THREADS" run "$WORK/streaming.yaml" \
+    --out "$WORK/runs" > "$WORK/stream.dir" 2>/dev/null
+  manifest="$(cat "$WORK/stream.dir")/manifest.json"
+  if $py bench/analysis_baseline.py "$MODEL" "$WORK/ids.npy" --threads "$THREADS" > "$WORK/torch.json" 2>/dev/null; then
+    psecs=$(json_field "$WORK/torch.json" "['seconds']"); pmem=$(json_field "$WORK/torch.json" "['peak_mib']")
   else
-    psecs=nan pmem="failed (out of memory?)"
+    psecs=nan pmem=nan  # the cache alone is tokens x 12 x 3072 x 4 bytes: 15 GB at 100k tokens
   fi
-  /usr/bin/python3 - "$tokens" "${secs[bare]}" "${mem[bare]}" "${secs[streaming]}" "${mem[streaming]}" "$psecs" "$pmem" <<'PY'
-import sys
-t, bs, bm, ss, sm, ps, pm = sys.argv[1:]
-bs, ss, ps = float(bs), float(ss), float(ps)
-print(f"{t:<8} {'nscope bare forward':<22} {bs:10.1f} {bm:>10} {'1.00x':>9}")
-print(f"{t:<8} {'nscope stats+topk':<22} {ss:10.1f} {sm:>10} {ss/bs:8.2f}x")
-print(f"{t:<8} {'pytorch cache+torch ops':<22} {ps:10.1f} {pm:>10} {ps/bs:8.2f}x")
+  $py - "$tokens" "$WORK" "$manifest" "$psecs" "$pmem" <<'PY'
+import json, sys
+t, work, manifest, psecs, pmem = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4]), float(sys.argv[5])
+rss = lambda name: int(open(f"{work}/{name}.rss").read()) // 1024
+full = json.load(open(f"{work}/full.json"))["seconds"]
+bare = json.load(open(f"{work}/no_unembed.json"))["seconds"]
+tm = json.load(open(manifest))["models"][0]["timings"]
+rows = [("nscope forward (full model)", full, rss("full")),
+        ("nscope forward without unembedding", bare, rss("no_unembed")),
+        ("nscope stats+topk: forward pass", tm["pass1_s"], None),
+        ("nscope stats+topk: + finish + export", tm["pass1_s"] + tm["finish1_s"] + tm["export_s"], rss("stream")),
+        ("pytorch cache + torch ops", psecs, None if pmem != pmem else int(pmem))]
+for name, s, mem in rows:
+    m = "-" if mem is None else str(mem)
+    print(f"{t:<8} {name:<34} {s:9.1f} {m:>9} {s / full:10.2f}x {s / bare:10.2f}x")
 PY
 done

@@ -177,7 +177,7 @@ public:
                 for (auto& e : exporters)
                     if (e->wants_activations()) feed.push_back(e.get());
             t0 = Clock::now();
-            forward_pass(session, passes > 1 ? "pass " + std::to_string(w + 1) : "forward", analyzers, wave, feed);
+            forward_pass(session, w + 1, passes > 1 ? "pass " + std::to_string(w + 1) : "forward", analyzers, wave, feed);
             record_["timings"]["pass" + std::to_string(w + 1) + "_s"] = seconds_since(t0);
             t0 = Clock::now();
             for (size_t k = 0; k < wave.size(); ++k) {
@@ -220,9 +220,11 @@ private:
         ctx_.token_text = [tok](int64_t id) { return token_text_or_id(tok, id); };
     }
 
-    void forward_pass(ModelSession& session, const std::string& label, std::vector<std::unique_ptr<Analyzer>>& analyzers,
-                      const std::vector<size_t>& wave, const std::vector<Exporter*>& feed) {
+    void forward_pass(ModelSession& session, size_t pass, const std::string& label,
+                      std::vector<std::unique_ptr<Analyzer>>& analyzers, const std::vector<size_t>& wave,
+                      const std::vector<Exporter*>& feed) {
         const Recipe& r = plan_.recipe;
+        double consume_s = 0;
         ForwardRequest request;
         request.capture = model_.captured;
         request.interventions = model_.interventions;
@@ -258,13 +260,17 @@ private:
                     plugin_call("analysis '" + r.analyses[wave[k]].id + "'", [&] { analyzers[k]->consume(batch); });
                 });
             for (Exporter* e : feed) consumers.emplace_back([&, e] { plugin_call("export", [&] { e->consume(batch); }); });
+            const auto consume_start = Clock::now();
             run_concurrently(consumers);
+            consume_s += seconds_since(consume_start);
             uint64_t tokens = 0;
             for (const auto& row : rows) tokens += row.size();
             progress.advance(tokens);
         }
         progress.finish();
         record_["tokens_per_s"] = progress.tokens_per_second();
+        // The pass's time spent in analyzers and exporters (the rest is the model).
+        record_["timings"]["consume" + std::to_string(pass) + "_s"] = consume_s;
     }
 
     const PluginRegistry& plugins_;
