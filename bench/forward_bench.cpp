@@ -20,6 +20,7 @@
 #include "core/model/model_loader.h"
 #include "core/model/safetensors.h"
 #include "core/model/session.h"
+#include "core/model/tensor_allocator.h"
 #include "core/plugin/registry.h"
 #include "core/util/allocator.h"
 #include "core/util/log.h"
@@ -111,6 +112,7 @@ int run(const PluginRegistry& reg, const fs::path& dir, const std::string& dtype
 
 int main(int argc, char** argv) {
     nscope::tune_allocator();  // as nscope itself does
+    nscope::install_tensor_allocator();
     CLI::App app{"nscope forward benchmark"};
     std::string dir, dtype = "float32", shape = "1x16", hooks = "none";
     double seconds = 3;

@@ -5,6 +5,7 @@
 #include <spdlog/spdlog.h>
 
 #include "core/cli/cli.h"
+#include "core/model/tensor_allocator.h"
 #include "core/util/allocator.h"
 #include "core/util/log.h"
 #include "nscope/error.h"
@@ -26,6 +27,7 @@ PluginRegistry& CliContext::plugins() {
 int main(int argc, char** argv) {
     using namespace nscope;
     tune_allocator();
+    install_tensor_allocator();
     CliContext ctx;
     CLI::App app{"nscope " NSCOPE_VERSION_STRING " — look inside transformer language models", "nscope"};
     app.require_subcommand(0, 1);

@@ -11,6 +11,13 @@
 namespace nscope {
 namespace {
 
+/// `t` as contiguous float32 in one copy at most. (`to(kFloat)` keeps a strided layout, such as the
+/// unembedding's output, and a later `contiguous()` would copy a second time.)
+at::Tensor float32_contiguous(const at::Tensor& t) {
+    if (t.scalar_type() == at::kFloat) return t.contiguous();
+    return t.to(t.options().dtype(at::kFloat), /*non_blocking=*/false, /*copy=*/false, at::MemoryFormat::Contiguous);
+}
+
 int axis_of(const HookPoint& h, std::initializer_list<const char*> names) {
     for (size_t i = 0; i < h.dims.size(); ++i)
         for (const char* n : names)
@@ -286,7 +293,7 @@ ForwardOutput ModelSession::forward(const std::vector<std::vector<int64_t>>& row
     for (const auto& name : request.capture) capture_ids.push_back(hook_id(name));
     std::map<int, at::Tensor> got;
     for (int id : capture_ids)
-        d.add_observer(id, [&got](int i, const at::Tensor& t) { got[i] = t.detach().to(at::kFloat); });
+        d.add_observer(id, [&got](int i, const at::Tensor& t) { got[i] = float32_contiguous(t.detach()); });
 
     at::Tensor logits;
     {
@@ -310,7 +317,7 @@ ForwardOutput ModelSession::forward(const std::vector<std::vector<int64_t>>& row
         }
         out.captures[h.name] = c.contiguous();
     }
-    if (request.keep_logits) out.logits = (logits.scalar_type() == at::kFloat ? logits : logits.to(at::kFloat)).contiguous();
+    if (request.keep_logits) out.logits = float32_contiguous(logits);
     return out;
 }
 
