@@ -32,6 +32,13 @@ public:
 
     static CachingCpuAllocator& self();
 
+    void release_all() const {
+        std::lock_guard<std::mutex> lock(mutex_);
+        for (const auto& [n, block] : free_) std::free(block);
+        free_.clear();
+        cached_ = 0;
+    }
+
 private:
     static void* fresh(size_t n) {
         void* block = nullptr;
@@ -83,6 +90,8 @@ CachingCpuAllocator& CachingCpuAllocator::self() {
 }
 
 }  // namespace
+
+void release_cached_tensors() { CachingCpuAllocator::self().release_all(); }
 
 void install_tensor_allocator() {
     static std::once_flag once;

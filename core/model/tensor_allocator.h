@@ -9,4 +9,8 @@ namespace nscope {
 /// startup, before any tensor exists.
 void install_tensor_allocator();
 
+/// Free the blocks the allocator keeps (call when a phase of repeated forwards ends, e.g. before a run
+/// writes its results).
+void release_cached_tensors();
+
 }  // namespace nscope

@@ -14,6 +14,7 @@
 #include <spdlog/spdlog.h>
 
 #include "core/model/session.h"
+#include "core/model/tensor_allocator.h"
 #include "core/plugin/registry.h"
 #include "core/run/interrupt.h"
 #include "core/run/progress.h"
@@ -179,6 +180,7 @@ public:
             t0 = Clock::now();
             forward_pass(session, w + 1, passes > 1 ? "pass " + std::to_string(w + 1) : "forward", analyzers, wave, feed);
             record_["timings"]["pass" + std::to_string(w + 1) + "_s"] = seconds_since(t0);
+            release_cached_tensors();  // the forwards are over: give their memory back before finish and export
             t0 = Clock::now();
             for (size_t k = 0; k < wave.size(); ++k) {
                 const AnalysisSpec& spec = r.analyses[wave[k]];
