@@ -130,7 +130,7 @@ int main(int argc, char** argv) {
     rn->add_option("--profile", profile, "Write an op-level trace of 5 forwards to this file instead of timing");
     rn->add_option("--tokens", tokens, "Time one cold pass over this many tokens instead (first batch included)");
     bool no_logits = false;
-    rn->add_flag("--no-logits", no_logits, "Do not return float32 logits (isolates the model forward)");
+    rn->add_flag("--no-logits", no_logits, "Ask for no logits: the model skips the unembedding, as a recipe run does");
     app.add_option("--threads", threads);
     app.require_subcommand(1);
     CLI11_PARSE(app, argc, argv);

@@ -370,6 +370,11 @@ public:
             group_src.emplace_back(view, lay);
         }
         // Phase 1, in corpus order: the n-gram table bookkeeping that every track shares.
+        std::vector<Track*> idle;  // tracks with no data in this batch
+        for (auto& [hook, tr] : tracks_)
+            if (std::none_of(active.begin(), active.end(), [&](const Active& a) { return a.track == &tr; }))
+                idle.push_back(&tr);
+        if (!groups_.empty() && group_src.empty()) idle.push_back(&group_track_);
         size_t n_valid = 0;
         for (size_t r = 0; r < batch.rows; ++r)
             for (size_t p = 0; p < batch.positions; ++p) n_valid += batch.valid(r, p);
@@ -408,15 +413,9 @@ public:
                     pos.slots[n] = table_.acquire(key, tick_, 1, pos.fresh[n]);
                 }
                 // Tracks that do not see this batch still own stale sums in slots made fresh here.
-                for (int n = 0; n < pos.n_keys; ++n) {
-                    if (!pos.fresh[n] || pos.slots[n] < 0) continue;
-                    for (auto& [hook, tr] : tracks_) {
-                        const bool seen = std::any_of(active.begin(), active.end(),
-                                                      [&](const Active& a) { return a.track == &tr; });
-                        if (!seen) tr.clear_slot(pos.slots[n]);
-                    }
-                    if (!groups_.empty() && group_src.empty()) group_track_.clear_slot(pos.slots[n]);
-                }
+                for (int n = 0; n < pos.n_keys; ++n)
+                    if (pos.fresh[n] && pos.slots[n] >= 0)
+                        for (Track* tr : idle) tr->clear_slot(pos.slots[n]);
                 positions_.push_back(pos);
                 ++tokens_;
             }
