@@ -65,7 +65,8 @@ TEST_CASE("dead: merging shards gives the single-pass result", "[analyzers][dead
     auto b = run_analyzer("dead", {}, c, c.batches(3, 7));
     a->merge(*b);
     const Result x = whole->finish(), y = a->finish();
-    CHECK(json_close(x.data, y.data));
+    // Shards and a single pass round their float32 partial sums differently: agreement to ~1e-7.
+    CHECK(json_close(x.data, y.data, 1e-6));
     CHECK(x.data["hooks"] == y.data["hooks"]);
 }
 

@@ -14,7 +14,10 @@ namespace {
 
 const std::string kMlp = "blocks.1.mlp.hook_post";
 
-SynthCorpus corpus() { return SynthCorpus({{kMlp, {6}}, {"blocks.0.attn.hook_z", {2, 2}}}, 19, 8, 6, 4242); }
+// The 77-wide hook takes the vector paths of the scan (blocks of 32) and their tail.
+SynthCorpus corpus() {
+    return SynthCorpus({{kMlp, {6}}, {"blocks.0.attn.hook_z", {2, 2}}, {"blocks.2.mlp.hook_post", {77}}}, 19, 8, 6, 4242);
+}
 
 struct Occ {
     double value;

@@ -18,7 +18,7 @@ namespace {
 
 using nscope::common::better;
 using nscope::common::Occurrence;
-using nscope::common::TopK;
+using nscope::common::TopKLists;
 namespace kernels = nscope::common::kernels;
 
 constexpr int kMaxN = 6;  // longest n-gram
@@ -39,16 +39,16 @@ struct NgramKeyHash {
     }
 };
 
-/// A top activation; `slot` indexes its context window in the track's context pool.
+/// A top activation; its context window sits at the same flat index in the track's context pool.
 struct Hit {
     Occurrence occ;
     int64_t token = 0;
-    uint32_t slot = 0;
+    int32_t pending = -1;  ///< position in the current batch whose context is still to be copied; -1: done
 };
 /// The best occurrence of one n-gram (the activation at its last token).
 struct NgramHit {
     Occurrence occ;
-    NgramKey key;
+    NgramKey key;  // (its NgramKeyHash is the entry's tag in the lists)
 };
 
 /// Count-capped table of n-grams seen in the corpus. Activation sums per n-gram live in each track, indexed
@@ -146,6 +146,7 @@ struct Position {
     const int64_t* context = nullptr;  ///< window() ids, -1 outside the prompt
     size_t row = 0, pos = 0;           ///< where its activations are in the batch
     NgramKey keys[kMaxN];
+    uint64_t hashes[kMaxN] = {};
     int n_keys = 0;                    ///< n-grams ending here: lengths 1..n_keys
     int slots[kMaxN] = {};             ///< n-gram table slot per length (-1: dropped)
     bool fresh[kMaxN] = {};
@@ -157,88 +158,50 @@ public:
     void init(size_t channels, const Config& cfg) {
         cfg_ = cfg;
         channels_ = channels;
-        top_.assign(channels, TopK<Hit>(cfg.k));
-        hit_floor_.assign(channels, cfg.k > 0 ? -std::numeric_limits<float>::infinity()
-                                              : std::numeric_limits<float>::infinity());
+        hits_.init(channels, cfg.k);
         context_.assign(channels * cfg.k * cfg.window(), -1);
-        const size_t lists = channels * static_cast<size_t>(cfg.ngram);
-        ngmax_.assign(lists, {});
-        ngfloor_.assign(lists, -std::numeric_limits<float>::infinity());
-        floor_ = hit_floor_;
+        ngmax_.init(channels * static_cast<size_t>(cfg.ngram), cfg.k);
+        floor_.assign(channels, 0.0f);
+        for (size_t c = 0; c < channels; ++c) update_floor(c);
         sums_.assign(cfg.ngram > 0 ? cfg.max_ngrams * channels : 0, 0.0);
     }
     size_t channels() const { return channels_; }
 
-    /// Fold in a batch: `rows[i]` holds the channels' values at `positions[i]` (in corpus order). Channels
-    /// go in blocks so that a block's top lists stay in cache while every position streams past them.
+    /// Fold in a batch: `rows[i]` holds the channels' values at `positions[i]` (in corpus order). Each row
+    /// is read front to back (the hardware prefetcher's favourite pattern); context windows are copied
+    /// once per batch for the hits that are still in the lists at its end.
     void add_batch(const std::vector<Position>& positions, const std::vector<const float*>& rows) {
-        constexpr size_t kBlock = 128;
-        for (size_t c0 = 0; c0 < channels_; c0 += kBlock) {
-            const size_t c1 = std::min(channels_, c0 + kBlock);
-            for (size_t i = 0; i < positions.size(); ++i) add(rows[i], positions[i], c0, c1);
-        }
-    }
-
-    /// Channels [c0, c1) of one position.
-    void add(const float* row, const Position& pos, size_t c0, size_t c1) {
-        for (int n = 0; n < pos.n_keys; ++n) {
-            if (pos.slots[n] < 0) continue;
-            double* s = &sums_[static_cast<size_t>(pos.slots[n]) * channels_];
-            if (pos.fresh[n])
-                kernels::widen(s + c0, row + c0, c1 - c0);
-            else
-                kernels::accumulate(s + c0, row + c0, c1 - c0);
-        }
-        // Almost every value is below all the floors of its channel; only the rest reach the lists.
-        Occurrence occ = pos.occ;
-        for (size_t c = kernels::first_at_least(row, floor_.data(), c0, c1); c < c1;
-             c = kernels::first_at_least(row, floor_.data(), c + 1, c1)) {
-            const float v = row[c];
-            occ.value = v;
-            if (v >= hit_floor_[c]) offer_hit(c, occ, pos.token, pos.context);
-            for (int n = 0; n < pos.n_keys; ++n) {
-                const size_t idx = c * static_cast<size_t>(cfg_.ngram) + static_cast<size_t>(n);
-                if (v >= ngfloor_[idx]) offer_ngram(idx, NgramHit{occ, pos.keys[n]});
+        for (size_t i = 0; i < positions.size(); ++i) add(rows[i], positions[i], static_cast<int32_t>(i));
+        const size_t W = cfg_.window();
+        for (size_t c = 0; c < channels_; ++c)
+            for (size_t j = 0; j < hits_.size(c); ++j) {
+                const size_t i = c * cfg_.k + j;
+                Hit& h = hits_.item(i);
+                if (h.pending < 0) continue;
+                const int64_t* src = positions[static_cast<size_t>(h.pending)].context;
+                std::copy(src, src + W, context_.begin() + static_cast<int64_t>(i * W));
+                h.pending = -1;
             }
-        }
-    }
-
-    void offer_hit(size_t c, const Occurrence& occ, int64_t token, const int64_t* context) {
-        auto& top = top_[c];
-        if (!top.would_take(occ)) return;
-        const uint32_t slot = top.size() < cfg_.k ? static_cast<uint32_t>(c * cfg_.k + top.size())
-                                                  : top.items().front().slot;
-        top.push(Hit{occ, token, slot});
-        hit_floor_[c] = top.floor();
-        update_floor(c);
-        std::copy(context, context + cfg_.window(), context_.begin() + static_cast<int64_t>(slot * cfg_.window()));
-    }
-
-    void offer_ngram(size_t idx, const NgramHit& hit) {
-        auto& list = ngmax_[idx];
-        for (auto& e : list)
-            if (e.key == hit.key) {
-                if (better(hit.occ, e.occ)) e.occ = hit.occ, refloor(idx);
-                return;
-            }
-        if (list.size() < cfg_.k) {
-            list.push_back(hit);
-        } else {
-            auto worst = std::min_element(list.begin(), list.end(),
-                                          [](const NgramHit& a, const NgramHit& b) { return better(b.occ, a.occ); });
-            if (!better(hit.occ, worst->occ)) return;
-            *worst = hit;
-        }
-        refloor(idx);
     }
 
     /// Fold `o` (same channels) into this track; `slot_map[s]` is this table's slot for o's slot s.
     void merge(const Track& o, const std::vector<int>& slot_map, const std::vector<bool>& fresh) {
+        const size_t W = cfg_.window();
         for (size_t c = 0; c < channels_; ++c)
-            for (const Hit& h : o.top_[c].items())
-                offer_hit(c, h.occ, h.token, &o.context_[h.slot * cfg_.window()]);
-        for (size_t idx = 0; idx < ngmax_.size(); ++idx)
-            for (const auto& h : o.ngmax_[idx]) offer_ngram(idx, h);
+            for (size_t j = 0; j < o.hits_.size(c); ++j) {
+                const size_t src = c * cfg_.k + j;
+                const Hit& h = o.hits_.item(src);
+                const int64_t i = hits_.take(c, h.occ);
+                if (i < 0) continue;
+                hits_.item(static_cast<size_t>(i)).token = h.token;
+                std::copy(&o.context_[src * W], &o.context_[src * W] + W, context_.begin() + i * static_cast<int64_t>(W));
+            }
+        for (size_t idx = 0; idx < ngmax_.lists(); ++idx)
+            for (size_t j = 0; j < o.ngmax_.size(idx); ++j) {
+                offer_ngram(idx, o.ngmax_.item(idx * cfg_.k + j).occ, o.ngmax_.item(idx * cfg_.k + j).key,
+                            o.ngmax_.tag(idx * cfg_.k + j));
+            }
+        for (size_t c = 0; c < channels_; ++c) update_floor(c);
         for (size_t s = 0; s < slot_map.size(); ++s) {
             if (slot_map[s] < 0) continue;
             double* dst = &sums_[static_cast<size_t>(slot_map[s]) * channels_];
@@ -253,43 +216,88 @@ public:
         std::fill(dst, dst + channels_, 0.0);
     }
 
-    const TopK<Hit>& top(size_t c) const { return top_[c]; }
-    const int64_t* context(const Hit& h) const { return &context_[h.slot * cfg_.window()]; }
+    /// Channel c's hits, best first, as flat indices for hit() and context().
+    std::vector<size_t> ranked_hits(size_t c) const { return hits_.ranked(c); }
+    const Hit& hit(size_t i) const { return hits_.item(i); }
+    const int64_t* context(size_t i) const { return &context_[i * cfg_.window()]; }
     std::vector<NgramHit> ngram_max(size_t c, int n) const {
-        auto list = ngmax_[c * static_cast<size_t>(cfg_.ngram) + static_cast<size_t>(n)];
-        std::sort(list.begin(), list.end(), [](const NgramHit& a, const NgramHit& b) { return better(a.occ, b.occ); });
-        return list;
+        const size_t idx = c * static_cast<size_t>(cfg_.ngram) + static_cast<size_t>(n);
+        std::vector<NgramHit> out;
+        for (size_t i : ngmax_.ranked(idx)) out.push_back(ngmax_.item(i));
+        return out;
     }
     double sum(int slot, size_t c) const { return sums_[static_cast<size_t>(slot) * channels_ + c]; }
 
 private:
-    void refloor(size_t idx) {
-        const auto& list = ngmax_[idx];
-        if (list.size() < cfg_.k) {
-            ngfloor_[idx] = -std::numeric_limits<float>::infinity();
-        } else {
-            float m = list.front().occ.value;
-            for (const auto& e : list) m = std::min(m, e.occ.value);
-            ngfloor_[idx] = m;
+    /// One position (batch index i) over every channel.
+    void add(const float* row, const Position& pos, int32_t i) {
+        for (int n = 0; n < pos.n_keys; ++n) {
+            if (pos.slots[n] < 0) continue;
+            double* s = &sums_[static_cast<size_t>(pos.slots[n]) * channels_];
+            if (pos.fresh[n])
+                kernels::widen(s, row, channels_);
+            else
+                kernels::accumulate(s, row, channels_);
         }
-        update_floor(idx / static_cast<size_t>(cfg_.ngram));
+        // Almost every value is below all the floors of its channel; only the rest reach the lists.
+        Occurrence occ = pos.occ;
+        const size_t ngram = static_cast<size_t>(cfg_.ngram);
+        // (A hit moves only its own channel's floor, so the row's candidates can be collected up front.)
+        candidates_.resize(channels_);
+        const size_t n_candidates = kernels::collect_at_least(row, floor_.data(), channels_, candidates_.data());
+        for (size_t h = 0; h < n_candidates; ++h) {
+            const size_t c = candidates_[h];
+            occ.value = row[c];
+            bool changed = false;
+            if (occ.value >= hits_.floor(c)) {
+                const int64_t h = hits_.take(c, occ);
+                if (h >= 0) {
+                    Hit& hit = hits_.item(static_cast<size_t>(h));
+                    hit.token = pos.token;
+                    hit.pending = i;
+                    changed = true;
+                }
+            }
+            for (int n = 0; n < pos.n_keys; ++n) {
+                const size_t idx = c * ngram + static_cast<size_t>(n);
+                if (occ.value >= ngmax_.floor(idx)) changed |= offer_ngram(idx, occ, pos.keys[n], pos.hashes[n]);
+            }
+            if (changed) update_floor(c);
+        }
     }
 
+    /// Offer an occurrence of n-gram `key` to list idx (distinct n-grams, each with its best occurrence).
+    /// Returns true if the list changed.
+    bool offer_ngram(size_t idx, const Occurrence& occ, const NgramKey& key, uint64_t hash) {
+        for (size_t j = ngmax_.find_tag(idx, hash, 0); j < ngmax_.size(idx); j = ngmax_.find_tag(idx, hash, j + 1)) {
+            const NgramHit& e = ngmax_.item(idx * cfg_.k + j);
+            if (!(e.key == key)) continue;
+            if (!better(occ, e.occ)) return false;
+            ngmax_.improve(idx, j, occ);
+            return true;
+        }
+        const int64_t i = ngmax_.take(idx, occ, hash);
+        if (i < 0) return false;
+        ngmax_.item(static_cast<size_t>(i)).key = key;
+        return true;
+    }
+
+    /// The scan's floor of channel c: the lowest of its hit and n-gram floors.
     void update_floor(size_t c) {
-        float f = hit_floor_[c];
-        for (int n = 0; n < cfg_.ngram; ++n) f = std::min(f, ngfloor_[c * static_cast<size_t>(cfg_.ngram) + static_cast<size_t>(n)]);
+        float f = hits_.floor(c);
+        for (int n = 0; n < cfg_.ngram; ++n)
+            f = std::min(f, ngmax_.floor(c * static_cast<size_t>(cfg_.ngram) + static_cast<size_t>(n)));
         floor_[c] = f;
     }
 
     Config cfg_;
     size_t channels_ = 0;
-    std::vector<TopK<Hit>> top_;
-    std::vector<float> hit_floor_;  // top_[c].floor(), flat for the hot loop
+    TopKLists<Hit> hits_;           // [channels] lists of k
+    std::vector<int64_t> context_;  // [channels * k, window], by the hits' flat index
+    TopKLists<NgramHit> ngmax_;     // [channels * ngram] lists of k distinct n-grams
     std::vector<float> floor_;      // per channel: the lowest of its hit and n-gram floors
-    std::vector<int64_t> context_;             // [channels * k, window]
-    std::vector<std::vector<NgramHit>> ngmax_;  // [channels * ngram], each <= k distinct n-grams
-    std::vector<float> ngfloor_;
-    std::vector<double> sums_;                 // [max_ngrams, channels]
+    std::vector<double> sums_;      // [max_ngrams, channels]
+    std::vector<uint32_t> candidates_;  // scratch: channels of a row that reach their floor
 };
 
 struct Group {
@@ -410,6 +418,7 @@ public:
                     NgramKey& key = pos.keys[n];
                     key.n = static_cast<uint8_t>(n + 1);
                     for (int i = 0; i <= n; ++i) key.ids[static_cast<size_t>(i)] = seq[t - static_cast<size_t>(n) + static_cast<size_t>(i)];
+                    pos.hashes[n] = NgramKeyHash{}(key);
                     pos.slots[n] = table_.acquire(key, tick_, 1, pos.fresh[n]);
                 }
                 // Tracks that do not see this batch still own stale sums in slots made fresh here.
@@ -568,14 +577,14 @@ private:
         std::vector<int64_t> prompts(C * K, -1), positions(C * K, -1), tokens(C * K, -1);
         for (size_t c = 0; c < C; ++c) {
             const auto [source, layer, neuron] = label(c);
-            const auto hits = tr.top(c).sorted();
-            for (size_t i = 0; i < hits.size(); ++i) {
-                const Hit& h = hits[i];
+            const auto ranked = tr.ranked_hits(c);
+            for (size_t i = 0; i < ranked.size(); ++i) {
+                const Hit& h = tr.hit(ranked[i]);
                 values[c * K + i] = h.occ.value;
                 prompts[c * K + i] = h.occ.prompt;
                 positions[c * K + i] = h.occ.position;
                 tokens[c * K + i] = h.token;
-                const int64_t* ctx = tr.context(h);
+                const int64_t* ctx = tr.context(ranked[i]);
                 std::string before, after;
                 for (size_t w = 0; w < W; ++w) {
                     const int64_t p = static_cast<int64_t>(h.occ.position) + static_cast<int64_t>(w) - cfg_.context;

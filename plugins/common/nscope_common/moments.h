@@ -30,6 +30,10 @@ public:
         n_ = static_cast<size_t>(neurons);
         higher_ = higher;
         threshold_ = threshold;
+        // The float with the same answer to "x > threshold" for every float x: threshold rounded down.
+        threshold_f_ = static_cast<float>(threshold);
+        if (static_cast<double>(threshold_f_) > threshold)
+            threshold_f_ = std::nextafter(threshold_f_, -std::numeric_limits<float>::infinity());
         count = 0;
         mean.assign(n_, 0.0);
         m2.assign(n_, 0.0);
@@ -44,24 +48,35 @@ public:
     size_t neurons() const { return n_; }
 
     /// Fold in a batch of token rows; each row points at `neurons()` floats. One pass: power sums about a
-    /// shift close to the mean (the running mean, or the batch's first row) turn into the batch's central
-    /// sums exactly, without the cancellation that sums about zero would suffer.
+    /// shift close to the mean (the running mean; for the first batch, that batch's mean) turn into the
+    /// batch's central sums exactly, without the cancellation that sums about zero would suffer.
     void add(const std::vector<const float*>& rows) {
         if (rows.empty()) return;
         const double nb = static_cast<double>(rows.size());
+        shift_.resize(n_);
         if (count > 0) {
-            shift_ = mean;
+            std::copy(mean.begin(), mean.end(), shift_.begin());
         } else {
-            shift_.assign(rows.front(), rows.front() + n_);
+            std::vector<double> sum(rows.front(), rows.front() + n_);
+            for (size_t r = 1; r < rows.size(); ++r) kernels::accumulate(sum.data(), rows[r], n_);
+            for (size_t j = 0; j < n_; ++j) shift_[j] = static_cast<float>(sum[j] / nb);
         }
         s1_.assign(n_, 0.0);
         s2_.assign(n_, 0.0);
         s3_.assign(higher_ ? n_ : 0, 0.0);
         s4_.assign(higher_ ? n_ : 0, 0.0);
-        for (const float* r : rows)
-            kernels::shifted_moments(r, n_, shift_.data(), threshold_, s1_.data(), s2_.data(),
-                                     higher_ ? s3_.data() : nullptr, higher_ ? s4_.data() : nullptr, min.data(),
-                                     max.data(), above.data(), positive.data());
+        min_.assign(n_, std::numeric_limits<float>::infinity());
+        max_.assign(n_, -std::numeric_limits<float>::infinity());
+        above_.assign(n_, 0);
+        positive_.assign(n_, 0);
+        if (higher_)
+            kernels::batch_moments<true>(rows.data(), rows.size(), n_, shift_.data(), threshold_f_, s1_.data(),
+                                         s2_.data(), s3_.data(), s4_.data(), min_.data(), max_.data(),
+                                         above_.data(), positive_.data());
+        else
+            kernels::batch_moments<false>(rows.data(), rows.size(), n_, shift_.data(), threshold_f_, s1_.data(),
+                                          s2_.data(), nullptr, nullptr, min_.data(), max_.data(), above_.data(),
+                                          positive_.data());
         // Central sums of the batch from its power sums about the shift (a = s1 / n is mean - shift):
         //   M2 = s2 - n a², M3 = s3 - 3 a s2 + 2 n a³, M4 = s4 - 4 a s3 + 6 a² s2 - 3 n a⁴.
         for (size_t j = 0; j < n_; ++j) {
@@ -72,6 +87,10 @@ public:
                 s3_[j] = s3_[j] - 3.0 * a * s2_[j] + 2.0 * nb * a2 * a;
             }
             s2_[j] = s2_[j] - nb * a2;
+            min[j] = std::min<double>(min[j], min_[j]);
+            max[j] = std::max<double>(max[j], max_[j]);
+            above[j] += above_[j];
+            positive[j] += positive_[j];
         }
         combine(rows.size(), s1_.data(), s2_.data(), higher_ ? s3_.data() : nullptr, higher_ ? s4_.data() : nullptr);
     }
@@ -140,7 +159,11 @@ private:
     size_t n_ = 0;
     bool higher_ = true;
     double threshold_ = 0.0;
-    std::vector<double> shift_, s1_, s2_, s3_, s4_;  // per-batch scratch
+    float threshold_f_ = 0.0f;
+    // Per-batch scratch.
+    std::vector<float> shift_, min_, max_;
+    std::vector<double> s1_, s2_, s3_, s4_;
+    std::vector<uint32_t> above_, positive_;
 };
 
 /// The moments of `hook` in `by_hook`, created on first sight. A hook whose width changes between batches is

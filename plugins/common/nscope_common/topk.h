@@ -26,52 +26,98 @@ inline bool better(const Occurrence& a, const Occurrence& b) {
     return a.position < b.position;
 }
 
-/// Keeps the k best items of type T (T has an `Occurrence occ` member). push() returns the index that the
-/// new item took (so callers can keep side data per slot) or -1 when it was not good enough; `evicted` is
-/// set to the item it replaced.
+/// The k best items for each of many lists (one per neuron), stored flat. T has an `Occurrence occ` member.
+/// The values live in their own array and each list keeps its floor (worst kept value, -inf until full)
+/// and the index of its worst entry, so the common test "can v enter?" reads one float, and an entry
+/// replaces the worst in place and rescans k values: no heap, no allocation. An entry may carry a 64-bit
+/// tag (a key's hash, say), kept in a compact array so that finding an entry by key reads little.
 template <typename T>
-class TopK {
+class TopKLists {
 public:
-    explicit TopK(size_t k = 0) : k_(k) {}
-    void reset(size_t k) {
+    void init(size_t lists, size_t k) {
         k_ = k;
-        items_.clear();
+        items_.assign(lists * k, T{});
+        values_.assign(lists * k, 0.0f);
+        tags_.assign(lists * k, 0);
+        size_.assign(lists, 0);
+        worst_.assign(lists, 0);
+        floor_.assign(lists, k > 0 ? -std::numeric_limits<float>::infinity() : std::numeric_limits<float>::infinity());
     }
-    /// Values below this can never enter (the worst kept value when full, -inf otherwise).
-    float floor() const { return items_.size() < k_ ? -std::numeric_limits<float>::infinity() : items_.front().occ.value; }
-    bool would_take(const Occurrence& o) const {
-        if (k_ == 0) return false;
-        return items_.size() < k_ || better(o, items_.front().occ);
-    }
-    /// Insert `item` if it is among the k best. Returns true if inserted; `out_evicted` receives the dropped item.
-    bool push(const T& item, T* out_evicted = nullptr, bool* did_evict = nullptr) {
-        if (did_evict) *did_evict = false;
-        if (!would_take(item.occ)) return false;
-        if (items_.size() == k_) {
-            std::pop_heap(items_.begin(), items_.end(), cmp);
-            if (out_evicted) *out_evicted = items_.back();
-            if (did_evict) *did_evict = true;
-            items_.back() = item;
+    size_t k() const { return k_; }
+    size_t lists() const { return size_.size(); }
+    /// Values below this can never enter list l.
+    float floor(size_t l) const { return floor_[l]; }
+    size_t size(size_t l) const { return size_[l]; }
+    T& at(size_t l, size_t j) { return items_[l * k_ + j]; }
+    const T& at(size_t l, size_t j) const { return items_[l * k_ + j]; }
+
+    /// The flat index (l * k + j) of the entry that `occ` takes in list l (its occ set, the rest of the
+    /// item for the caller to fill), or -1 when it is not among the k best.
+    int64_t take(size_t l, const Occurrence& occ, uint64_t tag = 0) {
+        size_t j = size_[l];
+        if (j < k_) {
+            ++size_[l];
         } else {
-            items_.push_back(item);
+            // The floor decides unless it is a tie (the worst item is then read, for its position).
+            if (k_ == 0 || !(occ.value >= floor_[l])) return -1;
+            if (occ.value == floor_[l] && !better(occ, items_[l * k_ + worst_[l]].occ)) return -1;
+            j = worst_[l];
         }
-        std::push_heap(items_.begin(), items_.end(), cmp);
-        return true;
+        const size_t i = l * k_ + j;
+        items_[i].occ = occ;
+        values_[i] = occ.value;
+        tags_[i] = tag;
+        if (size_[l] == k_) refloor(l);
+        return static_cast<int64_t>(i);
     }
-    /// The kept items, best first.
-    std::vector<T> sorted() const {
-        std::vector<T> out = items_;
-        std::sort(out.begin(), out.end(), cmp);
+
+    /// Entry j of list l now has the better occurrence `occ`.
+    void improve(size_t l, size_t j, const Occurrence& occ) {
+        items_[l * k_ + j].occ = occ;
+        values_[l * k_ + j] = occ.value;
+        if (size_[l] == k_) refloor(l);
+    }
+
+    /// The first j >= from in list l whose tag is `tag`, or size(l).
+    size_t find_tag(size_t l, uint64_t tag, size_t from) const {
+        const uint64_t* t = &tags_[l * k_];
+        size_t j = from;
+        while (j < size_[l] && t[j] != tag) ++j;
+        return j;
+    }
+    uint64_t tag(size_t i) const { return tags_[i]; }
+
+    /// Item by flat index.
+    T& item(size_t i) { return items_[i]; }
+    const T& item(size_t i) const { return items_[i]; }
+
+    /// The flat indices of list l, best first.
+    std::vector<size_t> ranked(size_t l) const {
+        std::vector<size_t> out(size_[l]);
+        for (size_t j = 0; j < out.size(); ++j) out[j] = l * k_ + j;
+        std::sort(out.begin(), out.end(), [&](size_t a, size_t b) { return better(items_[a].occ, items_[b].occ); });
         return out;
     }
-    size_t size() const { return items_.size(); }
-    const std::vector<T>& items() const { return items_; }
 
 private:
-    // Heap with the worst item on top: "a before b" means a is better.
-    static bool cmp(const T& a, const T& b) { return better(a.occ, b.occ); }
+    // The worst entry: the lowest value (a branch-free min over k floats), ties to the later occurrence.
+    void refloor(size_t l) {
+        const float* v = &values_[l * k_];
+        float m = v[0];
+        for (size_t j = 1; j < k_; ++j) m = v[j] < m ? v[j] : m;
+        size_t w = k_;
+        for (size_t j = 0; j < k_; ++j)
+            if (v[j] == m && (w == k_ || better(items_[l * k_ + w].occ, items_[l * k_ + j].occ))) w = j;
+        worst_[l] = static_cast<uint32_t>(w);
+        floor_[l] = m;
+    }
+
     size_t k_ = 0;
-    std::vector<T> items_;
+    std::vector<T> items_;        // [lists, k]
+    std::vector<float> values_;   // [lists, k]: items_[i].occ.value
+    std::vector<uint64_t> tags_;  // [lists, k]
+    std::vector<uint32_t> size_, worst_;
+    std::vector<float> floor_;
 };
 
 }  // namespace nscope::common
