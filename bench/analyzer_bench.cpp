@@ -1,7 +1,7 @@
 // Throughput of analyzer plugins alone, without a model: synthetic GELU-like activations shaped like every
 // mlp.hook_post of GPT-2 small (12 hooks x 3072 neurons, batches of 8 x 128 random tokens) are fed to the
-// real plugins (.so files, loaded as nscope loads them), one analyzer at a time and all together on one
-// thread each, as the runner does. The baseline in the same run is the cost of reading every value once
+// real plugins (.so files, loaded as nscope loads them), one analyzer at a time and all together, each
+// consuming on its own thread with the run's thread pool for its per-hook tasks, as the runner does. The baseline in the same run is the cost of reading every value once
 // (a vectorized sum), the floor for any analyzer that looks at each value.
 //
 //   nscope_bench_analyzers --tokens 10240 --analyses "stats;topk k=10 ngram=1 max_ngrams=24"
@@ -22,6 +22,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/plugin/registry.h"
+#include "core/util/concurrency.h"
 #include "core/util/allocator.h"
 #include "nscope/sdk.h"
 
@@ -137,6 +138,7 @@ int main(int argc, char** argv) {
     std::string analyses = "stats;topk k=10 ngram=1 max_ngrams=24";
     std::string shape = "8x128";
     size_t hooks = 12, width = 3072, buffers = 3;
+    int threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
     std::vector<std::string> plugin_path;
     app.add_option("--tokens", tokens, "tokens fed to each analyzer (rounded up to whole batches)");
     app.add_option("--analyses", analyses, "';'-separated analyses: 'id key=value ...' (values as JSON)");
@@ -145,6 +147,7 @@ int main(int argc, char** argv) {
     app.add_option("--width", width, "neurons per hook");
     app.add_option("--buffers", buffers, "distinct batches to rotate through (keep their total above the caches)");
     app.add_option("--plugin-path", plugin_path, "extra plugin directories");
+    app.add_option("--threads", threads, "threads of RunContext::parallel_for (1: analyzers stay serial)");
     CLI11_PARSE(app, argc, argv);
     try {
         tune_allocator();
@@ -166,6 +169,7 @@ int main(int argc, char** argv) {
 
         RunContext ctx;
         ctx.model_name = "synthetic";
+        ctx.parallel_for = [threads](size_t n, const std::function<void(size_t)>& task) { parallel_for(threads, n, task); };
         for (const auto& n : data.names) ctx.hooks.push_back({n, {-1, -1, static_cast<int64_t>(width)}, {"batch", "pos", "d_mlp"}});
         auto make = [&]() {
             std::vector<std::unique_ptr<Analyzer>> out;
@@ -183,8 +187,9 @@ int main(int argc, char** argv) {
         const double floor_s = seconds_since(t0);
 
         nlohmann::json summary{{"tokens", batches * rows * positions}, {"hooks", hooks}, {"width", width},
-                               {"read_s", floor_s}};
-        std::printf("%-40s %10s %12s %10s\n", "analysis (one thread)", "seconds", "s / 10k tok", "vs read");
+                               {"threads", threads}, {"read_s", floor_s}};
+        std::printf("%-40s %10s %12s %10s\n", ("analysis (" + std::to_string(threads) + " threads)").c_str(), "seconds",
+                    "s / 10k tok", "vs read");
         std::printf("%-40s %10.3f %12.3f %9.2fx\n", "read every value once (baseline)", floor_s, floor_s * per10k, 1.0);
         for (size_t a = 0; a < specs.size(); ++a) {
             auto one = make();

@@ -4,6 +4,7 @@
 #include <map>
 #include <optional>
 
+#include <ATen/Parallel.h>
 #include <spdlog/spdlog.h>
 
 #include "core/lua/lua_host.h"
@@ -18,6 +19,7 @@
 #include "core/run/run_plan.h"
 #include "core/run/runner.h"
 #include "core/tokenizer/tokenizer.h"
+#include "core/util/concurrency.h"
 #include "core/util/text.h"
 #include "nscope/error.h"
 
@@ -654,6 +656,9 @@ bool pattern_matches(const std::string& pattern, const std::string& name) {
 RunContext cache_context(lua_State* L, const CacheData& c, const std::vector<std::string>& hooks) {
     RunContext ctx;
     ctx.run_dir = host(L).has_run_dir() ? host(L).run_dir().string() : "";
+    ctx.parallel_for = [threads = at::get_num_threads()](size_t n, const std::function<void(size_t)>& task) {
+        parallel_for(threads, n, task);
+    };
     if (c.model) {
         ctx.model_name = c.model->ref;
         ctx.model_info = c.model->loaded.handle.info.to_json();

@@ -21,6 +21,7 @@
 #include "core/run/run_dir.h"
 #include "core/run/run_plan.h"
 #include "core/tokenizer/tokenizer.h"
+#include "core/util/concurrency.h"
 #include "core/util/sha256.h"
 #include "nscope/error.h"
 #include "nscope/version.h"
@@ -31,27 +32,6 @@ namespace fs = std::filesystem;
 namespace {
 
 struct Interrupted {};
-
-// Run every task, all but the first on their own threads; rethrows the first failure after all finished.
-void run_concurrently(const std::vector<std::function<void()>>& tasks) {
-    if (tasks.empty()) return;
-    std::vector<std::future<void>> others;
-    for (size_t i = 1; i < tasks.size(); ++i) others.push_back(std::async(std::launch::async, tasks[i]));
-    std::exception_ptr failure;
-    try {
-        tasks[0]();
-    } catch (...) {
-        failure = std::current_exception();
-    }
-    for (auto& f : others) {
-        try {
-            f.get();
-        } catch (...) {
-            if (!failure) failure = std::current_exception();
-        }
-    }
-    if (failure) std::rethrow_exception(failure);
-}
 
 using Clock = std::chrono::steady_clock;
 double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
@@ -220,6 +200,9 @@ private:
         for (const auto& p : prompts_.infos) ctx_.prompts.push_back(&p);
         const Tokenizer* tok = tokenizer_ ? &*tokenizer_ : nullptr;
         ctx_.token_text = [tok](int64_t id) { return token_text_or_id(tok, id); };
+        ctx_.parallel_for = [threads = at::get_num_threads()](size_t n, const std::function<void(size_t)>& task) {
+            parallel_for(threads, n, task);
+        };
     }
 
     void forward_pass(ModelSession& session, size_t pass, const std::string& label,

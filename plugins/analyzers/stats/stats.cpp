@@ -22,19 +22,23 @@ public:
         neuron_table_ = p.boolean("neuron_table", false);
     }
 
-    void begin(const nscope::RunContext&) override {}
+    void begin(const nscope::RunContext& ctx) override { parallel_for_ = ctx.parallel_for; }
 
     void consume(const nscope::Batch& batch) override {
+        // The hooks' states are independent: one task per hook.
+        std::vector<nscope::common::NeuronMoments*> tasks;
+        if (rows_.size() < batch.activations.size()) rows_.resize(batch.activations.size());
         for (const auto& act : batch.activations) {
             nscope::common::TokenLayout lay;
             if (!filter_.accept(act.hook, act.view, batch, lay)) continue;
-            rows_.clear();
+            auto& rows = rows_[tasks.size()];
+            rows.clear();
             for (size_t r = 0; r < batch.rows; ++r)
                 for (size_t p = 0; p < batch.positions; ++p)
-                    if (batch.valid(r, p)) rows_.push_back(lay.at(act.view, r, p));
-            auto& m = state(act.hook, lay.neurons);
-            m.add(rows_);
+                    if (batch.valid(r, p)) rows.push_back(lay.at(act.view, r, p));
+            tasks.push_back(&state(act.hook, lay.neurons));
         }
+        nscope::run_tasks(parallel_for_, tasks.size(), [&](size_t i) { tasks[i]->add(rows_[i]); });
     }
 
     bool mergeable() const override { return true; }
@@ -122,7 +126,8 @@ private:
     double threshold_ = 0.0;
     bool neuron_table_ = false;
     std::map<std::string, NeuronMoments> hooks_;
-    std::vector<const float*> rows_;
+    nscope::ParallelFor parallel_for_;
+    std::vector<std::vector<const float*>> rows_;  // per hook of a batch, kept to reuse the memory
 };
 
 }  // namespace

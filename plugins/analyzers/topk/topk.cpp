@@ -343,6 +343,7 @@ public:
     void begin(const nscope::RunContext& ctx) override {
         token_text_ = ctx.token_text;
         prompts_ = ctx.prompts;
+        parallel_for_ = ctx.parallel_for;
         table_.init(cfg_.ngram > 0 ? cfg_.max_ngrams : 0);
         if (!groups_.empty()) group_track_.init(groups_.size(), cfg_);
     }
@@ -429,13 +430,19 @@ public:
                 ++tokens_;
             }
         }
-        // Phase 2: each track over the whole batch.
-        std::vector<const float*> rows(positions_.size());
-        for (auto& a : active) {
-            for (size_t i = 0; i < positions_.size(); ++i) rows[i] = a.lay.at(*a.view, positions_[i].row, positions_[i].pos);
-            a.track->add_batch(positions_, rows);
-        }
+        // Phase 2: each track over the whole batch, one task per track (tracks share nothing but the
+        // read-only positions).
+        rows_.resize(active.size() + 1);
+        nscope::run_tasks(parallel_for_, active.size(), [&](size_t t) {
+            auto& rows = rows_[t];
+            rows.resize(positions_.size());
+            for (size_t i = 0; i < positions_.size(); ++i)
+                rows[i] = active[t].lay.at(*active[t].view, positions_[i].row, positions_[i].pos);
+            active[t].track->add_batch(positions_, rows);
+        });
         if (!group_src.empty()) {
+            auto& rows = rows_.back();
+            rows.resize(positions_.size());
             const size_t G = groups_.size();
             group_values_.resize(positions_.size() * G);
             for (size_t i = 0; i < positions_.size(); ++i) {
@@ -640,6 +647,7 @@ private:
     std::vector<Group> groups_;
     std::function<std::string(int64_t)> token_text_;
     std::vector<const nscope::PromptInfo*> prompts_;
+    nscope::ParallelFor parallel_for_;
     NgramTable table_;
     std::map<std::string, Track> tracks_;
     Track group_track_;
@@ -648,6 +656,7 @@ private:
     // Per-batch scratch, kept to reuse its memory.
     std::vector<Position> positions_;
     std::vector<int64_t> contexts_;
+    std::vector<std::vector<const float*>> rows_;  // per track
     std::vector<float> group_values_;
 };
 

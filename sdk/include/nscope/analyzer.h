@@ -30,6 +30,9 @@ struct HookInfo {
     std::vector<std::string> dims;  ///< e.g. ["batch", "pos", "d_mlp"]
 };
 
+/// See RunContext::parallel_for.
+using ParallelFor = std::function<void(size_t n, const std::function<void(size_t)>& task)>;
+
 /// What an analyzer knows about the run it belongs to.
 struct RunContext {
     std::string run_dir;                          ///< absolute path of the run directory
@@ -42,7 +45,21 @@ struct RunContext {
     std::function<std::string(int64_t)> token_text;
     /// Results of the analyses this one names as `input:` (by id).
     std::map<std::string, const Result*> inputs;
+    /// Runs task(i) for every i in [0, n) on the run's threads (`--threads`, shared with the other
+    /// consumers of the batch) and returns when all are done, rethrowing the first exception. Tasks must
+    /// not touch each other's data (one hook each, say). Valid for the whole run; may be empty (then use
+    /// run_tasks, which falls back to a loop).
+    ParallelFor parallel_for;
 };
+
+/// `parallel_for(n, task)` if the host provided one, else task(0), ..., task(n - 1) on this thread.
+inline void run_tasks(const ParallelFor& parallel_for, size_t n, const std::function<void(size_t)>& task) {
+    if (parallel_for) {
+        parallel_for(n, task);
+    } else {
+        for (size_t i = 0; i < n; ++i) task(i);
+    }
+}
 
 class Analyzer {
 public:
