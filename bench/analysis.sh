@@ -4,7 +4,8 @@
 #   (1) nscope's bare forward over the same tokens, cold like a run's pass: the full model, and the model
 #       without the unembedding (a run that needs no logits skips it, so this is the same model work as
 #       the streaming run: the ratio to it is the cost of capture + analysis);
-#   (2) a PyTorch baseline that caches the activations with hooks and computes the same with torch ops.
+#   (2) a PyTorch baseline that caches the activations with hooks and computes the same with torch ops;
+#   then the analyzers alone (nscope_bench_analyzers) against the time to read every value once.
 # Peak memory is GNU time's maximum RSS of each process.
 #   bash bench/analysis.sh [BUILD_DIR]          (TOKENS="10240 102400" by default)
 set -euo pipefail
@@ -71,3 +72,8 @@ model_s = tm["pass1_s"] - tm["consume1_s"]
 print(f"{t:<8} (time in analyzers: {tm['consume1_s']:.2f} s = {100 * tm['consume1_s'] / model_s:.1f}% of the pass's model time)")
 PY
 done
+
+# The analyzers alone on synthetic batches of the same shape, against reading every value once.
+echo
+"$BUILD_DIR/bin/nscope_bench_analyzers" --threads "$THREADS" --tokens 10240 \
+  --analyses "stats; topk k=10 ngram=1 max_ngrams=24" 2>/dev/null | grep -v '^{'

@@ -188,7 +188,7 @@ int main(int argc, char** argv) {
 
         nlohmann::json summary{{"tokens", batches * rows * positions}, {"hooks", hooks}, {"width", width},
                                {"threads", threads}, {"read_s", floor_s}};
-        std::printf("%-40s %10s %12s %10s\n", ("analysis (" + std::to_string(threads) + " threads)").c_str(), "seconds",
+        std::printf("%-40s %10s %12s %10s\n", ("analysis (threads: " + std::to_string(threads) + ")").c_str(), "seconds",
                     "s / 10k tok", "vs read");
         std::printf("%-40s %10.3f %12.3f %9.2fx\n", "read every value once (baseline)", floor_s, floor_s * per10k, 1.0);
         for (size_t a = 0; a < specs.size(); ++a) {
