@@ -8,8 +8,9 @@
 #include <random>
 #include <vector>
 
-#include "plugins/common/nscope_common/kernels.h"
-#include "plugins/common/nscope_common/topk.h"
+#include "nscope_common/kernels.h"
+#include "nscope_common/moments.h"
+#include "nscope_common/topk.h"
 
 using namespace nscope::common;
 
@@ -83,5 +84,58 @@ TEST_CASE("kernels: TopKLists keeps the k best of each list, ties to the earlier
             CHECK(top.item(ranked[j]).occ.position == all[l][j].position);
         }
         CHECK(top.floor(l) == all[l][k - 1].value);
+    }
+}
+
+TEST_CASE("kernels: NeuronMoments matches a double two-pass computation, offsets and thresholds included",
+          "[analyzers][kernels]") {
+    // Neurons far from zero relative to their spread (the case where sums about zero would cancel), a
+    // skewed one, and values right at a threshold that float cannot represent (0.1).
+    std::mt19937 rng(3);
+    std::normal_distribution<float> normal(0.0f, 1.0f);
+    const size_t neurons = 43, batches = 3, per_batch = 150;
+    std::vector<std::vector<float>> data(batches * per_batch, std::vector<float>(neurons));
+    for (auto& row : data)
+        for (size_t j = 0; j < neurons; ++j) {
+            const float z = normal(rng);
+            switch (j % 4) {
+                case 0: row[j] = 1000.0f + 0.05f * z; break;
+                case 1: row[j] = -3.0f + 2.0f * z * z * z; break;
+                case 2: row[j] = z > 0.5f ? 0.1f : (z > 0.0f ? std::nextafter(0.1f, 1.0f) : std::nextafter(0.1f, 0.0f)); break;
+                default: row[j] = 1e-3f * z; break;
+            }
+        }
+    NeuronMoments m;
+    m.init(static_cast<int64_t>(neurons), true, 0.1);
+    for (size_t b = 0; b < batches; ++b) {
+        std::vector<const float*> rows;
+        for (size_t r = b * per_batch; r < (b + 1) * per_batch; ++r) rows.push_back(data[r].data());
+        m.add(rows);
+    }
+    const double n = static_cast<double>(data.size());
+    REQUIRE(m.count == data.size());
+    for (size_t j = 0; j < neurons; ++j) {
+        INFO("neuron " << j);
+        double mean = 0, mn = INFINITY, mx = -INFINITY;
+        uint64_t above = 0;
+        for (const auto& row : data) {
+            mean += row[j] / n;
+            mn = std::min<double>(mn, row[j]);
+            mx = std::max<double>(mx, row[j]);
+            above += row[j] > 0.1 ? 1 : 0;
+        }
+        double m2 = 0, m3 = 0, m4 = 0;
+        for (const auto& row : data) {
+            const double d = row[j] - mean;
+            m2 += d * d, m3 += d * d * d, m4 += d * d * d * d;
+        }
+        // Float partial sums: the mean is good to ~1e-7 of the values' scale (its size plus its spread).
+        CHECK(std::abs(m.mean[j] - mean) <= 1e-7 * (std::abs(mean) + std::sqrt(m2 / n)));
+        CHECK(m.m2[j] == Approx(m2).epsilon(1e-5));
+        CHECK(m.skewness(j) == Approx(std::sqrt(n) * m3 / std::pow(m2, 1.5)).epsilon(1e-4).margin(1e-5));
+        CHECK(m.kurtosis(j) == Approx(n * m4 / (m2 * m2) - 3.0).epsilon(1e-4).margin(1e-5));
+        CHECK(m.min[j] == mn);
+        CHECK(m.max[j] == mx);
+        CHECK(m.above[j] == above);
     }
 }

@@ -1,4 +1,4 @@
-// Streaming per-neuron moments in double: count, mean, central sums M2..M4, min, max, and how often a
+// Streaming per-neuron moments: count, mean, central sums M2..M4 (double), min, max, and how often a
 // value exceeds a threshold. Each batch is reduced in one pass over its rows (see add()) and folded into the
 // running state with the pairwise update of Chan et al. / Pébay, which is also how two shards merge:
 //
@@ -29,7 +29,6 @@ public:
     void init(int64_t neurons, bool higher, double threshold) {
         n_ = static_cast<size_t>(neurons);
         higher_ = higher;
-        threshold_ = threshold;
         // The float with the same answer to "x > threshold" for every float x: threshold rounded down.
         threshold_f_ = static_cast<float>(threshold);
         if (static_cast<double>(threshold_f_) > threshold)
@@ -158,7 +157,6 @@ private:
 
     size_t n_ = 0;
     bool higher_ = true;
-    double threshold_ = 0.0;
     float threshold_f_ = 0.0f;
     // Per-batch scratch.
     std::vector<float> shift_, min_, max_;

@@ -48,8 +48,6 @@ public:
     /// Values below this can never enter list l.
     float floor(size_t l) const { return floor_[l]; }
     size_t size(size_t l) const { return size_[l]; }
-    T& at(size_t l, size_t j) { return items_[l * k_ + j]; }
-    const T& at(size_t l, size_t j) const { return items_[l * k_ + j]; }
 
     /// The flat index (l * k + j) of the entry that `occ` takes in list l (its occ set, the rest of the
     /// item for the caller to fill), or -1 when it is not among the k best.
