@@ -93,13 +93,28 @@ private:
 class Database {
 public:
     explicit Database(const fs::path& path) {
-        if (sqlite3_open_v2(path.c_str(), &db_, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, nullptr) != SQLITE_OK) {
+        // SQLite keeps allocation statistics behind a global mutex by default: every row inserted locks it
+        // several times. Switch them off once, before SQLite initializes (a no-op if it already has).
+        static const bool memstatus_off = sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0) == SQLITE_OK;
+        (void)memstatus_off;
+        // NOMUTEX: the connection is used by one thread only, so its calls need not lock.
+        const int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX;
+        if (sqlite3_open_v2(path.c_str(), &db_, flags, nullptr) != SQLITE_OK) {
             const std::string msg = db_ ? sqlite3_errmsg(db_) : "out of memory";
             sqlite3_close(db_);
             throw nscope::RuntimeError("sqlite: cannot open " + path.string() + ": " + msg);
         }
         sqlite3_busy_timeout(db_, 60000);  // a shared database may be busy with another run's export
         exec("PRAGMA foreign_keys = ON");
+        // An export inserts hundreds of thousands of rows into indexed tables in one transaction. A statement
+        // that may need undoing halfway (INSERT OR REPLACE / IGNORE) keeps a statement journal: in a
+        // temporary file by default (two small writes per page and row), in memory here. And with SQLite's
+        // default 2 MB page cache, index pages would be written out and read back over and over: up to
+        // 256 MB of cache (only what the database needs is allocated) keeps them in memory. The rows of one
+        // run's top lists are unique by construction (and a re-export deletes the old run first), so they
+        // go in with plain INSERTs, which need no statement journal.
+        exec("PRAGMA temp_store = MEMORY");
+        exec("PRAGMA cache_size = -262144");
     }
     ~Database() { sqlite3_close_v2(db_); }  // an open transaction is rolled back
     Database(const Database&) = delete;
@@ -440,7 +455,7 @@ private:
     void write_topk(Database& db, const std::string& id, const nscope::Result& res) {
         const TableView acts(res.data, "top_activations");
         Statement ins(db.handle(),
-                      "INSERT OR REPLACE INTO top_examples (run_id, analysis, source, neuron, rank, neuron_id, value, "
+                      "INSERT INTO top_examples (run_id, analysis, source, neuron, rank, neuron_id, value, "
                       "prompt, position, token_id, token, before, after, context) "
                       "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
         for (size_t r = 0; r < acts.size(); ++r) {
@@ -457,7 +472,7 @@ private:
                     before + token + after);
         }
         Statement ins_ng(db.handle(),
-                         "INSERT OR REPLACE INTO top_ngrams (run_id, analysis, source, neuron, kind, n, rank, neuron_id, "
+                         "INSERT INTO top_ngrams (run_id, analysis, source, neuron, kind, n, rank, neuron_id, "
                          "ngram, ids, value, count, exact, prompt, position) "
                          "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
         for (const char* kind : {"max", "mean"}) {
