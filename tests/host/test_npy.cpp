@@ -29,13 +29,35 @@ TEST_CASE("truncated or foreign npy data is an InputError naming the source", "[
 
 #include "core/util/sha256.h"
 
+namespace {
+std::string sha256_with(bool cpu_extensions, const std::string& data, size_t piece) {
+    nscope::Sha256 h(cpu_extensions);
+    for (size_t i = 0; i < data.size(); i += piece) h.update(data.data() + i, std::min(piece, data.size() - i));
+    return h.hex();
+}
+}  // namespace
+
 TEST_CASE("sha256 matches the FIPS 180-4 test vectors, whole and in pieces", "[sha256]") {
     CHECK(nscope::sha256_hex("") == "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
     CHECK(nscope::sha256_hex("abc") == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
     const std::string two_blocks = "abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq";
     CHECK(nscope::sha256_hex(two_blocks) == "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1");
-    nscope::Sha256 h;  // byte by byte exercises the partial-buffer path
     const std::string million(1000000, 'a');
-    for (size_t i = 0; i < million.size(); i += 7) h.update(million.data() + i, std::min<size_t>(7, million.size() - i));
-    CHECK(h.hex() == "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0");
+    for (bool cpu : {true, false}) {
+        INFO("SHA instructions " << (cpu && nscope::Sha256::cpu_has_sha() ? "used" : "not used"));
+        CHECK(sha256_with(cpu, two_blocks, 64) == "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1");
+        // 7 bytes at a time exercises the partial-buffer path.
+        CHECK(sha256_with(cpu, million, 7) == "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0");
+    }
+}
+
+TEST_CASE("sha256 gives the same digest with and without the CPU's SHA instructions", "[sha256]") {
+    std::string data;
+    uint32_t x = 12345;
+    for (int i = 0; i < 5000; ++i) data.push_back(static_cast<char>((x = x * 1103515245u + 12345u) >> 24));
+    for (size_t len : {0, 1, 55, 56, 63, 64, 65, 127, 128, 1000, 5000})
+        for (size_t piece : {1, 64, 100, 4096}) {
+            INFO("length " << len << " pieces of " << piece);
+            CHECK(sha256_with(true, data.substr(0, len), piece) == sha256_with(false, data.substr(0, len), piece));
+        }
 }
