@@ -3,8 +3,6 @@
 // and layer, with counts and index lists. Streaming and mergeable. Schema: docs/analyses.md#dead.
 #include <nscope/sdk.h>
 
-#include <map>
-
 #include "nscope_common/hooks.h"
 #include "nscope_common/moments.h"
 #include "nscope_common/params.h"
@@ -24,32 +22,25 @@ public:
         flat_std_ = p.number("flat_std", 1e-6, 0.0);
     }
 
-    void begin(const nscope::RunContext&) override {}
-
-    void consume(const nscope::Batch& batch) override {
-        for (const auto& act : batch.activations) {
-            nscope::common::TokenLayout lay;
-            if (!filter_.accept(act.hook, act.view, batch, lay)) continue;
-            rows_.clear();
-            for (size_t r = 0; r < batch.rows; ++r)
-                for (size_t p = 0; p < batch.positions; ++p)
-                    if (batch.valid(r, p)) rows_.push_back(lay.at(act.view, r, p));
-            state(act.hook, lay.neurons).add(rows_);
-        }
+    void begin(const nscope::RunContext& ctx) override {
+        parallel_for_ = ctx.parallel_for;
+        moments_.init("dead", false, epsilon_);
     }
+
+    void consume(const nscope::Batch& batch) override { moments_.consume(batch, filter_, parallel_for_); }
 
     bool mergeable() const override { return true; }
 
     void merge(const nscope::Analyzer& other) override {
         const auto& o = static_cast<const Dead&>(other);
-        for (const auto& [hook, m] : o.hooks_) state(hook, static_cast<int64_t>(m.neurons())).merge(m);
+        moments_.merge(o.moments_);
         filter_.merge(o.filter_);
     }
 
     nscope::Result finish() override {
         nscope::Result res;
         std::vector<std::string> names;
-        for (const auto& [hook, m] : hooks_) names.push_back(hook);
+        for (const auto& [hook, m] : moments_.hooks()) names.push_back(hook);
         std::sort(names.begin(), names.end(), nscope::common::hook_order);
 
         nscope::Table layers, neurons;
@@ -60,7 +51,7 @@ public:
         int64_t total = 0;
         uint64_t tokens = 0;
         for (const auto& hook : names) {
-            const NeuronMoments& m = hooks_.at(hook);
+            const NeuronMoments& m = moments_.hooks().at(hook);
             const int layer = nscope::common::hook_layer(hook);
             std::vector<int64_t> dead, on, flat;
             for (size_t j = 0; j < m.neurons() && m.count > 0; ++j) {
@@ -100,14 +91,10 @@ public:
     }
 
 private:
-    NeuronMoments& state(const std::string& hook, int64_t neurons) {
-        return nscope::common::moments_for(hooks_, "dead", hook, neurons, false, epsilon_);
-    }
-
     nscope::common::HookFilter filter_;
     double epsilon_ = 0.0, on_fraction_ = 0.99, flat_std_ = 1e-6;
-    std::map<std::string, NeuronMoments> hooks_;
-    std::vector<const float*> rows_;
+    nscope::common::MomentsByHook moments_;
+    nscope::ParallelFor parallel_for_;
 };
 
 }  // namespace

@@ -3,8 +3,6 @@
 // summary table. Schema: docs/analyses.md#stats.
 #include <nscope/sdk.h>
 
-#include <map>
-
 #include "nscope_common/hooks.h"
 #include "nscope_common/moments.h"
 #include "nscope_common/params.h"
@@ -22,37 +20,25 @@ public:
         neuron_table_ = p.boolean("neuron_table", false);
     }
 
-    void begin(const nscope::RunContext& ctx) override { parallel_for_ = ctx.parallel_for; }
-
-    void consume(const nscope::Batch& batch) override {
-        // The hooks' states are independent: one task per hook.
-        std::vector<nscope::common::NeuronMoments*> tasks;
-        if (rows_.size() < batch.activations.size()) rows_.resize(batch.activations.size());
-        for (const auto& act : batch.activations) {
-            nscope::common::TokenLayout lay;
-            if (!filter_.accept(act.hook, act.view, batch, lay)) continue;
-            auto& rows = rows_[tasks.size()];
-            rows.clear();
-            for (size_t r = 0; r < batch.rows; ++r)
-                for (size_t p = 0; p < batch.positions; ++p)
-                    if (batch.valid(r, p)) rows.push_back(lay.at(act.view, r, p));
-            tasks.push_back(&state(act.hook, lay.neurons));
-        }
-        nscope::run_tasks(parallel_for_, tasks.size(), [&](size_t i) { tasks[i]->add(rows_[i]); });
+    void begin(const nscope::RunContext& ctx) override {
+        parallel_for_ = ctx.parallel_for;
+        moments_.init("stats", true, threshold_);
     }
+
+    void consume(const nscope::Batch& batch) override { moments_.consume(batch, filter_, parallel_for_); }
 
     bool mergeable() const override { return true; }
 
     void merge(const nscope::Analyzer& other) override {
         const auto& o = static_cast<const Stats&>(other);
-        for (const auto& [hook, m] : o.hooks_) state(hook, static_cast<int64_t>(m.neurons())).merge(m);
+        moments_.merge(o.moments_);
         filter_.merge(o.filter_);
     }
 
     nscope::Result finish() override {
         nscope::Result res;
         std::vector<std::string> names;
-        for (const auto& [hook, m] : hooks_) names.push_back(hook);
+        for (const auto& [hook, m] : moments_.hooks()) names.push_back(hook);
         std::sort(names.begin(), names.end(), nscope::common::hook_order);
 
         nscope::Table layers;
@@ -66,7 +52,7 @@ public:
         uint64_t tokens = 0;
         int64_t total_neurons = 0;
         for (const auto& hook : names) {
-            const NeuronMoments& m = hooks_.at(hook);
+            const NeuronMoments& m = moments_.hooks().at(hook);
             const size_t n = m.neurons();
             const int layer = nscope::common::hook_layer(hook);
             std::vector<float> mean(n), sd(n), mn(n), mx(n), act(n), pos(n), sk(n), ku(n);
@@ -118,16 +104,11 @@ public:
     }
 
 private:
-    NeuronMoments& state(const std::string& hook, int64_t neurons) {
-        return nscope::common::moments_for(hooks_, "stats", hook, neurons, true, threshold_);
-    }
-
     nscope::common::HookFilter filter_;
     double threshold_ = 0.0;
     bool neuron_table_ = false;
-    std::map<std::string, NeuronMoments> hooks_;
+    nscope::common::MomentsByHook moments_;
     nscope::ParallelFor parallel_for_;
-    std::vector<std::vector<const float*>> rows_;  // per hook of a batch, kept to reuse the memory
 };
 
 }  // namespace

@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "nscope/error.h"
+#include "nscope_common/hooks.h"
 #include "nscope_common/kernels.h"
 
 namespace nscope::common {
@@ -164,19 +165,60 @@ private:
     std::vector<uint32_t> above_, positive_;
 };
 
-/// The moments of `hook` in `by_hook`, created on first sight. A hook whose width changes between batches is
-/// an error upstream (reported with the plugin's name).
-inline NeuronMoments& moments_for(std::map<std::string, NeuronMoments>& by_hook, const std::string& plugin,
-                                  const std::string& hook, int64_t neurons, bool higher, double threshold) {
-    auto it = by_hook.find(hook);
-    if (it == by_hook.end()) {
-        it = by_hook.emplace(hook, NeuronMoments{}).first;
-        it->second.init(neurons, higher, threshold);
-    } else if (static_cast<int64_t>(it->second.neurons()) != neurons) {
-        throw RuntimeError(plugin + ": hook '" + hook + "' changed width from " +
-                           std::to_string(it->second.neurons()) + " to " + std::to_string(neurons));
+/// Moments per hook, of every hook of a batch that a filter accepts: the streaming state that `stats` and
+/// `dead` share. Hooks are independent, so a batch is one task per hook on the run's threads.
+class MomentsByHook {
+public:
+    /// `plugin` names the analyzer in errors; `higher` and `threshold` as for NeuronMoments::init.
+    void init(std::string plugin, bool higher, double threshold) {
+        plugin_ = std::move(plugin);
+        higher_ = higher;
+        threshold_ = threshold;
+        hooks_.clear();
     }
-    return it->second;
-}
+
+    void consume(const Batch& batch, HookFilter& filter, const ParallelFor& parallel_for) {
+        std::vector<NeuronMoments*> tasks;
+        if (rows_.size() < batch.activations.size()) rows_.resize(batch.activations.size());
+        for (const auto& act : batch.activations) {
+            TokenLayout lay;
+            if (!filter.accept(act.hook, act.view, batch, lay)) continue;
+            auto& rows = rows_[tasks.size()];
+            rows.clear();
+            for (size_t r = 0; r < batch.rows; ++r)
+                for (size_t p = 0; p < batch.positions; ++p)
+                    if (batch.valid(r, p)) rows.push_back(lay.at(act.view, r, p));
+            tasks.push_back(&state(act.hook, lay.neurons));
+        }
+        run_tasks(parallel_for, tasks.size(), [&](size_t i) { tasks[i]->add(rows_[i]); });
+    }
+
+    /// Fold in another instance's hooks (same settings, another shard of prompts).
+    void merge(const MomentsByHook& o) {
+        for (const auto& [hook, m] : o.hooks_) state(hook, static_cast<int64_t>(m.neurons())).merge(m);
+    }
+
+    const std::map<std::string, NeuronMoments>& hooks() const { return hooks_; }
+
+private:
+    // Created on first sight; a hook whose width changes between batches is an error upstream.
+    NeuronMoments& state(const std::string& hook, int64_t neurons) {
+        auto it = hooks_.find(hook);
+        if (it == hooks_.end()) {
+            it = hooks_.emplace(hook, NeuronMoments{}).first;
+            it->second.init(neurons, higher_, threshold_);
+        } else if (static_cast<int64_t>(it->second.neurons()) != neurons) {
+            throw RuntimeError(plugin_ + ": hook '" + hook + "' changed width from " +
+                               std::to_string(it->second.neurons()) + " to " + std::to_string(neurons));
+        }
+        return it->second;
+    }
+
+    std::string plugin_;
+    bool higher_ = true;
+    double threshold_ = 0.0;
+    std::map<std::string, NeuronMoments> hooks_;
+    std::vector<std::vector<const float*>> rows_;  // per hook of a batch, kept to reuse the memory
+};
 
 }  // namespace nscope::common
