@@ -166,3 +166,64 @@ TEST_CASE("report exporter: sections for absent analyses are omitted and paramet
     CHECK_THROWS_AS(e->configure({{"title", 5}}), InputError);
     CHECK_THROWS_WITH(e->configure({{"max_neuron", 5}}), Catch::Contains("did you mean 'max_neurons'"));
 }
+
+TEST_CASE("report exporter: streamed histograms put every value in the bin a direct computation gives",
+          "[exporters][report]") {
+    // Values spanning several powers of two (the range grows while streaming), zeros before the first
+    // nonzero value, NaN and inf (counted apart), exact zeros and bin edges.
+    const nscope::test::SynthCorpus c({{"blocks.0.mlp.hook_post", {37}}}, 23, 9, 11, 77);
+    std::vector<float> all;
+    auto e = nscope::test::registry().create_exporter("report");
+    e->configure({{"bins", 40}});
+    e->begin(c.run_context());
+    size_t b = 0;
+    for (auto sb : c.batches(4)) {
+        auto& v = sb.acts.at("blocks.0.mlp.hook_post");
+        for (size_t i = 0; i < v.size(); ++i) {
+            if (b == 0 && i < 40) v[i] = 0.0f;                                   // zeros first
+            if (i % 97 == 13) v[i] = std::numeric_limits<float>::quiet_NaN();
+            if (i % 89 == 5) v[i] = -std::numeric_limits<float>::infinity();
+            if (i % 53 == 7) v[i] = static_cast<float>(b + 1) * 37.5f;          // grows batch by batch
+            if (i % 61 == 3) v[i] = 0.25f;                                       // a bin edge
+        }
+        e->consume(sb.view());
+        for (size_t r = 0; r < sb.rows; ++r)
+            for (size_t p = 0; p < sb.positions; ++p)
+                if (sb.mask[r * sb.positions + p])
+                    for (size_t j = 0; j < 37; ++j) all.push_back(v[(r * sb.positions + p) * 37 + j]);
+        ++b;
+    }
+    const std::string dir = nscope::test::temp_dir("report-hist");
+    ExportContext ctx;
+    ctx.run_dir = dir;
+    e->write(ctx);
+    const std::string page = nscope::test::read_file(dir + "/report.html");
+    const size_t data_at = page.find("<script type=\"application/json\" id=\"nscope-data\">");
+    REQUIRE(data_at != std::string::npos);
+    const size_t data_begin = page.find('>', data_at) + 1;
+    const auto data = nlohmann::json::parse(page.substr(data_begin, page.find("</script>", data_begin) - data_begin));
+    const nlohmann::json* hist = nullptr;
+    for (const auto& p : data["plots"])
+        if (p["div"].get<std::string>().rfind("p-hist-", 0) == 0) hist = &p;
+    REQUIRE(hist != nullptr);
+
+    // Direct: the first nonzero finite value sets the range (a power of two above it), doubled until every
+    // finite value fits in [-range, range); 40 bins of equal width, bin = floor((x + range) * 40 / (2 range)).
+    double range = 0, lo = INFINITY, hi = -INFINITY;
+    for (float x : all) {
+        if (!std::isfinite(x)) continue;
+        if (range == 0 && x != 0) range = std::ldexp(1.0, std::ilogb(std::fabs(x)) + 1);
+        lo = std::min<double>(lo, x), hi = std::max<double>(hi, x);
+    }
+    while (hi >= range || lo < -range) range *= 2;
+    const double width = 2 * range / 40;
+    std::map<long, int64_t> expected;
+    for (float x : all)
+        if (std::isfinite(x)) ++expected[std::min(static_cast<long>((x + range) * (40 / (2 * range))), 39L)];
+    const auto& trace = (*hist)["traces"][0];
+    std::map<long, int64_t> got;
+    for (size_t i = 0; i < trace["x"].size(); ++i)
+        if (trace["y"][i].get<int64_t>() != 0)
+            got[std::lround((trace["x"][i].get<double>() + range) / width - 0.5)] = trace["y"][i].get<int64_t>();
+    CHECK(got == expected);
+}

@@ -145,31 +145,63 @@ json finite_or_null(double v) { return std::isfinite(v) ? json(v) : json(nullptr
 /// falls outside: bounded memory, one pass, exact counts; the bin width is R * 2 / bins.
 class Histogram {
 public:
-    explicit Histogram(int bins = 200) : counts_(static_cast<size_t>(bins), 0) {}
+    explicit Histogram(int bins = 200) : bins_(static_cast<size_t>(bins)), counts_((bins_ + 1) * kLanes, 0) {}
 
-    void add(float x) {
-        if (!std::isfinite(x)) {
-            ++nonfinite_;
-            return;
+    /// Add the n values of a row, in two passes. First the row's finite count, sum, min and max, so that
+    /// the range grows at most once per row; then one bin per value, counted in kLanes interleaved copies of
+    /// the histogram so that runs of values in the same bin (most activations sit near 0) do not wait on
+    /// each other's increments. Lanes also keep the sums independent (one running sum would be a chain).
+    void add_row(const float* v, size_t n) {
+        uint32_t finite_l[kLanes] = {};
+        double sum_l[kLanes] = {};
+        float lo_l[kLanes], hi_l[kLanes];
+        std::fill(lo_l, lo_l + kLanes, std::numeric_limits<float>::infinity());
+        std::fill(hi_l, hi_l + kLanes, -std::numeric_limits<float>::infinity());
+        const auto take = [&](size_t l, float x) {
+            const bool ok = finite(x);
+            finite_l[l] += ok;
+            sum_l[l] += ok ? x : 0.0f;
+            lo_l[l] = ok && x < lo_l[l] ? x : lo_l[l];
+            hi_l[l] = ok && x > hi_l[l] ? x : hi_l[l];
+        };
+        size_t i = 0;
+        for (; i + kLanes <= n; i += kLanes)  // whole blocks: the compiler unrolls the lanes
+            for (size_t l = 0; l < kLanes; ++l) take(l, v[i + l]);
+        for (; i < n; ++i) take(i % kLanes, v[i]);
+        size_t count = 0;
+        float lo = lo_l[0], hi = hi_l[0];
+        for (size_t l = 0; l < kLanes; ++l) {
+            count += finite_l[l];
+            sum_ += sum_l[l];
+            lo = std::min(lo, lo_l[l]);
+            hi = std::max(hi, hi_l[l]);
         }
-        ++n_;
-        sum_ += x;
-        min_ = std::min(min_, static_cast<double>(x));
-        max_ = std::max(max_, static_cast<double>(x));
-        const double a = std::fabs(static_cast<double>(x));
+        nonfinite_ += n - count;
+        if (count == 0) return;
+        n_ += count;
+        min_ = std::min(min_, static_cast<double>(lo));
+        max_ = std::max(max_, static_cast<double>(hi));
         if (range_ == 0) {
-            if (a == 0) {
-                ++pending_zeros_;
+            if (lo == 0 && hi == 0) {  // zeros only: their bin is known once the range is
+                pending_zeros_ += count;
                 return;
             }
-            range_ = std::ldexp(1.0, std::ilogb(a) + 1);  // power of two > |x|
-            counts_[counts_.size() / 2] += pending_zeros_;
+            size_t first = 0;  // the first finite nonzero value sets the scale: a power of two above it
+            while (!(finite(v[first]) && v[first] != 0)) ++first;
+            range_ = std::ldexp(1.0, std::ilogb(std::fabs(static_cast<double>(v[first]))) + 1);
+            counts_[bins_ / 2 * kLanes] += pending_zeros_;
             pending_zeros_ = 0;
         }
-        while (x >= range_ || x < -range_) grow();
-        const double width = 2 * range_ / static_cast<double>(counts_.size());
-        auto bin = static_cast<size_t>((x + range_) / width);
-        counts_[std::min(bin, counts_.size() - 1)] += 1;
+        while (hi >= range_ || lo < -range_) grow();
+        // bins / (2 range) is exact (range is a power of two); non-finite values go to the unreported bin.
+        const double per_unit = static_cast<double>(bins_) / (2 * range_), last = static_cast<double>(bins_ - 1);
+        bin_.resize(n);
+        for (size_t i = 0; i < n; ++i) {
+            const float x = v[i];
+            bin_[i] = finite(x) ? static_cast<uint32_t>(std::min((x + range_) * per_unit, last))
+                                : static_cast<uint32_t>(bins_);
+        }
+        for (size_t i = 0; i < n; ++i) counts_[bin_[i] * kLanes + i % kLanes] += 1;
     }
 
     /// {x: bin centres, y: counts, width} over the non-empty span of bins.
@@ -181,13 +213,15 @@ public:
         if (range_ == 0) {
             if (pending_zeros_) x.push_back(0.0), y.push_back(pending_zeros_);
         } else {
-            width = 2 * range_ / static_cast<double>(counts_.size());
-            size_t lo = 0, hi = counts_.size();
-            while (lo < hi && counts_[lo] == 0) ++lo;
-            while (hi > lo && counts_[hi - 1] == 0) --hi;
+            std::vector<uint64_t> counts(bins_, 0);
+            for (size_t i = 0; i < bins_ * kLanes; ++i) counts[i / kLanes] += counts_[i];
+            width = 2 * range_ / static_cast<double>(bins_);
+            size_t lo = 0, hi = bins_;
+            while (lo < hi && counts[lo] == 0) ++lo;
+            while (hi > lo && counts[hi - 1] == 0) --hi;
             for (size_t i = lo; i < hi; ++i) {
                 x.push_back(-range_ + (static_cast<double>(i) + 0.5) * width);
-                y.push_back(counts_[i]);
+                y.push_back(counts[i]);
             }
         }
         out["x"] = x;
@@ -197,15 +231,20 @@ public:
     }
 
 private:
+    static constexpr size_t kLanes = 8;
+
+    static bool finite(float x) { return x - x == 0.0f; }  // false for inf and NaN; branch-free
+
     void grow() {  // double the range: bin i of the old layout lands in bin bins/4 + i/2 of the new one
-        const size_t b = counts_.size();
-        std::vector<uint64_t> next(b, 0);
-        for (size_t i = 0; i < b; ++i) next[b / 4 + i / 2] += counts_[i];
+        std::vector<uint64_t> next(counts_.size(), 0);
+        for (size_t i = 0; i < bins_ * kLanes; ++i) next[(bins_ / 4 + i / kLanes / 2) * kLanes + i % kLanes] += counts_[i];
         counts_.swap(next);
         range_ *= 2;
     }
 
-    std::vector<uint64_t> counts_;
+    size_t bins_;
+    std::vector<uint64_t> counts_;  // [bins + 1, kLanes]; the extra bin takes non-finite values, unreported
+    std::vector<uint32_t> bin_;     // scratch: a row's bins
     double range_ = 0;
     uint64_t pending_zeros_ = 0, n_ = 0, nonfinite_ = 0;
     double sum_ = 0, min_ = std::numeric_limits<double>::infinity(), max_ = -std::numeric_limits<double>::infinity();
@@ -326,20 +365,29 @@ public:
 
     bool wants_activations() const override { return histograms_; }
 
+    void begin(const nscope::RunContext& ctx) override { parallel_for_ = ctx.parallel_for; }
+
     void consume(const nscope::Batch& batch) override {
+        struct Task {
+            Histogram* histogram;
+            const nscope::ActivationView* view;
+            nscope::common::TokenLayout lay;
+        };
+        std::vector<Task> tasks;  // one per hook
         for (const auto& act : batch.activations) {
             nscope::common::TokenLayout lay;
             if (!filter_.accept(act.hook, act.view, batch, lay)) continue;
             auto it = hists_.find(act.hook);
             if (it == hists_.end()) it = hists_.emplace(act.hook, Histogram(bins_)).first;
-            Histogram& h = it->second;
-            for (size_t r = 0; r < static_cast<size_t>(lay.rows); ++r)
-                for (size_t p = 0; p < static_cast<size_t>(lay.positions); ++p) {
-                    if (!batch.valid(r, p)) continue;
-                    const float* v = lay.at(act.view, r, p);
-                    for (int64_t j = 0; j < lay.neurons; ++j) h.add(v[j]);
-                }
+            tasks.push_back({&it->second, &act.view, lay});
         }
+        nscope::run_tasks(parallel_for_, tasks.size(), [&](size_t t) {
+            const Task& task = tasks[t];
+            for (size_t r = 0; r < static_cast<size_t>(task.lay.rows); ++r)
+                for (size_t p = 0; p < static_cast<size_t>(task.lay.positions); ++p)
+                    if (batch.valid(r, p))
+                        task.histogram->add_row(task.lay.at(*task.view, r, p), static_cast<size_t>(task.lay.neurons));
+        });
     }
 
     void write(const nscope::ExportContext& ctx) override {
@@ -826,6 +874,7 @@ private:
     size_t max_neurons_ = 8, max_examples_ = 5, max_prompts_ = 100;
     // streamed state: bins_ counters per hook
     std::map<std::string, Histogram> hists_;
+    nscope::ParallelFor parallel_for_;
     // page under construction
     json plots_, heatmap_groups_, histogram_divs_;
     size_t div_counter_ = 0;
