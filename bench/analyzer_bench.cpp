@@ -169,7 +169,7 @@ int main(int argc, char** argv) {
 
         RunContext ctx;
         ctx.model_name = "synthetic";
-        ctx.parallel_for = [threads](size_t n, const std::function<void(size_t)>& task) { parallel_for(threads, n, task); };
+        ctx.parallel_for = parallel_for_on(threads);
         for (const auto& n : data.names) ctx.hooks.push_back({n, {-1, -1, static_cast<int64_t>(width)}, {"batch", "pos", "d_mlp"}});
         auto make = [&]() {
             std::vector<std::unique_ptr<Analyzer>> out;

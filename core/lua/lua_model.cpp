@@ -656,9 +656,7 @@ bool pattern_matches(const std::string& pattern, const std::string& name) {
 RunContext cache_context(lua_State* L, const CacheData& c, const std::vector<std::string>& hooks) {
     RunContext ctx;
     ctx.run_dir = host(L).has_run_dir() ? host(L).run_dir().string() : "";
-    ctx.parallel_for = [threads = at::get_num_threads()](size_t n, const std::function<void(size_t)>& task) {
-        parallel_for(threads, n, task);
-    };
+    ctx.parallel_for = parallel_for_on(at::get_num_threads());
     if (c.model) {
         ctx.model_name = c.model->ref;
         ctx.model_info = c.model->loaded.handle.info.to_json();

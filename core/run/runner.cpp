@@ -5,7 +5,6 @@
 
 #include <chrono>
 #include <functional>
-#include <future>
 #include <iostream>
 #include <map>
 #include <optional>
@@ -200,9 +199,7 @@ private:
         for (const auto& p : prompts_.infos) ctx_.prompts.push_back(&p);
         const Tokenizer* tok = tokenizer_ ? &*tokenizer_ : nullptr;
         ctx_.token_text = [tok](int64_t id) { return token_text_or_id(tok, id); };
-        ctx_.parallel_for = [threads = at::get_num_threads()](size_t n, const std::function<void(size_t)>& task) {
-            parallel_for(threads, n, task);
-        };
+        ctx_.parallel_for = parallel_for_on(at::get_num_threads());
     }
 
     void forward_pass(ModelSession& session, size_t pass, const std::string& label,

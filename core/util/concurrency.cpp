@@ -49,4 +49,8 @@ void parallel_for(int threads, size_t n, const std::function<void(size_t)>& task
     run_concurrently(std::vector<std::function<void()>>(workers, worker));
 }
 
+ParallelFor parallel_for_on(int threads) {
+    return [threads](size_t n, const std::function<void(size_t)>& task) { parallel_for(threads, n, task); };
+}
+
 }  // namespace nscope

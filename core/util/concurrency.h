@@ -6,6 +6,8 @@
 #include <functional>
 #include <vector>
 
+#include "nscope/analyzer.h"
+
 namespace nscope {
 
 /// Run every task, all but the first on their own threads; rethrows the first failure after all finished.
@@ -15,5 +17,8 @@ void run_concurrently(const std::vector<std::function<void()>>& tasks);
 /// index when it is free; rethrows the first failure after all finished. What RunContext::parallel_for
 /// gives plugins.
 void parallel_for(int threads, size_t n, const std::function<void(size_t)>& task);
+
+/// parallel_for on `threads` threads, as a RunContext::parallel_for.
+ParallelFor parallel_for_on(int threads);
 
 }  // namespace nscope
