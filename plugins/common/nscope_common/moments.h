@@ -69,14 +69,9 @@ public:
         max_.assign(n_, -std::numeric_limits<float>::infinity());
         above_.assign(n_, 0);
         positive_.assign(n_, 0);
-        if (higher_)
-            kernels::batch_moments<true>(rows.data(), rows.size(), n_, shift_.data(), threshold_f_, s1_.data(),
-                                         s2_.data(), s3_.data(), s4_.data(), min_.data(), max_.data(),
-                                         above_.data(), positive_.data());
-        else
-            kernels::batch_moments<false>(rows.data(), rows.size(), n_, shift_.data(), threshold_f_, s1_.data(),
-                                          s2_.data(), nullptr, nullptr, min_.data(), max_.data(), above_.data(),
-                                          positive_.data());
+        const auto batch_moments = higher_ ? kernels::batch_moments<true> : kernels::batch_moments<false>;
+        batch_moments(rows.data(), rows.size(), n_, shift_.data(), threshold_f_, s1_.data(), s2_.data(), s3_.data(),
+                      s4_.data(), min_.data(), max_.data(), above_.data(), positive_.data());
         // Central sums of the batch from its power sums about the shift (a = s1 / n is mean - shift):
         //   M2 = s2 - n a², M3 = s3 - 3 a s2 + 2 n a³, M4 = s4 - 4 a s3 + 6 a² s2 - 3 n a⁴.
         for (size_t j = 0; j < n_; ++j) {
