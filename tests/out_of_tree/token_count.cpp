@@ -1,4 +1,5 @@
-// The minimal plugin from the top of nscope/sdk.h: counts real tokens and mean activation per hook.
+// The minimal plugin from the top of nscope/sdk.h: counts real tokens and sums activations per hook, and
+// shows them as a table and a figure that the host renders without knowing this plugin (report, SQLite).
 #include <nscope/eigen.h>
 #include <nscope/sdk.h>
 
@@ -17,7 +18,18 @@ public:
     nscope::Result finish() override {
         nscope::Result r;
         r.data["tokens"] = tokens_ * scale_;
-        for (const auto& [hook, sum] : sums_) r.data["sums"][hook] = sum;
+        nscope::Table table;
+        table.columns = {"hook", "sum", "mean_per_token"};
+        nlohmann::json x = nlohmann::json::array(), y = nlohmann::json::array();
+        for (const auto& [hook, sum] : sums_) {
+            r.data["sums"][hook] = sum;
+            table.add_row({hook, sum, tokens_ ? sum / static_cast<double>(tokens_) : 0.0});
+            x.push_back(hook);
+            y.push_back(sum);
+        }
+        r.set_table("sums_by_hook", std::move(table));
+        r.set_figure("sum_by_hook", {{"kind", "bar"}, {"title", "activation sum per hook (token-count)"},
+                                     {"x", x}, {"y", y}, {"x_label", "hook"}, {"y_label", "sum"}});
         return r;
     }
     bool mergeable() const override { return true; }

@@ -2,10 +2,28 @@
 //
 // A Result is JSON data (scalars, tables, figure data) plus named numeric arrays. The `json` exporter
 // writes `results/<analysis-id>.json`; arrays are written beside it as `results/<analysis-id>.<name>.npy`
-// and referenced from the JSON. Conventions other plugins rely on:
-//   data["tables"][name]  = {"columns": [...], "rows": [[...], ...]}
-//   data["figures"][name] = {"kind": "heatmap"|"histogram"|"bar"|"line", ... plot data ...}
+// and referenced from the JSON. The report, the SQLite neuron database and the dashboard render every
+// analyzer's tables and figures generically (a built-in analyzer may have a bespoke report section, which
+// then stands in for the tables / figures it shows). Conventions:
+//
 //   data["summary"]       = small object of headline numbers
+//   data["tables"][name]  = {"columns": ["hook", "kl", ...], "rows": [["blocks.0...", 0.25, ...], ...],
+//                            "title": "optional caption"}
+//       Cells are numbers, strings, booleans or null. In SQLite every row becomes one JSON object keyed by
+//       column (tables `result_tables` / `result_rows`, docs/sqlite.md).
+//   data["figures"][name] = {"kind": K, "title": "...", "x_label": "...", "y_label": "...", ...data...}
+//       K = "bar" | "line" | "scatter":
+//             "x": [...], "y": [...]                       one series; or
+//             "x": [...], "series": [{"name": "a", "y": [...]}, ...]   several (a series may give its own "x")
+//             scatter also: "text": [...] hover label per point, "color": [...] numbers (colour scale) or
+//             strings (one colour per category), "z": [...] for a 3-D scatter (and "z_label")
+//       K = "heatmap":   "z": [[...], ...] rows of values, "x": column labels, "y": row labels,
+//                        optional "zmid": 0 for a diverging colour scale centred there, "z_label"
+//       K = "histogram": "values": [...] (binned by the viewer), or "x": bin centres + "y": counts
+//                        (+ optional "width")
+//       Animation (a series over checkpoints or steps): "frames": [{"name": "step 1000", <the same data
+//       keys as the kind uses>}, ...]; the viewer shows a slider and a play button, starting at frame 0.
+//       Non-finite numbers are written as null in JSON and shown as gaps.
 #pragma once
 
 #include <cstdint>
