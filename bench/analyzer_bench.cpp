@@ -170,7 +170,7 @@ int main(int argc, char** argv) {
         RunContext ctx;
         ctx.model_name = "synthetic";
         ctx.parallel_for = parallel_for_on(threads);
-        for (const auto& n : data.names) ctx.hooks.push_back({n, {-1, -1, static_cast<int64_t>(width)}, {"batch", "pos", "d_mlp"}});
+        for (const auto& n : data.names) ctx.hooks.push_back({n, {"batch", "pos", "d_mlp"}, {-1, -1, static_cast<int64_t>(width)}});
         auto make = [&]() {
             std::vector<std::unique_ptr<Analyzer>> out;
             for (const auto& [id, params] : specs) {

@@ -31,7 +31,7 @@ void add_hooks_command(CLI::App& app, CliContext& ctx) {
                                     {"hooks", nlohmann::json::array()}};
                 for (const auto& p : h.hooks)
                     if (selected(p.name))
-                        j["hooks"].push_back({{"name", p.name}, {"dims", p.dims}, {"sizes", p.sizes},
+                        j["hooks"].push_back({{"name", p.name}, {"dims", p.dims}, {"shape", p.shape},
                                               {"shape", hook_shape_string(p)}});
                 std::cout << j.dump(2) << "\n";
             } else {

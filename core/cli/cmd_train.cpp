@@ -7,6 +7,7 @@
 #include "core/cli/cli.h"
 #include "core/train/bpe_trainer.h"
 #include "core/train/trainer.h"
+#include "core/util/files.h"
 #include "nscope/io.h"
 
 namespace nscope {

@@ -6,6 +6,7 @@
 
 #include "core/lua/lua_host.h"
 #include "core/lua/lua_util.h"
+#include "core/util/files.h"
 #include "nscope/io.h"
 
 namespace nscope::lua {

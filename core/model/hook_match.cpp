@@ -90,9 +90,9 @@ std::vector<std::string> match_hooks(const std::vector<HookPoint>& hooks, const 
 
 std::string hook_shape_string(const HookPoint& h) {
     std::string s = "[";
-    for (size_t i = 0; i < h.sizes.size(); ++i) {
+    for (size_t i = 0; i < h.shape.size(); ++i) {
         if (i) s += ", ";
-        s += h.sizes[i] < 0 ? (i < h.dims.size() ? h.dims[i] : std::string("?")) : std::to_string(h.sizes[i]);
+        s += h.shape[i] < 0 ? (i < h.dims.size() ? h.dims[i] : std::string("?")) : std::to_string(h.shape[i]);
     }
     return s + "]";
 }

@@ -3,6 +3,7 @@
 #include <ctime>
 
 #include "nscope/error.h"
+#include "core/util/files.h"
 #include "nscope/io.h"
 
 namespace nscope {
@@ -42,7 +43,7 @@ void RunDirectory::write(const fs::path& relative, std::string_view bytes) const
     write_file_atomic(path_ / relative, bytes);
 }
 
-void RunDirectory::save_manifest() const { write("manifest.json", manifest_.dump(2) + "\n"); }
+void RunDirectory::save_manifest() const { write("manifest.json", manifest_.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) + "\n"); }
 
 void RunDirectory::log(const std::string& event, nlohmann::json fields) {
     fields["ts"] = iso_time_now();

@@ -18,6 +18,7 @@
 #include "core/tokenizer/tokenizer.h"
 #include "core/train/bpe_trainer.h"
 #include "nscope/error.h"
+#include "core/util/files.h"
 #include "nscope/io.h"
 
 namespace nscope {

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "core/plugin/registry.h"
+#include "core/util/files.h"
 #include "nscope/sdk.h"
 
 namespace nscope::test {
@@ -110,8 +111,9 @@ public:
         ctx.model_name = "synthetic";
         ctx.prompts = prompt_ptrs();
         ctx.token_text = [](int64_t id) { return token_text(id); };
+        ctx.host = &host_services();
         for (const auto& h : hooks) {
-            HookInfo info{h.name, {-1, -1}, {"batch", "pos"}};
+            HookPoint info{h.name, {"batch", "pos"}, {-1, -1}};
             for (auto d : h.inner) info.shape.push_back(d);
             ctx.hooks.push_back(info);
         }

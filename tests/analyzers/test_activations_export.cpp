@@ -4,6 +4,7 @@
 
 #include <filesystem>
 
+#include "core/util/files.h"
 #include "core/util/npy.h"
 #include "tests/analyzers/synthetic.h"
 #include "tests/support/cli.h"
@@ -44,6 +45,7 @@ void export_run(const SynthCorpus& c, const std::string& dir, bool prompts_known
     ExportContext ectx;
     ectx.run_dir = dir;
     ectx.run = &ctx;
+    ectx.host = &host_services();
     e->write(ectx);
 }
 

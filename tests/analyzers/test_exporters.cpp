@@ -6,6 +6,7 @@
 #include <cstring>
 #include <filesystem>
 
+#include "core/util/files.h"
 #include "core/util/npy.h"
 #include "tests/analyzers/synthetic.h"
 #include "tests/support/cli.h"
@@ -31,6 +32,7 @@ Result sample_result() {
 ExportContext context(const std::string& dir, const std::map<std::string, const Result*>& results) {
     ExportContext ctx;
     ctx.run_dir = dir;
+    ctx.host = &host_services();
     for (const auto& [id, r] : results) ctx.analysis_order.push_back(id), ctx.results[id] = r;
     return ctx;
 }

@@ -6,6 +6,7 @@
 
 #include "core/run/recipe.h"
 #include "nscope/error.h"
+#include "core/util/files.h"
 #include "nscope/io.h"
 #include "tests/support/cli.h"
 

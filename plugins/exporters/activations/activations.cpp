@@ -1,4 +1,4 @@
-// `activations` exporter: the raw captures of the run (DESIGN.md run layout), streamed to disk batch by
+// `activations` exporter: the raw captures of the run (docs/architecture.md run layout), streamed to disk batch by
 // batch, never held in memory:
 //   activations/<hook>.npy             float32 [n_prompts, max_positions, ...] (zero beyond the mask;
 //                                      attention maps [n, h, max_positions, max_positions])
@@ -10,6 +10,8 @@
 // rows are padded as they arrive; otherwise batches are kept at their own width and re-padded, streaming,
 // at write().
 #include <nscope/sdk.h>
+
+#include <unistd.h>
 
 #include <cstdio>
 #include <cstring>
@@ -95,24 +97,15 @@ public:
         }
     }
 
-    /// Patch the header for `shape`, fsync and rename to `final_path`.
-    void commit(const std::vector<int64_t>& shape, const fs::path& final_path) {
+    /// Patch the header for `shape`, close, and let the host publish the file as `final_path` (fsync, rename).
+    void commit(const std::vector<int64_t>& shape, const fs::path& final_path, const nscope::HostServices& host) {
         const std::string header = npy_header(int64_, shape);
-        if (std::fflush(f_) != 0 || std::fseek(f_, 0, SEEK_SET) != 0 ||
-            std::fwrite(header.data(), 1, header.size(), f_) != header.size() || std::fflush(f_) != 0 ||
-            ::fsync(::fileno(f_)) != 0)
-            throw nscope::RuntimeError("activations: cannot write " + tmp_.string() + " (disk full?)");
-        std::fclose(f_);
+        const bool ok = std::fflush(f_) == 0 && std::fseek(f_, 0, SEEK_SET) == 0 &&
+                        std::fwrite(header.data(), 1, header.size(), f_) == header.size() && std::fflush(f_) == 0;
+        const bool closed = std::fclose(f_) == 0;
         f_ = nullptr;
-        fs::create_directories(final_path.parent_path());
-        std::error_code ec;
-        fs::rename(tmp_, final_path, ec);
-        if (ec) {  // another file system: copy next to the target, then rename there
-            const fs::path staged = final_path.string() + ".tmp." + std::to_string(::getpid());
-            fs::copy_file(tmp_, staged, fs::copy_options::overwrite_existing);
-            fs::rename(staged, final_path);
-            fs::remove(tmp_);
-        }
+        if (!ok || !closed) throw nscope::RuntimeError("activations: cannot write " + tmp_.string() + " (disk full?)");
+        host.commit_file(tmp_, final_path);
         done_ = true;
     }
 
@@ -248,6 +241,8 @@ public:
 
     void write(const nscope::ExportContext& ctx) override {
         if (!ids_) return;  // begin() was never called
+        if (ctx.host == nullptr || ctx.host->commit_file == nullptr)
+            throw nscope::RuntimeError("activations: the host gave no file services (ExportContext::host)");
         const int64_t width = known_width_ ? max_positions_ : seen_width_;
         const fs::path out = ctx.run_dir / "activations";
         nlohmann::json index = {{"prompts", rows_}, {"positions", width},
@@ -260,12 +255,12 @@ public:
             std::vector<int64_t> shape{static_cast<int64_t>(rows_)};
             shape.insert(shape.end(), per_row.begin(), per_row.end());
             if (known_width_) {
-                s.commit(shape, out / file);
+                s.commit(shape, out / file, *ctx.host);
             } else {
                 auto padded = open(file + ".padded", is_int64, axes);
                 s.repad_into(*padded, chunks_, per_row);
                 s.discard();
-                padded->commit(shape, out / file);
+                padded->commit(shape, out / file, *ctx.host);
             }
             return {{"file", file}, {"shape", shape}, {"dtype", is_int64 ? "int64" : "float32"}};
         };

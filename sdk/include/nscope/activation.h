@@ -35,12 +35,6 @@ struct ActivationView {
     int64_t outer() const { return inner() == 0 ? 0 : numel() / inner(); }
 };
 
-/// A mutable view, handed to interventions written as plugins.
-struct MutableActivationView {
-    float* data = nullptr;
-    std::vector<int64_t> shape;
-};
-
 /// One prompt of the run, as the recipe / script declared it.
 struct PromptInfo {
     size_t index = 0;                 ///< global prompt index in the run (0-based)

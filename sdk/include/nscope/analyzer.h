@@ -16,19 +16,14 @@
 
 #include "nscope/activation.h"
 #include "nscope/error.h"
+#include "nscope/hook.h"
+#include "nscope/host.h"
 #include "nscope/result.h"
 
 namespace nscope {
 
 /// Parameters of a recipe entry (`{ id: top, use: topk, k: 20 }` -> {"k": 20}); `id`, `use`, `input` removed.
 using Params = nlohmann::json;
-
-/// A hook that is captured in this run, with its shape where known (-1 for batch / position).
-struct HookInfo {
-    std::string name;             ///< "blocks.3.mlp.hook_post"
-    std::vector<int64_t> shape;   ///< e.g. [-1, -1, 512]
-    std::vector<std::string> dims;  ///< e.g. ["batch", "pos", "d_mlp"]
-};
 
 /// See RunContext::parallel_for.
 using ParallelFor = std::function<void(size_t n, const std::function<void(size_t)>& task)>;
@@ -38,7 +33,7 @@ struct RunContext {
     std::string run_dir;                          ///< absolute path of the run directory
     std::string model_name;                       ///< model id or path as the recipe named it
     nlohmann::json model_info;                    ///< architecture, dims (nscope info)
-    std::vector<HookInfo> hooks;                  ///< hooks captured for this analyzer
+    std::vector<HookPoint> hooks;                 ///< the hooks this analyzer receives, shapes from the config
     std::vector<const PromptInfo*> prompts;       ///< every prompt of the run, when known up front
     uint64_t seed = 0;
     /// Token id -> its readable text (decoded piece); valid for the whole run.
@@ -50,6 +45,8 @@ struct RunContext {
     /// not touch each other's data (one hook each, say). Valid for the whole run; may be empty (then use
     /// run_tasks, which falls back to a loop).
     ParallelFor parallel_for;
+    /// File services of the host (nscope/host.h); set by the host for the whole run.
+    const HostServices* host = nullptr;
 };
 
 /// `parallel_for(n, task)` if the host provided one, else task(0), ..., task(n - 1) on this thread.

@@ -1,6 +1,6 @@
 // NeuronScope SDK — error types shared by the host and plugins.
 //
-// Errors carry the exit code the host reports (DESIGN.md): InputError -> 2 (bad recipe, script, model
+// Errors carry the exit code the host reports (docs/architecture.md): InputError -> 2 (bad recipe, script, model
 // files, plugin), RuntimeError -> 3 (a failure while running). Throw them from plugin code with a message
 // that says what went wrong, where, and how to fix it; the host adds the plugin id.
 #pragma once

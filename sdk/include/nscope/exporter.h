@@ -14,6 +14,8 @@
 #include <nlohmann/json.hpp>
 
 #include "nscope/analyzer.h"
+#include "nscope/error.h"
+#include "nscope/host.h"
 #include "nscope/io.h"
 
 namespace nscope {
@@ -25,10 +27,13 @@ struct ExportContext {
     std::map<std::string, const Result*> results;          ///< by analysis id
     std::map<std::string, std::string> analysis_plugins;   ///< analysis id -> plugin id (`use:`)
     const RunContext* run = nullptr;
+    const HostServices* host = nullptr;                    ///< file services of the host (nscope/host.h)
 
-    /// Atomically write `bytes` to `run_dir / relative`.
+    /// Atomically write `bytes` to `run_dir / relative` (through the host).
     void write_file(const std::filesystem::path& relative, std::string_view bytes) const {
-        write_file_atomic(run_dir / relative, bytes);
+        if (host == nullptr || host->write_file_atomic == nullptr)
+            throw RuntimeError("ExportContext::host is not set: the host must lend its file services");
+        host->write_file_atomic(run_dir / relative, bytes);
     }
 };
 

@@ -1,41 +1,15 @@
-// NeuronScope SDK — small I/O helpers for plugins: atomic file writes and .npy encoding.
-//
-// Every file a plugin writes into a run directory must be written atomically (temp file + rename), so an
-// interrupted run never leaves a half-written file that looks whole (DESIGN.md).
+// NeuronScope SDK — .npy encoding for plugins. Writing files goes through the host
+// (ExportContext::write_file, HostServices in nscope/host.h), so that every file in a run directory is
+// written atomically and an interrupted run never leaves a half-written file that looks whole.
 #pragma once
 
 #include <cstdint>
-#include <cstdio>
-#include <filesystem>
-#include <fstream>
 #include <string>
-#include <string_view>
 #include <vector>
 
-#include <unistd.h>
-
-#include "nscope/error.h"
 #include "nscope/result.h"
 
 namespace nscope {
-
-/// Write `bytes` to `path` atomically: write `path.tmp.<pid>`, flush, fsync, rename over `path`.
-inline void write_file_atomic(const std::filesystem::path& path, std::string_view bytes) {
-    std::filesystem::create_directories(path.parent_path().empty() ? "." : path.parent_path());
-    const std::filesystem::path tmp = path.string() + ".tmp." + std::to_string(::getpid());
-    {
-        FILE* f = std::fopen(tmp.c_str(), "wb");
-        if (!f) throw RuntimeError("cannot write " + tmp.string());
-        const bool ok = std::fwrite(bytes.data(), 1, bytes.size(), f) == bytes.size() && std::fflush(f) == 0 &&
-                        ::fsync(::fileno(f)) == 0;
-        std::fclose(f);
-        if (!ok) {
-            std::filesystem::remove(tmp);
-            throw RuntimeError("cannot write " + tmp.string() + " (disk full?)");
-        }
-    }
-    std::filesystem::rename(tmp, path);
-}
 
 /// Encode a .npy (format 1.0) header + data for a little-endian float32 or int64 array.
 inline std::string npy_encode(const void* data, bool is_int64, const std::vector<int64_t>& shape) {

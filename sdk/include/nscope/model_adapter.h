@@ -5,7 +5,7 @@
 // dimensions and hook points from the config alone (recipes are validated before any weights load), then
 // calls `load` with a WeightSource over the model's safetensors.
 //
-// Hook points (DESIGN.md) use TransformerLens names. An adapter lists them once in `hook_points()`; the
+// Hook points (docs/architecture.md) use TransformerLens names. An adapter lists them once in `hook_points()`; the
 // index in that list is the hook id it passes to `run_hook` during the forward, in forward order:
 //
 //   run_hook(hooks, ids.mlp_post[L], post);   // [b, p, d_mlp]
@@ -24,16 +24,10 @@
 #include <torch/version.h>
 
 #include "nscope/error.h"
+#include "nscope/hook.h"
 #include "nscope/plugin.h"
 
 namespace nscope {
-
-/// One hook point with its symbolic and concrete shape; batch / position sizes are -1.
-struct HookPoint {
-    std::string name;               ///< "blocks.3.attn.hook_pattern"
-    std::vector<std::string> dims;  ///< ["batch", "head", "query_pos", "key_pos"]
-    std::vector<int64_t> sizes;     ///< [-1, 12, -1, -1]
-};
 
 /// Implemented by the host. Adapters call `run_hook` at every hook point.
 class HookDispatcher {
