@@ -13,6 +13,7 @@
 #include "core/model/hook_match.h"
 #include "core/model/model_loader.h"
 #include "core/model/session.h"
+#include "core/plugin/call_plugin.h"
 #include "core/plugin/registry.h"
 #include "core/run/recipe.h"
 #include "core/run/run_dir.h"
@@ -20,6 +21,7 @@
 #include "core/run/runner.h"
 #include "core/tokenizer/tokenizer.h"
 #include "core/util/concurrency.h"
+#include "core/util/files.h"
 #include "core/util/text.h"
 #include "nscope/error.h"
 
@@ -77,7 +79,11 @@ std::vector<std::string> dims_of(const LuaModel* m, const std::string& hook, int
     if (m != nullptr)
         if (const HookPoint* h = m->hook(hook)) return h->dims;
     std::vector<std::string> d{"batch", "pos"};
-    while (static_cast<int64_t>(d.size()) < rank) d.push_back("d" + std::to_string(d.size()));
+    while (static_cast<int64_t>(d.size()) < rank) {
+        std::string name = "d";  // (not "d" + ...: GCC 12 warns falsely about that form here)
+        name += std::to_string(d.size());
+        d.push_back(std::move(name));
+    }
     return d;
 }
 
@@ -320,7 +326,7 @@ RunArgs parse_run_options(lua_State* L, int idx, const LuaModel& m) {
     if (raw_field(L, idx, "interventions") != LUA_TNIL) {
         const nlohmann::json j = to_json(L, -1, "interventions");
         lua_pop(L, 1);
-        for (auto& e : parse_interventions(json_to_yaml(j), "model:run interventions", fs::current_path()))
+        for (auto& e : parse_interventions(json_to_yaml(j), "model:run interventions", fs::current_path(), 1))
             a.interventions.push_back(std::move(e.spec));
     } else {
         lua_pop(L, 1);
@@ -657,13 +663,14 @@ RunContext cache_context(lua_State* L, const CacheData& c, const std::vector<std
     RunContext ctx;
     ctx.run_dir = host(L).has_run_dir() ? host(L).run_dir().string() : "";
     ctx.parallel_for = parallel_for_on(at::get_num_threads());
+    ctx.host = &host_services();
     if (c.model) {
         ctx.model_name = c.model->ref;
         ctx.model_info = c.model->loaded.handle.info.to_json();
     }
     for (const auto& h : hooks) {
         const at::Tensor& t = c.acts.at(h);
-        HookInfo info;
+        HookPoint info;
         info.name = h;
         info.dims = dims_of(c.model, h, t.dim());
         for (int64_t d = 0; d < t.dim(); ++d)
@@ -704,15 +711,6 @@ void for_each_batch(const CacheData& c, const std::vector<std::string>& hooks, s
             b.activations.push_back({h, {keep.back().data_ptr<float>(), DType::Float32, keep.back().sizes().vec()}});
         }
         fn(b);
-    }
-}
-
-template <typename F>
-void plugin_call(const std::string& what, F&& f) {
-    try {
-        f();
-    } catch (const std::exception& e) {
-        throw std::runtime_error(what + " failed: " + e.what());
     }
 }
 
@@ -813,14 +811,14 @@ int f_analyze(lua_State* L) {
     };
     if (patterns.empty()) fed = cache.hooks;
     for (const auto& p : patterns) add_matching(p, false);
-    for (const auto& p : analyzer->required_hooks()) add_matching(p, true);
+    const std::string role = analysis_role(spec.id, plugin);
+    for (const auto& p : call_plugin(role, "required_hooks", [&] { return analyzer->required_hooks(); }))
+        add_matching(p, true);
 
     const RunContext ctx = cache_context(L, cache, fed);
-    const std::string what = "analysis '" + plugin + "'";
-    plugin_call(what, [&] { analyzer->begin(ctx); });
-    for_each_batch(cache, fed, batch_size, [&](const Batch& b) { plugin_call(what, [&] { analyzer->consume(b); }); });
-    Result result;
-    plugin_call(what, [&] { result = analyzer->finish(); });
+    call_plugin(role, "begin", [&] { analyzer->begin(ctx); });
+    for_each_batch(cache, fed, batch_size, [&](const Batch& b) { call_plugin(role, "consume", [&] { analyzer->consume(b); }); });
+    Result result = call_plugin(role, "finish", [&] { return analyzer->finish(); });
     push_result(L, result, plugin);
     return 1;
 }
@@ -876,7 +874,7 @@ int f_export(lua_State* L) {
     spec.params = params;
     spec.loc = {"nscope.export"};
     std::unique_ptr<Exporter> exporter = make_exporter(host(L).plugins(), spec);
-    const std::string what = "export '" + plugin + "'";
+    const std::string role = export_role(plugin);
 
     ScriptHost& h = host(L);
     const fs::path dir = h.run_dir();
@@ -884,12 +882,13 @@ int f_export(lua_State* L) {
     if (cache_idx) cache = read_cache(L, cache_idx, "nscope.export");
     RunContext ctx = cache ? cache_context(L, *cache, cache->hooks) : RunContext{};
     ctx.run_dir = dir.string();
-    plugin_call(what, [&] { exporter->begin(ctx); });
+    ctx.host = &host_services();
+    call_plugin(role, "begin", [&] { exporter->begin(ctx); });
     if (exporter->wants_activations()) {
         if (!cache)
             throw std::invalid_argument("nscope.export('" + plugin + "') writes activations: pass the cache, "
                                         "nscope.export('" + plugin + "', cache) or {cache=cache}");
-        for_each_batch(*cache, cache->hooks, 16, [&](const Batch& b) { plugin_call(what, [&] { exporter->consume(b); }); });
+        for_each_batch(*cache, cache->hooks, 16, [&](const Batch& b) { call_plugin(role, "consume", [&] { exporter->consume(b); }); });
     }
     ExportContext ectx;
     ectx.run_dir = dir;
@@ -900,7 +899,8 @@ int f_export(lua_State* L) {
     }
     ectx.analysis_plugins = plugins_of;
     ectx.run = &ctx;
-    plugin_call(what, [&] { exporter->write(ectx); });
+    ectx.host = &host_services();
+    call_plugin(role, "write", [&] { exporter->write(ectx); });
     h.run_directory()->manifest()["exports"].push_back(plugin);
     h.run_directory()->save_manifest();
     h.run_directory()->log("export_done", {{"use", plugin}});

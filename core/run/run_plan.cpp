@@ -6,6 +6,8 @@
 #include <set>
 
 #include "core/model/hook_match.h"
+#include "core/model/interventions.h"
+#include "core/plugin/call_plugin.h"
 #include "core/plugin/registry.h"
 #include "core/util/text.h"
 #include "nscope/error.h"
@@ -14,18 +16,47 @@ namespace nscope {
 
 namespace {
 
-// Run plugin code, turning its errors into errors that name the recipe entry and the plugin.
+/// Run `f`, prefixing any error with the recipe entry's file:line:column (the error keeps its type).
 template <typename F>
-auto guarded(const SourceLoc& loc, const std::string& what, F&& f) -> decltype(f()) {
+auto at_entry(const SourceLoc& loc, F&& f) -> decltype(f()) {
     try {
         return f();
     } catch (const InputError& e) {
-        throw InputError(loc.text + ": " + what + ": " + e.what());
+        throw InputError(loc.text + ": " + e.what());
     } catch (const Error& e) {
-        throw;
-    } catch (const std::exception& e) {
-        throw RuntimeError(loc.text + ": " + what + " failed: " + e.what());
+        throw RuntimeError(loc.text + ": " + e.what());
     }
+}
+
+/// Run host code on behalf of a recipe entry (creating its plugin): an InputError gains the entry's role.
+template <typename F>
+auto with_role(const std::string& role, F&& f) -> decltype(f()) {
+    try {
+        return f();
+    } catch (const InputError& e) {
+        throw InputError(role + ": " + e.what());
+    }
+}
+
+/// A hook pattern and where it comes from (for error messages).
+struct PatternSource {
+    std::string pattern;
+    SourceLoc loc;
+};
+
+/// The exact hook names `patterns` select, each pattern checked on its own so an error points at it.
+std::vector<std::string> resolve_patterns(const std::vector<HookPoint>& hooks, const std::vector<PatternSource>& patterns,
+                                          const std::string& model_note) {
+    std::vector<std::string> plain;
+    for (const auto& p : patterns) {
+        try {
+            match_hooks(hooks, {p.pattern});
+        } catch (const InputError& e) {
+            throw InputError(p.loc.text + ": " + e.what() + model_note);
+        }
+        plain.push_back(p.pattern);
+    }
+    return plain.empty() ? std::vector<std::string>{} : match_hooks(hooks, plain);
 }
 
 std::vector<std::vector<size_t>> order_analyses(const std::vector<AnalysisSpec>& analyses) {
@@ -76,17 +107,19 @@ std::vector<std::vector<size_t>> order_analyses(const std::vector<AnalysisSpec>&
 }  // namespace
 
 std::unique_ptr<Analyzer> make_analyzer(const PluginRegistry& plugins, const AnalysisSpec& spec) {
-    return guarded(spec.loc, "analysis '" + spec.id + "' (" + spec.use + ")", [&] {
-        auto a = plugins.create_analyzer(spec.use);
-        a->configure(spec.params);
+    const std::string role = analysis_role(spec.id, spec.use);
+    return at_entry(spec.loc, [&] {
+        auto a = with_role(role, [&] { return plugins.create_analyzer(spec.use); });
+        call_plugin(role, "configure", [&] { a->configure(spec.params); });
         return a;
     });
 }
 
 std::unique_ptr<Exporter> make_exporter(const PluginRegistry& plugins, const ExportSpec& spec) {
-    return guarded(spec.loc, "export '" + spec.use + "'", [&] {
-        auto e = plugins.create_exporter(spec.use);
-        e->configure(spec.params);
+    const std::string role = export_role(spec.use);
+    return at_entry(spec.loc, [&] {
+        auto e = with_role(role, [&] { return plugins.create_exporter(spec.use); });
+        call_plugin(role, "configure", [&] { e->configure(spec.params); });
         return e;
     });
 }
@@ -95,18 +128,19 @@ RunPlan plan_run(const PluginRegistry& plugins, Recipe recipe) {
     RunPlan plan;
     plan.waves = order_analyses(recipe.analyses);
 
-    // Plugins exist and accept their parameters; collect the hooks analyzers need.
-    std::vector<std::string> patterns = recipe.hooks;
-    std::vector<SourceLoc> pattern_locs = recipe.hook_locs;
-    for (const auto& a : recipe.analyses) {
+    // Plugins exist and accept their parameters; collect the hooks each analyzer needs of its own.
+    std::vector<PatternSource> recipe_patterns;
+    for (size_t i = 0; i < recipe.hooks.size(); ++i) recipe_patterns.push_back({recipe.hooks[i], recipe.hook_locs[i]});
+    std::vector<std::vector<PatternSource>> required(recipe.analyses.size());
+    for (size_t i = 0; i < recipe.analyses.size(); ++i) {
+        const AnalysisSpec& a = recipe.analyses[i];
         auto analyzer = make_analyzer(plugins, a);
         const auto& p = plugins.require(a.use, PluginKind::Analyzer);
         plan.analyzer_versions.push_back(p.id + "@" + p.version);
-        for (const auto& h : analyzer->required_hooks())
-            if (std::find(patterns.begin(), patterns.end(), h) == patterns.end()) {
-                patterns.push_back(h);
-                pattern_locs.push_back({a.loc.text + ": hooks needed by analysis '" + a.id + "'"});
-            }
+        const auto hooks = at_entry(a.loc, [&] {
+            return call_plugin(analysis_role(a.id, a.use), "required_hooks", [&] { return analyzer->required_hooks(); });
+        });
+        for (const auto& h : hooks) required[i].push_back({h, {a.loc.text + ": hooks needed by analysis '" + a.id + "'"}});
     }
     for (const auto& e : recipe.exports) {
         make_exporter(plugins, e);
@@ -122,20 +156,21 @@ RunPlan plan_run(const PluginRegistry& plugins, Recipe recipe) {
         } catch (const InputError& e) {
             throw InputError(spec.loc.text + ": " + e.what());
         }
-        for (size_t i = 0; i < patterns.size(); ++i) {  // one at a time, to point at the pattern that fails
-            try {
-                match_hooks(mp.handle.hooks, {patterns[i]});
-            } catch (const InputError& e) {
-                throw InputError(pattern_locs[i].text + ": " + e.what() +
-                                 (recipe.models.size() > 1 ? " (model " + spec.ref + ")" : ""));
-            }
+        const std::string note = recipe.models.size() > 1 ? " (model " + spec.ref + ")" : "";
+        mp.export_hooks = resolve_patterns(mp.handle.hooks, recipe_patterns, note);
+        std::vector<std::string> all = mp.export_hooks;
+        for (const auto& req : required) {
+            std::vector<PatternSource> own = recipe_patterns;
+            own.insert(own.end(), req.begin(), req.end());
+            mp.analysis_hooks.push_back(resolve_patterns(mp.handle.hooks, own, note));
+            all.insert(all.end(), mp.analysis_hooks.back().begin(), mp.analysis_hooks.back().end());
         }
-        if (!patterns.empty()) mp.captured = match_hooks(mp.handle.hooks, patterns);
-        for (const auto& iv : recipe.interventions) {
+        if (!all.empty()) mp.captured = match_hooks(mp.handle.hooks, all);  // the union, in forward order
+        for (const auto& iv : recipe.interventions) {  // against the model's dims: no run dir for a bad index
             try {
-                match_hooks(mp.handle.hooks, {iv.spec.hook});
+                validate_intervention(mp.handle.hooks, iv.spec, recipe.prompts.size());
             } catch (const InputError& e) {
-                throw InputError(iv.loc.text + ": intervention hook: " + e.what());
+                throw InputError(iv.loc.text + ": " + e.what() + note);
             }
             mp.interventions.push_back(iv.spec);
         }

@@ -20,6 +20,10 @@ struct ModelPlan {
     ModelSpec spec;
     ModelHandle handle;                  ///< config.json + adapter, no weights
     std::vector<std::string> captured;   ///< exact hook names to capture (recipe hooks + analyzer needs)
+    /// What each analysis sees (by index in recipe.analyses): the recipe's hooks plus the hooks its own
+    /// analyzer requires (`required_hooks`), never those another analyzer requires.
+    std::vector<std::vector<std::string>> analysis_hooks;
+    std::vector<std::string> export_hooks;  ///< what exporters see: the recipe's `hooks:` only
     std::vector<InterventionSpec> interventions;  ///< with hook patterns as written
 };
 

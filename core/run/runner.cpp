@@ -14,6 +14,7 @@
 
 #include "core/model/session.h"
 #include "core/model/tensor_allocator.h"
+#include "core/plugin/call_plugin.h"
 #include "core/plugin/registry.h"
 #include "core/run/interrupt.h"
 #include "core/run/progress.h"
@@ -21,6 +22,7 @@
 #include "core/run/run_plan.h"
 #include "core/tokenizer/tokenizer.h"
 #include "core/util/concurrency.h"
+#include "core/util/files.h"
 #include "core/util/sha256.h"
 #include "nscope/error.h"
 #include "nscope/version.h"
@@ -34,17 +36,6 @@ struct Interrupted {};
 
 using Clock = std::chrono::steady_clock;
 double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
-
-template <typename F>
-void plugin_call(const std::string& what, F&& f) {
-    try {
-        f();
-    } catch (const Error&) {
-        throw;
-    } catch (const std::exception& e) {
-        throw RuntimeError(what + " failed: " + e.what());
-    }
-}
 
 // Tokenized prompts of one model.
 struct PromptSet {
@@ -134,7 +125,7 @@ public:
         std::vector<std::unique_ptr<Exporter>> exporters;
         for (const auto& e : r.exports) {
             exporters.push_back(make_exporter(plugins_, e));
-            plugin_call("export '" + e.use + "'", [&] { exporters.back()->begin(ctx_); });
+            call_plugin(export_role(e.use), "begin", [&] { exporters.back()->begin(ctx_); });
         }
         bool exporters_need_pass = false;
         for (const auto& e : exporters) exporters_need_pass |= e->wants_activations();
@@ -150,12 +141,13 @@ public:
                 const AnalysisSpec& spec = r.analyses[wave[k]];
                 analyzers.push_back(make_analyzer(plugins_, spec));
                 for (const auto& in : spec.inputs) contexts[k].inputs[in] = &results.at(in);
-                plugin_call("analysis '" + spec.id + "'", [&] { analyzers[k]->begin(contexts[k]); });
+                contexts[k].hooks = hook_points(loaded, model_.analysis_hooks[wave[k]]);
+                call_plugin(analysis_role(spec.id, spec.use), "begin", [&] { analyzers[k]->begin(contexts[k]); });
             }
-            std::vector<Exporter*> feed;
+            std::vector<std::pair<Exporter*, std::string>> feed;  // exporter, plugin id
             if (w == 0)
-                for (auto& e : exporters)
-                    if (e->wants_activations()) feed.push_back(e.get());
+                for (size_t i = 0; i < exporters.size(); ++i)
+                    if (exporters[i]->wants_activations()) feed.emplace_back(exporters[i].get(), r.exports[i].use);
             t0 = Clock::now();
             forward_pass(session, w + 1, passes > 1 ? "pass " + std::to_string(w + 1) : "forward", analyzers, wave, feed);
             record_["timings"]["pass" + std::to_string(w + 1) + "_s"] = seconds_since(t0);
@@ -163,8 +155,7 @@ public:
             t0 = Clock::now();
             for (size_t k = 0; k < wave.size(); ++k) {
                 const AnalysisSpec& spec = r.analyses[wave[k]];
-                plugin_call("analysis '" + spec.id + "' (" + spec.use + ")",
-                            [&] { results[spec.id] = analyzers[k]->finish(); });
+                call_plugin(analysis_role(spec.id, spec.use), "finish", [&] { results[spec.id] = analyzers[k]->finish(); });
                 order.push_back(spec.id);
                 dir_.log("analysis_done", {{"id", spec.id}, {"use", spec.use}});
             }
@@ -179,9 +170,10 @@ public:
         for (const auto& [id, res] : results) ectx.results[id] = &res;
         for (const auto& a : r.analyses) ectx.analysis_plugins[a.id] = a.use;
         ectx.run = &ctx_;
+        ectx.host = &host_services();
         for (size_t i = 0; i < exporters.size(); ++i) {
             if (interrupt_requested()) throw Interrupted{};
-            plugin_call("export '" + r.exports[i].use + "'", [&] { exporters[i]->write(ectx); });
+            call_plugin(export_role(r.exports[i].use), "write", [&] { exporters[i]->write(ectx); });
             dir_.log("export_done", {{"use", r.exports[i].use}});
         }
         record_["timings"]["export_s"] = seconds_since(t0);
@@ -193,18 +185,34 @@ private:
         ctx_.model_name = model_.spec.ref;
         ctx_.model_info = loaded.handle.info.to_json();
         ctx_.seed = plan_.recipe.seed;
-        for (const auto& name : model_.captured)
-            for (const auto& hp : loaded.handle.hooks)
-                if (hp.name == name) ctx_.hooks.push_back({hp.name, hp.sizes, hp.dims});
+        ctx_.hooks = hook_points(loaded, model_.export_hooks);
         for (const auto& p : prompts_.infos) ctx_.prompts.push_back(&p);
         const Tokenizer* tok = tokenizer_ ? &*tokenizer_ : nullptr;
         ctx_.token_text = [tok](int64_t id) { return token_text_or_id(tok, id); };
         ctx_.parallel_for = parallel_for_on(at::get_num_threads());
+        ctx_.host = &host_services();
+    }
+
+    static std::vector<HookPoint> hook_points(const LoadedModel& loaded, const std::vector<std::string>& names) {
+        std::vector<HookPoint> out;
+        for (const auto& name : names)
+            for (const auto& hp : loaded.handle.hooks)
+                if (hp.name == name) out.push_back(hp);
+        return out;
+    }
+
+    /// The part of `full` whose hooks are in `names` (views only; nothing copied but the small vectors).
+    static Batch batch_of(const Batch& full, const std::vector<std::string>& names) {
+        Batch b = full;
+        b.activations.clear();
+        for (const auto& a : full.activations)
+            if (std::find(names.begin(), names.end(), a.hook) != names.end()) b.activations.push_back(a);
+        return b;
     }
 
     void forward_pass(ModelSession& session, size_t pass, const std::string& label,
                       std::vector<std::unique_ptr<Analyzer>>& analyzers, const std::vector<size_t>& wave,
-                      const std::vector<Exporter*>& feed) {
+                      const std::vector<std::pair<Exporter*, std::string>>& feed) {
         const Recipe& r = plan_.recipe;
         double consume_s = 0;
         ForwardRequest request;
@@ -234,14 +242,23 @@ private:
                 const at::Tensor& t = out.captures.at(name);
                 batch.activations.push_back({name, {t.data_ptr<float>(), DType::Float32, t.sizes().vec()}});
             }
+            // Each consumer sees its own hooks (an analyzer's required_hooks reach only that analyzer).
+            std::vector<Batch> views;
+            views.reserve(analyzers.size() + 1);
+            for (size_t k = 0; k < analyzers.size(); ++k) views.push_back(batch_of(batch, model_.analysis_hooks[wave[k]]));
+            const Batch exported = batch_of(batch, model_.export_hooks);
             // Consumers are independent (each owns its state, the batch is read-only): run them concurrently
             // while LibTorch's threads are idle between forwards.
             std::vector<std::function<void()>> consumers;
             for (size_t k = 0; k < analyzers.size(); ++k)
                 consumers.emplace_back([&, k] {
-                    plugin_call("analysis '" + r.analyses[wave[k]].id + "'", [&] { analyzers[k]->consume(batch); });
+                    const AnalysisSpec& spec = r.analyses[wave[k]];
+                    call_plugin(analysis_role(spec.id, spec.use), "consume", [&] { analyzers[k]->consume(views[k]); });
                 });
-            for (Exporter* e : feed) consumers.emplace_back([&, e] { plugin_call("export", [&] { e->consume(batch); }); });
+            for (const auto& [e, use] : feed)
+                consumers.emplace_back([&, e = e, use = use] {
+                    call_plugin(export_role(use), "consume", [&] { e->consume(exported); });
+                });
             const auto consume_start = Clock::now();
             run_concurrently(consumers);
             consume_s += seconds_since(consume_start);
@@ -325,10 +342,12 @@ RunOutcome run_recipe(const PluginRegistry& plugins, Recipe recipe, const RunOpt
         dir.save_manifest();
     };
     try {
-        for (const auto& model : plan.models) {
-            m["models"].push_back({{"ref", model.spec.ref}, {"label", model.spec.label}});
+        // The whole list first: exporters of the first model already see every model of the run.
+        for (const auto& model : plan.models) m["models"].push_back({{"ref", model.spec.ref}, {"label", model.spec.label}});
+        for (size_t i = 0; i < plan.models.size(); ++i) {
+            const ModelPlan& model = plan.models[i];
             const fs::path out = plan.models.size() > 1 ? dir.path() / model.spec.label : dir.path();
-            ModelRun(plugins, plan, model, dir, out, m["models"].back()).run();
+            ModelRun(plugins, plan, model, dir, out, m["models"][i]).run();
         }
     } catch (const Interrupted&) {
         finish("interrupted", "stopped by signal " + std::to_string(interrupt_signal()));

@@ -4,6 +4,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "core/plugin/call_plugin.h"
 #include "core/plugin/registry.h"
 #include "nscope/analyzer.h"
 #include "nscope/version.h"
@@ -114,4 +115,29 @@ TEST_CASE("an out-of-tree plugin built against the installed SDK loads and runs"
     const Result res = a->finish();
     CHECK(res.data["tokens"].get<double>() == 20.0);  // (5 + 5) tokens x scale 2
     CHECK(res.data["sums"]["blocks.0.mlp.hook_post"].get<double>() == 24.0);
+}
+
+TEST_CASE("call_plugin keeps an error's kind and names the plugin instance and the stage", "[plugins][errors]") {
+    const std::string role = analysis_role("top", "topk");
+    CHECK(role == "analysis 'top' (topk)");
+    CHECK(analysis_role("stats", "stats") == "analysis 'stats'");
+    CHECK(call_plugin(role, "finish", [] { return 7; }) == 7);
+    CHECK_THROWS_AS(call_plugin(role, "consume", []() -> int { throw InputError("k must be >= 1"); }), InputError);
+    CHECK_THROWS_WITH(call_plugin(role, "consume", []() -> int { throw InputError("k must be >= 1"); }),
+                      "analysis 'top' (topk) in consume: k must be >= 1");
+    CHECK_THROWS_AS(call_plugin(export_role("report"), "write", [] { throw RuntimeError("disk full"); }), RuntimeError);
+    CHECK_THROWS_WITH(call_plugin(export_role("report"), "write", [] { throw RuntimeError("disk full"); }),
+                      "export 'report' in write: disk full");
+    // A plain std::exception is a runtime failure (exit 3), not bad input.
+    try {
+        call_plugin(role, "begin", [] { throw std::out_of_range("vector::at"); });
+        FAIL("no exception");
+    } catch (const InputError&) {
+        FAIL("became an InputError");
+    } catch (const RuntimeError& e) {
+        CHECK(std::string(e.what()) == "analysis 'top' (topk) in begin: vector::at");
+        CHECK(e.exit_code() == 3);
+    }
+    CHECK_THROWS_WITH(call_plugin(role, "merge", [] { throw std::bad_alloc(); }), "analysis 'top' (topk) in merge: out of memory");
+    CHECK_THROWS_WITH(call_plugin(role, "merge", [] { throw 42; }), Catch::Contains("not a std::exception"));
 }

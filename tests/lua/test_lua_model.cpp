@@ -117,6 +117,9 @@ print("recipe inside run dir", run:sub(1, #nscope.run_dir) == nscope.run_dir)
 local g = assert(io.open(run .. "/manifest.json")) local man = g:read("a") g:close()
 print("recipe complete", man:find('"status": "complete"') ~= nil)
 print(pcall(nscope.analyze, "nosuch", c))
+print(pcall(nscope.analyze, "stats", c, { threshold = "high" }))
+print(pcall(function() return m:run({ { ids = { 1, 2 } } }, { interventions = {
+  { hook = "blocks.0.mlp.hook_post", op = "zero" }, { hook = "blocks.0.mlp.hook_post", op = "scale" } } }) end))
 )");
     INFO(r.err);
     REQUIRE(r.exit_code == 0);
@@ -126,6 +129,9 @@ print(pcall(nscope.analyze, "nosuch", c))
     CHECK_THAT(r.out, Catch::Contains("recipe inside run dir\ttrue\n"));
     CHECK_THAT(r.out, Catch::Contains("recipe complete\ttrue\n"));
     CHECK_THAT(r.out, Catch::Contains("false\t"));
+    CHECK_THAT(r.out, Catch::Contains("analysis 'stats' in configure: "));
+    // Lua counts from 1: the second entry is interventions[2].
+    CHECK_THAT(r.out, Catch::Contains("interventions[2]") && Catch::Contains("op 'scale' needs 'factor'"));
 }
 
 TEST_CASE("example scripts run on the tiny GPT-2 and print their markers", "[lua][model][examples]") {

@@ -9,11 +9,13 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <thread>
 
 #include <nlohmann/json.hpp>
 
 #include "core/util/npy.h"
+#include "core/util/files.h"
 #include "nscope/io.h"
 #include "tests/support/cli.h"
 
@@ -141,6 +143,26 @@ exports: [ json, csv, activations ]
     INFO(again.err);
     CHECK(again.exit_code == 0);
     CHECK_THAT(again.out, Catch::Contains("0 different, 0 missing, 0 extra") && Catch::Contains("bit-identical: yes"));
+    // Independently of rerun's own comparison: the second run folder holds the same files, byte for byte.
+    std::vector<fs::path> runs;
+    for (const auto& e : fs::directory_iterator(dir + "/runs/rerun")) runs.push_back(e.path());
+    REQUIRE(runs.size() == 2);
+    const fs::path other = runs[0] == run ? runs[1] : runs[0];
+    auto files = [](const fs::path& root) {
+        std::map<std::string, std::string> out;  // relative path -> bytes
+        for (const char* sub : {"results", "activations"})
+            for (const auto& e : fs::recursive_directory_iterator(root / sub))
+                if (e.is_regular_file()) out[fs::relative(e.path(), root).string()] = nscope::test::read_file(e.path().string());
+        return out;
+    };
+    const auto a = files(run), b = files(other);
+    CHECK(a.size() >= 10);  // stats + topk json / npy / csv, captures, ids, mask, index
+    REQUIRE(a.size() == b.size());
+    for (const auto& [name, bytes] : a) {
+        INFO(name);
+        REQUIRE(b.count(name) == 1);
+        CHECK(b.at(name) == bytes);
+    }
 }
 
 TEST_CASE("SIGINT stops a run cleanly: manifest marked interrupted, no results, exit 3", "[run][interrupt]") {
@@ -211,6 +233,7 @@ TEST_CASE("an ablation limited to one copy of a prompt shows up in next_token's 
     const auto r = run_nscope({"run", recipe_file(dir, "name: ablate\nmodel: { path: " + kGpt2 + R"( }
 prompts:
   - ids: [[1, 17, 923, 345, 62], [1, 17, 923, 345, 62], [1, 17, 923, 345, 62]]
+hooks: [ hook_logits ]   # next_token captures the logits for itself; the activations export needs them named
 interventions:
   - { hook: "blocks.*.mlp.hook_post", op: zero, prompts: [1] }
 analyses:
@@ -236,6 +259,31 @@ exports: [ json, activations ]
     const int64_t id = top[3];
     CHECK(top[5].get<double>() == Approx(std::exp(last[id] - mx) / z).epsilon(1e-5));
     CHECK(last[id] == mx);
+}
+
+TEST_CASE("an analyzer's required hooks reach only that analyzer, never the others or the exporters", "[run][hooks]") {
+    const std::string dir = nscope::test::temp_dir("required");
+    const auto r = run_nscope({"run", recipe_file(dir, "name: req\nmodel: { path: " + kGpt2 + R"( }
+prompts: [ { ids: [[1, 17, 923, 345, 62], [1, 17, 923]] } ]
+hooks: [ blocks.0.mlp.hook_post ]
+analyses:
+  - { id: s, use: stats }
+  - { id: next, use: next_token, k: 3 }
+exports: [ json, activations ]
+)"), "--out", dir + "/runs"});
+    INFO(r.err);
+    REQUIRE(r.exit_code == 0);
+    const fs::path run = only_run(dir + "/runs", "req");
+    const auto stats = read_json(run / "results/s.json")["data"];
+    REQUIRE(stats["tables"]["layers"]["rows"].size() == 1);  // not hook_logits' 1000 "neurons" too
+    CHECK(stats["tables"]["layers"]["rows"][0][0] == "blocks.0.mlp.hook_post");
+    CHECK(stats["summary"]["neurons"] == 256);
+    const auto next = read_json(run / "results/next.json")["data"];
+    CHECK(next["tables"]["top_tokens"]["rows"].size() == 2 * 3);  // next_token still got its logits
+    const auto index = read_json(run / "activations/index.json");
+    CHECK(index["hooks"].size() == 1);
+    CHECK(index["hooks"].contains("blocks.0.mlp.hook_post"));
+    CHECK_FALSE(fs::exists(run / "activations/hook_logits.npy"));
 }
 
 TEST_CASE("a recipe with several models runs each into its own labelled subfolder", "[run][models]") {
