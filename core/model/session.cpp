@@ -4,6 +4,7 @@
 
 #include "core/model/hook_dispatch.h"
 #include "core/model/hook_match.h"
+#include "core/model/intervention_edit.h"
 #include "core/model/interventions.h"
 #include "core/util/text.h"
 #include "nscope/error.h"
@@ -70,14 +71,6 @@ PaddedBatch make_batch(const std::vector<std::vector<int64_t>>& rows, const std:
     return b;
 }
 
-int64_t resolve_position(int64_t p, int64_t len, size_t prompt, const std::string& hook) {
-    const int64_t q = p < 0 ? len + p : p;
-    if (q < 0 || q >= len)
-        throw InputError("intervention on " + hook + ": position " + std::to_string(p) + " is outside prompt " +
-                         std::to_string(prompt) + " (" + std::to_string(len) + " tokens)");
-    return q;
-}
-
 /// Bool mask over heads and neurons, broadcastable to `t` ([1,...] on batch and position axes).
 at::Tensor head_neuron_mask(const at::Tensor& t, const HookPoint& h, const InterventionSpec& s) {
     const int64_t rank = t.dim();
@@ -100,24 +93,6 @@ at::Tensor head_neuron_mask(const at::Tensor& t, const HookPoint& h, const Inter
         m = m & nm.view(along(rank, static_cast<int>(rank - 1), n));
     }
     return m;
-}
-
-/// A per-neuron vector over the last dim: `values` given for the selected neurons (or all).
-at::Tensor neuron_vector(const std::vector<float>& values, const InterventionSpec& s, int64_t n,
-                         at::ScalarType dtype, const std::string& hook) {
-    at::Tensor v = at::zeros({n}, at::kFloat);
-    if (s.neurons.empty()) {
-        if (static_cast<int64_t>(values.size()) != n)
-            throw InputError("intervention " + s.op + " on " + hook + ": needs " + std::to_string(n) + " values, got " +
-                             std::to_string(values.size()));
-        std::copy(values.begin(), values.end(), v.data_ptr<float>());
-    } else {
-        if (values.size() != s.neurons.size())
-            throw InputError("intervention " + s.op + " on " + hook + ": needs one value per selected neuron (" +
-                             std::to_string(s.neurons.size()) + "), got " + std::to_string(values.size()));
-        for (size_t i = 0; i < values.size(); ++i) v[s.neurons[i]] = values[i];
-    }
-    return v.to(dtype);
 }
 
 }  // namespace
@@ -177,10 +152,11 @@ ForwardOutput ModelSession::forward(const std::vector<std::vector<int64_t>>& row
     // Interventions: validate, expand patterns, and register editors (they run before observers).
     for (const auto& spec : request.interventions) {
         validate_intervention(hooks, spec);
+        const InterventionOp& op = intervention_op(spec.op);
         for (int id : match_hook_ids(hooks, spec.hook)) {
             const HookPoint& h = hooks[static_cast<size_t>(id)];
             // Rows this edit applies to, with their positions resolved.
-            std::vector<std::pair<int64_t, std::vector<int64_t>>> targets;
+            std::vector<EditTarget> targets;
             for (int64_t r = 0; r < B; ++r) {
                 const size_t gp = prompt_indices[static_cast<size_t>(r)];
                 if (!spec.prompts.empty() &&
@@ -188,12 +164,12 @@ ForwardOutput ModelSession::forward(const std::vector<std::vector<int64_t>>& row
                     continue;
                 std::vector<int64_t> pos;
                 for (int64_t p : spec.positions) pos.push_back(resolve_position(p, b.lengths[r], gp, h.name));
-                targets.emplace_back(r, std::move(pos));
+                targets.push_back({r, std::move(pos)});
             }
             if (targets.empty()) continue;
             at::Tensor source;  // patch: the source prompt's clean activation
             int64_t src_len = 0;
-            if (spec.op == "patch") {
+            if (spec.source_prompt) {
                 const auto sp = static_cast<size_t>(*spec.source_prompt);
                 Prompt p;
                 const auto in_batch = std::find(prompt_indices.begin(), prompt_indices.end(), sp);
@@ -204,7 +180,7 @@ ForwardOutput ModelSession::forward(const std::vector<std::vector<int64_t>>& row
                 } else if (auto it = prompts_.find(sp); it != prompts_.end()) {
                     p = it->second;
                 } else {
-                    throw InputError("patch on " + h.name + ": source prompt " + std::to_string(sp) +
+                    throw InputError(spec.op + " on " + h.name + ": source prompt " + std::to_string(sp) +
                                      " is neither in this batch nor registered with the session");
                 }
                 src_len = static_cast<int64_t>(p.ids.size());
@@ -214,69 +190,21 @@ ForwardOutput ModelSession::forward(const std::vector<std::vector<int64_t>>& row
             const bool has_key_axis = axis_of(h, {"key_pos"}) >= 0;
             d.add_editor(id, [&, spec, id, pos_ax, has_key_axis, targets, source, src_len](int, at::Tensor& t) {
                 const HookPoint& hp = hooks[static_cast<size_t>(id)];
-                const int64_t rank = t.dim();
-                at::Tensor hn = head_neuron_mask(t, hp, spec);
-                at::Tensor edited = t.clone();
-                if (spec.op == "patch") {
-                    at::Tensor src = source.to(t.scalar_type());
-                    for (const auto& [r, pos0] : targets) {
-                        const int64_t len = b.lengths[r];
-                        std::vector<std::pair<int64_t, int64_t>> pairs;  // (target pos, source pos)
-                        if (spec.positions.empty()) {
-                            if (len != src_len)
-                                throw InputError("patch on " + hp.name + ": prompt " +
-                                                 std::to_string(prompt_indices[r]) + " has " + std::to_string(len) +
-                                                 " tokens but source prompt " + std::to_string(*spec.source_prompt) +
-                                                 " has " + std::to_string(src_len) +
-                                                 "; give `positions` to patch prompts of different lengths");
-                            for (int64_t q = 0; q < len; ++q) pairs.emplace_back(q, q);
-                        } else {
-                            if (has_key_axis && len != src_len)
-                                throw InputError("patch on " + hp.name + ": attention hooks can only be patched "
-                                                 "between prompts of equal length");
-                            for (size_t i = 0; i < spec.positions.size(); ++i)
-                                pairs.emplace_back(pos0[i], resolve_position(spec.positions[i], src_len,
-                                                                             static_cast<size_t>(*spec.source_prompt),
-                                                                             hp.name));
-                        }
-                        at::Tensor row = edited.select(0, r);
-                        at::Tensor srow = src.select(0, 0);
-                        at::Tensor m = hn.select(0, 0).select(pos_ax - 1, 0);
-                        for (const auto& [tp, sp] : pairs) {
-                            at::Tensor dst = row.select(pos_ax - 1, tp);
-                            at::Tensor val = srow.select(pos_ax - 1, sp);
-                            for (int64_t a = 0; a < dst.dim(); ++a)
-                                if (dst.size(a) != val.size(a)) dst = dst.narrow(a, 0, val.size(a));
-                            dst.copy_(at::where(m.expand_as(dst).contiguous(), val, dst));
-                        }
-                    }
-                    t = edited;
-                    return;
-                }
-                // Row x position mask [b, p] broadcast to the hook's rank.
+                const at::Tensor hn = head_neuron_mask(t, hp, spec);
+                // Rows x positions [b, p] broadcast to the hook's rank, and-ed with heads / neurons.
                 at::Tensor rp = at::zeros({t.size(0), t.size(pos_ax)}, at::kBool);
                 for (const auto& [r, pos] : targets) {
                     if (spec.positions.empty()) rp[r].fill_(true);
                     else
                         for (int64_t q : pos) rp[r][q] = true;
                 }
-                std::vector<int64_t> shape(static_cast<size_t>(rank), 1);
+                std::vector<int64_t> shape(static_cast<size_t>(t.dim()), 1);
                 shape[0] = t.size(0);
                 shape[static_cast<size_t>(pos_ax)] = t.size(pos_ax);
-                at::Tensor M = rp.view(shape) & hn;
-                const auto dt = t.scalar_type();
-                const int64_t n = t.size(rank - 1);
-                if (spec.op == "zero") edited = t.masked_fill(M, 0.0);
-                else if (spec.op == "set") edited = t.masked_fill(M, spec.value);
-                else if (spec.op == "scale") edited = at::where(M, t * spec.factor, t);
-                else if (spec.op == "clamp_range") edited = at::where(M, t.clamp(spec.lo, spec.hi), t);
-                else if (spec.op == "mask_range")
-                    edited = t.masked_fill(M & t.ge(spec.lo) & t.le(spec.hi), spec.value);
-                else if (spec.op == "add")
-                    edited = t + M.to(dt) * neuron_vector(spec.vector, spec, n, dt, hp.name);
-                else if (spec.op == "mean")
-                    edited = at::where(M, neuron_vector(spec.mean_values, spec, n, dt, hp.name).expand_as(t), t);
-                t = edited;
+                const at::Tensor selected = rp.view(shape) & hn;
+                EditArgs args{t, selected, hn, spec, hp, targets, b.lengths, prompt_indices, source, src_len, pos_ax,
+                              has_key_axis};
+                op.apply(args);
             });
         }
     }

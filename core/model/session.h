@@ -19,7 +19,7 @@
 #include <vector>
 
 #include "core/model/model_loader.h"
-#include "nscope/intervention.h"
+#include "core/model/interventions.h"
 
 namespace nscope {
 

@@ -409,8 +409,7 @@ std::vector<PromptSpec> parse_prompts(const Ctx& c, const YAML::Node& list) {
 }
 
 // ---- interventions ---------------------------------------------------------------------------------------------
-
-const std::vector<std::string> kOps = {"zero", "mean", "scale", "set", "clamp_range", "mask_range", "add", "patch"};
+// Keys and requirements come from the op table (core/model/interventions.h).
 
 std::vector<float> float_list_or_file(const Ctx& c, const YAML::Node& item, const std::string& key,
                                       const std::string& path) {
@@ -430,53 +429,90 @@ std::vector<float> float_list_or_file(const Ctx& c, const YAML::Node& item, cons
     return out;
 }
 
+/// Read one op parameter into the spec; false when it was not given.
+bool parse_intervention_param(const Ctx& c, const YAML::Node& item, const std::string& path, const InterventionParam& p,
+                              InterventionSpec& s) {
+    const std::string key = p.key;
+    switch (p.kind) {
+        case InterventionParamKind::Number:
+            if (!item[key].IsDefined()) return false;
+            s.*p.number = get_double(c, item[key], path + "." + key);
+            return true;
+        case InterventionParamKind::Range: {
+            if (item[key].IsDefined() && (item["lo"].IsDefined() || item["hi"].IsDefined()))
+                c.fail(item[key], path + "." + key, "give either '" + key + ": [lo, hi]' or 'lo' and 'hi', not both");
+            if (item[key].IsDefined()) {
+                const YAML::Node r = item[key];
+                if (!r.IsSequence() || r.size() != 2) c.fail(r, path + "." + key, "'" + key + "' must be [lo, hi]");
+                s.lo = get_double(c, r[0], path + "." + key + "[0]");
+                s.hi = get_double(c, r[1], path + "." + key + "[1]");
+            } else if (item["lo"].IsDefined() && item["hi"].IsDefined()) {
+                s.lo = get_double(c, item["lo"], path + ".lo");
+                s.hi = get_double(c, item["hi"], path + ".hi");
+            } else if (item["lo"].IsDefined() || item["hi"].IsDefined()) {
+                c.fail(item, path, "give both 'lo' and 'hi' (or '" + key + ": [lo, hi]')");
+            } else {
+                return false;
+            }
+            if (s.lo > s.hi) c.fail(item, path, "range lower bound " + std::to_string(s.lo) + " exceeds upper bound " + std::to_string(s.hi));
+            return true;
+        }
+        case InterventionParamKind::Vector:
+            if (item[key].IsDefined() && item[key + "_file"].IsDefined())
+                c.fail(item[key], path + "." + key, "give either '" + key + "' or '" + key + "_file', not both");
+            if (!item[key].IsDefined() && !item[key + "_file"].IsDefined()) return false;
+            s.*p.values = float_list_or_file(c, item, key, path);
+            if ((s.*p.values).empty()) c.fail(item, path, "'" + key + "' is empty");
+            return true;
+        case InterventionParamKind::PromptIndex:
+            if (!item[key].IsDefined()) return false;
+            s.source_prompt = get_int(c, item[key], path + "." + key, 0, INT32_MAX);
+            return true;
+    }
+    return false;
+}
+
 InterventionEntry parse_intervention(const Ctx& c, const YAML::Node& item, const std::string& path) {
     require_map(c, item, path, "each intervention");
-    check_keys(c, item, path,
-               {"hook", "op", "neurons", "heads", "positions", "prompts", "value", "factor", "range", "lo", "hi",
-                "vector", "vector_file", "means", "means_file", "source_prompt"},
-               "an intervention");
+    std::vector<std::string> ops;
+    for (const auto& op : intervention_table()) ops.push_back(op.name);
     InterventionEntry e;
     e.loc = c.loc(item, path);
     InterventionSpec& s = e.spec;
     if (!item["hook"].IsDefined()) c.fail(item, path, "intervention needs 'hook'");
-    if (!item["op"].IsDefined()) c.fail(item, path, "intervention needs 'op' (one of " + join(kOps, ", ") + ")");
+    if (!item["op"].IsDefined()) c.fail(item, path, "intervention needs 'op' (one of " + join(ops, ", ") + ")");
     s.hook = get_string(c, item["hook"], path + ".hook");
     s.op = get_string(c, item["op"], path + ".op");
-    if (std::find(kOps.begin(), kOps.end(), s.op) == kOps.end())
-        c.fail(item["op"], path + ".op", "unknown intervention op '" + s.op + "'" + did_you_mean(s.op, kOps) +
-                                             ". Ops: " + join(kOps, ", ") + ".");
+    const InterventionOp* op = nullptr;
+    try {
+        op = &intervention_op(s.op);
+    } catch (const InputError& err) {
+        c.fail(item["op"], path + ".op", err.what());
+    }
+    // Keys: the common ones and this op's; a key that belongs to another op says so.
+    std::vector<std::string> allowed = intervention_common_keys(), own = intervention_param_keys(*op);
+    allowed.insert(allowed.end(), own.begin(), own.end());
+    for (auto it = item.begin(); it != item.end(); ++it) {
+        const std::string key = it->first.as<std::string>();
+        if (std::find(allowed.begin(), allowed.end(), key) != allowed.end()) continue;
+        std::vector<std::string> users;
+        for (const auto& other : intervention_table()) {
+            const auto keys = intervention_param_keys(other);
+            if (std::find(keys.begin(), keys.end(), key) != keys.end()) users.push_back(other.name);
+        }
+        if (!users.empty())
+            c.fail(it->first, path + "." + key, "'" + key + "' does not apply to op '" + s.op + "' (it goes with " +
+                                                    join(users, ", ") + "). Op '" + s.op + "' accepts: " + join(allowed, ", ") + ".");
+        check_keys(c, item, path, allowed, "an intervention with op '" + s.op + "'");
+    }
     if (item["neurons"].IsDefined()) s.neurons = get_int_list(c, item["neurons"], path + ".neurons");
     if (item["heads"].IsDefined()) s.heads = get_int_list(c, item["heads"], path + ".heads");
     if (item["positions"].IsDefined()) s.positions = get_int_list(c, item["positions"], path + ".positions");
     if (item["prompts"].IsDefined()) s.prompts = get_int_list(c, item["prompts"], path + ".prompts");
-    if (item["value"].IsDefined()) s.value = get_double(c, item["value"], path + ".value");
-    if (item["factor"].IsDefined()) s.factor = get_double(c, item["factor"], path + ".factor");
-    if (item["range"].IsDefined()) {
-        const YAML::Node r = item["range"];
-        if (!r.IsSequence() || r.size() != 2) c.fail(r, path + ".range", "'range' must be [lo, hi]");
-        s.lo = get_double(c, r[0], path + ".range[0]");
-        s.hi = get_double(c, r[1], path + ".range[1]");
-    }
-    if (item["lo"].IsDefined()) s.lo = get_double(c, item["lo"], path + ".lo");
-    if (item["hi"].IsDefined()) s.hi = get_double(c, item["hi"], path + ".hi");
-    s.vector = float_list_or_file(c, item, "vector", path);
-    s.mean_values = float_list_or_file(c, item, "means", path);
-    if (item["source_prompt"].IsDefined())
-        s.source_prompt = get_int(c, item["source_prompt"], path + ".source_prompt", 0, INT32_MAX);
-
-    auto need = [&](bool ok, const std::string& what) {
-        if (!ok) c.fail(item, path, "op '" + s.op + "' needs " + what);
-    };
-    if (s.op == "scale") need(item["factor"].IsDefined(), "'factor'");
-    if (s.op == "set") need(item["value"].IsDefined(), "'value'");
-    if (s.op == "clamp_range" || s.op == "mask_range") {
-        need(item["range"].IsDefined() || (item["lo"].IsDefined() && item["hi"].IsDefined()), "'range: [lo, hi]'");
-        if (s.lo > s.hi) c.fail(item, path, "range lower bound " + std::to_string(s.lo) + " exceeds upper bound");
-    }
-    if (s.op == "add") need(!s.vector.empty(), "'vector' (a list of numbers) or 'vector_file' (.npy)");
-    if (s.op == "mean") need(!s.mean_values.empty(), "'means' (per-neuron means) or 'means_file' (.npy, e.g. a stats result)");
-    if (s.op == "patch") need(s.source_prompt.has_value(), "'source_prompt' (the prompt whose clean run supplies the values)");
+    for (const auto& p : op->params)
+        if (!parse_intervention_param(c, item, path, p, s) && p.required)
+            c.fail(item, path, "op '" + s.op + "' needs '" + p.key + "' (" + p.meaning + ")" +
+                                   (p.kind == InterventionParamKind::Vector ? " or '" + std::string(p.key) + "_file' (.npy)" : ""));
     s.raw = yaml_to_json(item);
     return e;
 }
@@ -685,12 +721,12 @@ Recipe parse_recipe(const YAML::Node& input, const std::string& source, const fs
 }
 
 std::vector<InterventionEntry> parse_interventions(const YAML::Node& list, const std::string& source,
-                                                  const fs::path& base_dir) {
+                                                  const fs::path& base_dir, int index_base) {
     Ctx c(source, base_dir);
     require_seq(c, list, "interventions", "'interventions'");
     std::vector<InterventionEntry> out;
     for (size_t i = 0; i < list.size(); ++i)
-        out.push_back(parse_intervention(c, list[i], "interventions[" + std::to_string(i) + "]"));
+        out.push_back(parse_intervention(c, list[i], "interventions[" + std::to_string(i + index_base) + "]"));
     return out;
 }
 

@@ -1,4 +1,4 @@
-// YAML recipes (DESIGN.md "Recipes"): parsing, overrides and validation.
+// YAML recipes (docs/architecture.md "Recipes"): parsing, overrides and validation.
 //
 // Parsing turns the YAML into a Recipe and rejects unknown keys ("did you mean"), wrong types and missing
 // files with file:line:column. Everything that needs the model's hook list or the plugins (hook patterns,
@@ -15,7 +15,7 @@
 #include <nlohmann/json.hpp>
 #include <yaml-cpp/yaml.h>
 
-#include "nscope/intervention.h"
+#include "core/model/interventions.h"
 
 namespace nscope {
 
@@ -87,9 +87,10 @@ Recipe parse_recipe(const YAML::Node& root, const std::string& source, const std
                     const std::vector<std::string>& overrides = {});
 
 /// Validate a list of interventions written as in a recipe's `interventions:` (e.g. from a Lua table).
-/// `source` names the list in errors; files (vector_file, ...) resolve against `base_dir`.
+/// `source` names the list in errors; files (vector_file, ...) resolve against `base_dir`. Entries are
+/// numbered from `index_base` in messages (1 for Lua tables, whose users count from 1).
 std::vector<InterventionEntry> parse_interventions(const YAML::Node& list, const std::string& source,
-                                                  const std::filesystem::path& base_dir);
+                                                  const std::filesystem::path& base_dir, int index_base = 0);
 
 /// Convert JSON (e.g. a manifest's resolved recipe) to a YAML node.
 YAML::Node json_to_yaml(const nlohmann::json& j);

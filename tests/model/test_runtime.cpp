@@ -8,9 +8,12 @@
 #include <filesystem>
 #include <fstream>
 
+#include <nlohmann/json.hpp>
+
 #include "core/model/hook_match.h"
 #include "core/model/interventions.h"
 #include "core/model/safetensors.h"
+#include "core/util/text.h"
 #include "nscope/error.h"
 #include "tests/support/cli.h"
 
@@ -30,6 +33,26 @@ std::string copy_model(const std::string& name, const std::string& tag) {
     fs::permissions(dir + "/model.safetensors", fs::perms::owner_write, fs::perm_options::add);
     fs::permissions(dir + "/config.json", fs::perms::owner_write, fs::perm_options::add);
     return dir;
+}
+
+/// The address ranges at which this process maps `file` (from /proc/self/maps).
+std::vector<std::pair<uintptr_t, uintptr_t>> mappings_of(const std::string& file) {
+    const std::string target = fs::canonical(file).string();
+    std::vector<std::pair<uintptr_t, uintptr_t>> out;
+    std::ifstream maps("/proc/self/maps");
+    for (std::string line; std::getline(maps, line);) {
+        if (line.size() < target.size() || line.compare(line.size() - target.size(), target.size(), target) != 0) continue;
+        const size_t dash = line.find('-'), space = line.find(' ');
+        out.emplace_back(std::stoull(line.substr(0, dash), nullptr, 16), std::stoull(line.substr(dash + 1, space - dash - 1), nullptr, 16));
+    }
+    return out;
+}
+
+bool inside(const std::vector<std::pair<uintptr_t, uintptr_t>>& ranges, const void* p) {
+    const auto a = reinterpret_cast<uintptr_t>(p);
+    for (const auto& [lo, hi] : ranges)
+        if (a >= lo && a < hi) return true;
+    return false;
 }
 
 void write_bytes(const std::string& path, const std::string& header, size_t data_bytes) {
@@ -169,7 +192,7 @@ TEST_CASE("scale, set, add and mean edit exactly the selected values", "[model][
 
     auto mn = spec(hook, "mean");
     mn.neurons = {0};
-    mn.mean_values = {0.25f};
+    mn.means = {0.25f};
     mn.prompts = {1};  // only prompt 1
     e = g.run({mn}, {hook}).captures.at(hook);
     CHECK(maxdiff(e[1].select(1, 0).narrow(0, 0, 5), at::full({5}, 0.25)) < 1e-7);
@@ -190,9 +213,12 @@ TEST_CASE("mask_range replaces only values inside [lo, hi]; clamp_range clamps",
 
     auto cr = spec(hook, "clamp_range");
     cr.lo = -0.05, cr.hi = 0.2;
+    cr.neurons = {0, 1, 2, 3, 4, 5, 6, 7};
     const at::Tensor k = g.run({cr}, {hook}).captures.at(hook);
-    CHECK(k.max().item<double>() <= 0.2 + 1e-7);
-    CHECK(k.min().item<double>() >= -0.05 - 1e-7);
+    const at::Tensor sel = c.narrow(-1, 0, 8), rest = c.narrow(-1, 8, c.size(-1) - 8);
+    REQUIRE((sel.gt(0.2) | sel.lt(-0.05)).sum().item<int64_t>() > 0);  // some values really are outside
+    CHECK(maxdiff(k.narrow(-1, 0, 8), sel.clamp(-0.05, 0.2)) == 0.0);   // the selected neurons, clamped
+    CHECK(maxdiff(k.narrow(-1, 8, c.size(-1) - 8), rest) == 0.0);       // the others untouched
 }
 
 TEST_CASE("heads select the head dimension of attention hooks", "[model][interventions]") {
@@ -242,7 +268,7 @@ TEST_CASE("invalid intervention specs are rejected with InputError", "[model][in
     const auto& hooks = g.m.adapter->hook_points();
     auto bad_op = spec("blocks.0.mlp.hook_post", "zap");
     CHECK_THROWS_AS(validate_intervention(hooks, bad_op), InputError);
-    CHECK_THROWS_WITH(validate_intervention(hooks, bad_op), Catch::Contains("unknown op 'zap'"));
+    CHECK_THROWS_WITH(validate_intervention(hooks, bad_op), Catch::Contains("unknown intervention op 'zap'"));
     auto bad_neuron = spec("blocks.0.mlp.hook_post", "zero");
     bad_neuron.neurons = {256};
     CHECK_THROWS_WITH(validate_intervention(hooks, bad_neuron),
@@ -259,9 +285,13 @@ TEST_CASE("invalid intervention specs are rejected with InputError", "[model][in
     auto bad_pos = spec("blocks.0.hook_resid_post", "zero");
     bad_pos.positions = {6};  // prompt 1 has 5 tokens
     CHECK_THROWS_WITH(g.run({bad_pos}, {}), Catch::Contains("position 6 is outside prompt 1"));
-    CHECK_THROWS_AS(intervention_from_json({{"hook", "x"}, {"op", "zero"}, {"nurons", {1}}}), InputError);
-    const auto parsed = intervention_from_json({{"hook", "blocks.1.mlp.hook_post"}, {"neurons", {12, 40}}, {"op", "zero"}});
-    CHECK(parsed.neurons == std::vector<int64_t>{12, 40});
+    auto bad_prompt = spec("blocks.0.hook_resid_post", "patch");
+    bad_prompt.source_prompt = 2;
+    CHECK_THROWS_WITH(validate_intervention(hooks, bad_prompt, 2),
+                      Catch::Contains("source_prompt 2 is not a prompt of this run (2 prompts: 0..1)"));
+    auto bad_range = spec("blocks.0.hook_resid_post", "clamp_range");
+    bad_range.lo = 1, bad_range.hi = -1;
+    CHECK_THROWS_WITH(validate_intervention(hooks, bad_range), Catch::Contains("lo (1) is greater than hi (-1)"));
 }
 
 TEST_CASE("hook patterns: exact, glob, range; no match suggests near names", "[model][hooks]") {
@@ -311,6 +341,44 @@ TEST_CASE("safetensors: truncated file, corrupt header, overlapping offsets, bad
     CHECK_THROWS_WITH(SafetensorsFile(d2 + "/dtype.safetensors"), Catch::Contains("unsupported dtype 'F8'"));
 }
 
+TEST_CASE("safetensors: a tensor name that is not UTF-8 is bad input with a readable message, and the run's manifest stays valid JSON",
+          "[model][safetensors][errors]") {
+    const std::string dir = copy_model("gpt2", "utf8");
+    {  // corrupt one byte of the first tensor name in the JSON header
+        std::fstream f(dir + "/model.safetensors", std::ios::in | std::ios::out | std::ios::binary);
+        std::string head(4096, '\0');
+        f.read(head.data(), static_cast<std::streamsize>(head.size()));
+        const size_t at = head.find("\"transformer.h.0.");
+        REQUIRE(at != std::string::npos);
+        f.clear();
+        f.seekp(static_cast<std::streamoff>(at + 2));
+        f.put('\xff');
+    }
+    const auto info = run_nscope({"info", dir});
+    INFO(info.err);
+    CHECK(info.exit_code == 2);
+    CHECK_THAT(info.err, Catch::Contains("model.safetensors") && !Catch::Contains("internal error"));
+    CHECK(valid_utf8(info.err) == info.err);
+
+    const std::string out = temp_dir("utf8-run");
+    const std::string recipe = out + "/r.yaml";
+    std::ofstream(recipe) << "name: utf8\nmodel: { path: " << dir << " }\nprompts: [ { ids: [[1, 2, 3]] } ]\n"
+                          << "hooks: [ blocks.0.mlp.hook_post ]\nanalyses: [ { id: s, use: stats } ]\n";
+    const auto run = run_nscope({"run", recipe, "--out", out});
+    INFO(run.err);
+    CHECK(run.exit_code == 2);
+    CHECK_THAT(run.err, !Catch::Contains("internal error"));
+    size_t manifests = 0;
+    for (const auto& e : fs::recursive_directory_iterator(out))
+        if (e.path().filename() == "manifest.json") {
+            const auto m = nlohmann::json::parse(read_file(e.path().string()));  // throws if not valid JSON
+            CHECK(m["status"] == "failed");
+            CHECK(m["exit_status"] == 2);
+            ++manifests;
+        }
+    CHECK(manifests == 1);
+}
+
 TEST_CASE("safetensors tensors alias a copy-on-write mapping: in-place edits never reach the file", "[model][safetensors]") {
     const std::string dir = copy_model("gpt2", "cow");
     {
@@ -318,10 +386,15 @@ TEST_CASE("safetensors tensors alias a copy-on-write mapping: in-place edits nev
         CHECK(w.contains("wte.weight"));          // `transformer.` prefix stripped
         CHECK_FALSE(w.contains("h.0.attn.bias"));  // buffers ignored
         at::Tensor t = w.get("wte.weight");
+        const auto maps = mappings_of(dir + "/model.safetensors");
+        REQUIRE_FALSE(maps.empty());
+        CHECK(inside(maps, t.data_ptr()));                          // no copy: the tensor is the mapping
+        CHECK(w.get("wte.weight").data_ptr() == t.data_ptr());      // and every get aliases the same bytes
         t.add_(100.0);
+        CHECK(w.get("wte.weight").abs().min().item<double>() > 50.0);  // the edit is visible in memory...
     }
     SafetensorsWeights again({dir + "/model.safetensors"});
-    CHECK(again.get("wte.weight").abs().max().item<double>() < 50.0);
+    CHECK(again.get("wte.weight").abs().max().item<double>() < 50.0);  // ...but never reached the file
 }
 
 TEST_CASE("sharded checkpoints load through model.safetensors.index.json", "[model][safetensors]") {
@@ -408,7 +481,7 @@ TEST_CASE("nscope hooks lists every hook with its shape; --json; --filter", "[mo
     CHECK(j["adapter"] == "llama");
     CHECK(j["hooks"].size() == 1 + 2 * 16 + 2);
     CHECK(j["hooks"][4]["name"] == "blocks.0.attn.hook_k");
-    CHECK(j["hooks"][4]["sizes"] == nlohmann::json({-1, -1, 2, 16}));
+    CHECK(j["hooks"][4]["shape"] == nlohmann::json({-1, -1, 2, 16}));
     r = run_nscope({"hooks", fixture_model("bert"), "--filter", "blocks.*.mlp.hook_post"});
     CHECK(r.out == "blocks.0.mlp.hook_post [batch, pos, 128]\nblocks.1.mlp.hook_post [batch, pos, 128]\n");
     r = run_nscope({"hooks", fixture_model("bert"), "--filter", "blocks.0.mlp.hook_psot"});
@@ -436,10 +509,21 @@ TEST_CASE("nscope info reports architecture, adapter, parameters, dims and memor
 
 TEST_CASE("trainable models own their parameters and backpropagate; init_random is seeded", "[model][train]") {
     for (const std::string name : {"gpt2", "llama"}) {
+        // Positive control: a model loaded for inference aliases the file mapping (no copy of its weights).
+        LoadedModel frozen = load_model(registry(), fixture_model(name), {at::kFloat, false});
+        const auto maps = mappings_of(fixture_model(name) + "/model.safetensors");
+        REQUIRE_FALSE(maps.empty());
+        size_t aliased = 0;
+        for (const auto& [n, t] : frozen.adapter->named_parameters()) aliased += inside(maps, t.data_ptr()) ? 1 : 0;
+        CHECK(aliased > 0);
         LoadedModel m = load_model(registry(), fixture_model(name), {at::kFloat, true});
         auto params = m.adapter->named_parameters();
         REQUIRE(!params.empty());
-        for (const auto& [n, t] : params) CHECK(t.requires_grad());
+        for (const auto& [n, t] : params) {
+            CHECK(t.requires_grad());
+            INFO(n);
+            CHECK_FALSE(inside(maps, t.data_ptr()));  // owned: cloned out of the file mapping
+        }
         const at::Tensor ids = at::tensor(std::vector<int64_t>{1, 17, 923}, at::kLong).view({1, 3});
         at::Tensor logits = m.adapter->forward({ids, at::ones({1, 3}, at::kLong), {}}, nullptr);
         logits.logsumexp(-1).sum().backward();
