@@ -1,4 +1,4 @@
-// nscope — the NeuronScope host. See DESIGN.md "CLI" for the contract.
+// nscope — the NeuronScope host. See docs/architecture.md "CLI" for the contract.
 #include <cstdio>
 #include <iostream>
 
@@ -8,6 +8,7 @@
 #include "core/model/tensor_allocator.h"
 #include "core/util/allocator.h"
 #include "core/util/log.h"
+#include "core/util/text.h"
 #include "nscope/error.h"
 #include "nscope/version.h"
 
@@ -72,10 +73,10 @@ int main(int argc, char** argv) {
         }
         return ctx.action();
     } catch (const Error& e) {
-        spdlog::error("{}", e.what());
+        spdlog::error("{}", valid_utf8(e.what()));
         return e.exit_code();
     } catch (const std::exception& e) {
-        spdlog::error("internal error: {}", e.what());
+        spdlog::error("internal error: {}", valid_utf8(e.what()));
         return 3;
     }
 }

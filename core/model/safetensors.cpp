@@ -130,7 +130,7 @@ SafetensorsFile::SafetensorsFile(const fs::path& path) : path_(path) {
                                        reinterpret_cast<const char*>(map_->data()) + 8 + n);
     } catch (const nlohmann::json::exception& e) {
         throw InputError(where + ": corrupt safetensors header: the " + std::to_string(n) +
-                         "-byte JSON header does not parse (" + e.what() + "). Re-download or re-save the file.");
+                         "-byte JSON header does not parse (" + valid_utf8(e.what()) + "). Re-download or re-save the file.");
     }
     if (!header.is_object())
         throw InputError(where + ": corrupt safetensors header: expected a JSON object of tensors");
@@ -140,7 +140,7 @@ SafetensorsFile::SafetensorsFile(const fs::path& path) : path_(path) {
             metadata_ = it.value();
             continue;
         }
-        const std::string tw = where + ": tensor '" + it.key() + "'";
+        const std::string tw = where + ": tensor '" + valid_utf8(it.key()) + "'";
         const auto& v = it.value();
         if (!v.is_object() || !v.contains("dtype") || !v.contains("shape") || !v.contains("data_offsets") ||
             !v["dtype"].is_string() || !v["shape"].is_array() || !v["data_offsets"].is_array() ||
