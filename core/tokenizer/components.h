@@ -121,6 +121,7 @@ class Model {
 public:
     virtual ~Model() = default;
     virtual void tokenize(std::u32string_view word, std::vector<ModelToken>& out) const = 0;
+    virtual ModelStats stats() const { return {}; }
     std::optional<int64_t> token_to_id(std::string_view token) const;
     const std::string& id_to_token(int64_t id) const;  // "" if unknown
 

@@ -1,6 +1,7 @@
 // Models: BPE (byte-level and SentencePiece-style with byte fallback), WordPiece, WordLevel.
 #include <array>
 #include <cstdio>
+#include <atomic>
 #include <mutex>
 #include <queue>
 
@@ -102,14 +103,21 @@ public:
             auto it = cache_.find(utf8);
             if (it != cache_.end()) {
                 out.insert(out.end(), it->second.begin(), it->second.end());
+                cache_hits_.fetch_add(1, std::memory_order_relaxed);
                 return;
             }
         }
+        cache_misses_.fetch_add(1, std::memory_order_relaxed);
         std::vector<ModelToken> result;
         merge_word(word, result);
         out.insert(out.end(), result.begin(), result.end());
         std::lock_guard<std::mutex> lock(cache_mutex_);
         if (cache_.size() < kCacheCapacity) cache_.emplace(utf8, std::move(result));
+    }
+
+    ModelStats stats() const override {
+        return {cache_hits_.load(std::memory_order_relaxed), cache_misses_.load(std::memory_order_relaxed),
+                queue_pops_.load(std::memory_order_relaxed)};
     }
 
 private:
@@ -178,9 +186,11 @@ private:
             if (it != merges_.end()) queue.push({it->second.first, left, it->second.second});
         };
         for (int i = 0; i + 1 < n; ++i) push(i);
+        uint64_t pops = 0;
         while (!queue.empty()) {
             const Candidate top = queue.top();
             queue.pop();
+            ++pops;
             Symbol& left = syms[static_cast<size_t>(top.pos)];
             if (!left.alive || left.next < 0) continue;
             Symbol& right = syms[static_cast<size_t>(left.next)];
@@ -194,6 +204,7 @@ private:
             if (left.prev >= 0) push(left.prev);
             push(top.pos);
         }
+        queue_pops_.fetch_add(pops, std::memory_order_relaxed);
         for (int i = n > 0 ? 0 : -1; i >= 0; i = syms[static_cast<size_t>(i)].next)
             out.push_back({syms[static_cast<size_t>(i)].id, syms[static_cast<size_t>(i)].begin,
                            syms[static_cast<size_t>(i)].end});
@@ -205,6 +216,7 @@ private:
     std::unordered_map<uint64_t, std::pair<uint32_t, int64_t>> merges_;  // (a, b) -> (rank, merged id)
     mutable std::mutex cache_mutex_;
     mutable std::unordered_map<std::string, std::vector<ModelToken>> cache_;
+    mutable std::atomic<uint64_t> cache_hits_{0}, cache_misses_{0}, queue_pops_{0};
 };
 
 class WordPiece : public Model {

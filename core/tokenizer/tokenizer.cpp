@@ -367,5 +367,6 @@ std::optional<int64_t> Tokenizer::eos_id() const { return impl_->eos; }
 std::optional<int64_t> Tokenizer::unk_id() const { return impl_->model->unk_id; }
 const std::string& Tokenizer::model_type() const { return impl_->model->type; }
 const std::string& Tokenizer::origin() const { return impl_->origin; }
+ModelStats Tokenizer::model_stats() const { return impl_->model->stats(); }
 
 }  // namespace nscope

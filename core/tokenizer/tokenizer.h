@@ -30,6 +30,12 @@
 
 namespace nscope {
 
+/// Work counters of a tokenizer's model (for tests and diagnostics).
+struct ModelStats {
+    uint64_t cache_hits = 0, cache_misses = 0;  ///< BPE word cache
+    uint64_t queue_pops = 0;                    ///< BPE merge candidates examined (the merge loop's work)
+};
+
 /// The result of encoding one text. All vectors have the same length.
 struct Encoding {
     std::vector<int64_t> ids;
@@ -85,6 +91,8 @@ public:
     const std::string& model_type() const;
     /// Where the tokenizer was loaded from.
     const std::string& origin() const;
+    /// Work counters of the model (BPE: word cache hits / misses, merge candidates examined).
+    ModelStats model_stats() const;
 
 private:
     struct Impl;

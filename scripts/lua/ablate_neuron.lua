@@ -55,6 +55,10 @@ for i = 1, #prompts do
   local before, after = clean.logits[{ i, last }], edited.logits[{ i, last }]
   local kl = nscope.kl_div(before, after)
   total_kl = total_kl + kl
+  local was, now = clean[hook][{ i, last, neuron }], edited[hook][{ i, last, neuron }]
+  assert(math.abs(now - was * scale) <= 1e-5 * (1 + math.abs(was * scale)),
+    ("prompt %d: the edited neuron is %g, expected %g x %g"):format(i, now, was, scale))
+  assert(kl >= 0, "KL divergence is negative")
   print(("prompt %d %s"):format(i, table.concat(clean.tokens[i], "")))
   print(("  neuron value at the last token: %.4f -> %.4f"):format(
     clean[hook][{ i, last, neuron }], edited[hook][{ i, last, neuron }]))
@@ -63,4 +67,6 @@ for i = 1, #prompts do
   print("  top after:  " .. top_list(after))
 end
 print(("mean KL over %d prompts: %.6g"):format(#prompts, total_kl / #prompts))
+-- An edit that changes the neuron somewhere must move some next-token distribution.
+if scale ~= 1 then assert(total_kl > 0, "editing the neuron changed no next-token distribution") end
 print("ABLATION_OK")

@@ -30,10 +30,13 @@ for k, name in ipairs(names) do
   local a = cache[name][{ 1, la }]  -- [d_model], last token of A
   local b = cache[name][{ 2, lb }]
   cosines[k] = a:cosine(b)
+  local by_hand = a:dot(b) / (a:norm() * b:norm())  -- the definition, as a check of t:cosine
+  assert(math.abs(cosines[k] - by_hand) < 1e-4, ("%s: cosine %g, by hand %g"):format(name, cosines[k], by_hand))
   print(("%-28s cosine(A, B) = %.4f   |A-B| = %.4f"):format(name, cosines[k], (a - b):norm()))
 end
 
 local most = cosines:argmin()
+for k = 1, #names do assert(cosines[most] <= cosines[k], "argmin is not the smallest cosine") end
 print(("most different: %s (cosine %.4f)"):format(names[most], cosines[most]))
 print("saved " .. cosines:save("cosine_by_layer.npy"))
 print("COMPARE_OK")

@@ -49,5 +49,7 @@ for c, path in ipairs(checkpoints) do
       h, means[l]:cosine(base_means[l]), change:mean(), idx[1] - 1, idx[2] - 1, idx[3] - 1))
   end
 end
+-- A fine-tuned checkpoint differs from its base somewhere (the base against itself would be all zeros).
+assert(drift:max() > 0, "no neuron mean changed between the base model and its checkpoints")
 print("saved " .. drift:save("drift.npy"))
 print("DRIFT_OK")

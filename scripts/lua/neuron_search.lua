@@ -56,5 +56,9 @@ local stats = nscope.analyze("stats", cache, { threshold = 0.1 })
 print(("stats: %d tokens, %d neurons"):format(stats.summary.tokens, stats.summary.neurons))
 local plugin_mean = stats.arrays[hook .. ".mean"]
 print(("stats mean of neuron %d: %.4f (script: %.4f)"):format(neuron, plugin_mean[neuron], mean[neuron]))
+assert(math.abs(plugin_mean[neuron] - mean[neuron]) <= 1e-4 * (1 + math.abs(mean[neuron])),
+  "the stats plugin and the script disagree on the neuron's mean")
+for r = 2, k do assert(values[r] <= values[r - 1], "top values are not in descending order") end
+assert(values[k] > -1e8, "a padded position made the top list")
 print("exported to " .. nscope.export("json", { stats = stats }))
 print("NEURON_SEARCH_OK")

@@ -2,11 +2,14 @@
 // and produce the results their documentation (docs/examples.md) describes.
 #include <catch2/catch.hpp>
 
+#include <cmath>
 #include <filesystem>
+#include <set>
 #include <fstream>
 
 #include <nlohmann/json.hpp>
 
+#include "core/util/npy.h"
 #include "tests/support/cli.h"
 
 namespace fs = std::filesystem;
@@ -15,9 +18,11 @@ using nscope::test::run_nscope;
 namespace {
 const std::string kSource = NSCOPE_SOURCE_DIR;
 
-fs::path run_example(const std::string& recipe, const std::string& name) {
+fs::path run_example(const std::string& recipe, const std::string& name, const std::vector<std::string>& sets = {}) {
     const std::string out = nscope::test::temp_dir("example");
-    const auto r = run_nscope({"run", kSource + "/configs/" + recipe, "--out", out});
+    std::vector<std::string> args = {"run", kSource + "/configs/" + recipe, "--out", out};
+    for (const auto& s : sets) args.insert(args.end(), {"--set", s});
+    const auto r = run_nscope(args);
     INFO(r.err);
     REQUIRE(r.exit_code == 0);
     std::vector<fs::path> runs;
@@ -32,6 +37,38 @@ nlohmann::json result(const fs::path& run, const std::string& id) {
     std::ifstream in(run / "results" / (id + ".json"));
     return nlohmann::json::parse(in)["data"];
 }
+
+/// Column `name` of a result table's row.
+const nlohmann::json& cell(const nlohmann::json& table, const nlohmann::json& row, const std::string& name) {
+    const auto& cols = table["columns"];
+    for (size_t i = 0; i < cols.size(); ++i)
+        if (cols[i] == name) return row[i];
+    FAIL("no column " << name);
+    static const nlohmann::json none;
+    return none;
+}
+
+/// The activation vector of prompt `prompt` at its last real token (`from_end` 1) or the one before (2), ...,
+/// from an `activations` export.
+std::vector<double> last_token_vector(const fs::path& run, const std::string& hook, int64_t prompt, int64_t from_end = 1) {
+    const nscope::NpyArray a = nscope::read_npy(run / "activations" / (hook + ".npy"));
+    const nscope::NpyArray mask = nscope::read_npy(run / "activations/attention_mask.npy");
+    const auto v = a.to_f32();
+    const auto m = mask.to_i64();
+    const int64_t P = a.shape[1], D = a.shape[2];
+    int64_t last = -1;
+    for (int64_t p = 0; p < P; ++p)
+        if (m[static_cast<size_t>(prompt * P + p)]) last = p;
+    REQUIRE(last + 1 >= from_end);
+    const float* x = v.data() + (prompt * P + last + 1 - from_end) * D;
+    return std::vector<double>(x, x + D);
+}
+
+double cosine(const std::vector<double>& a, const std::vector<double>& b) {
+    double ab = 0, aa = 0, bb = 0;
+    for (size_t i = 0; i < a.size(); ++i) ab += a[i] * b[i], aa += a[i] * a[i], bb += b[i] * b[i];
+    return ab / std::sqrt(aa * bb);
+}
 }  // namespace
 
 TEST_CASE("example: quickstart finds live neurons with top contexts and writes the report and database",
@@ -41,31 +78,76 @@ TEST_CASE("example: quickstart finds live neurons with top contexts and writes t
     CHECK(fs::exists(run / "results/neurons.sqlite"));
     const auto stats = result(run, "stats");
     CHECK(stats["summary"]["tokens"].get<int64_t>() > 40000);
-    const auto top = result(run, "top");
-    CHECK(top["tables"]["top_activations"]["rows"].size() > 1000);
+    // Live neurons: in every layer most neurons are not dead, and their top contexts are real activations.
     const auto dead = result(run, "dead");
-    CHECK(dead["tables"]["layers"]["rows"].size() == 4);
+    const auto& layers = dead["tables"]["layers"];
+    REQUIRE(layers["rows"].size() == 4);
+    for (const auto& row : layers["rows"]) {
+        const int64_t neurons = cell(layers, row, "neurons"), dead_n = cell(layers, row, "dead");
+        INFO(cell(layers, row, "hook") << ": " << dead_n << " dead of " << neurons);
+        CHECK(neurons == 1024);  // 4 x d_model 256
+        CHECK(dead_n < neurons / 2);
+    }
+    const auto top = result(run, "top");
+    const auto& acts = top["tables"]["top_activations"];
+    REQUIRE(acts["rows"].size() > 1000);
+    size_t strong = 0;
+    for (const auto& row : acts["rows"]) {
+        const double value = cell(acts, row, "value");
+        strong += value > 0.1 ? 1 : 0;  // the stats threshold of this recipe
+        CHECK_FALSE(cell(acts, row, "token").get<std::string>().empty());
+    }
+    CHECK(strong > acts["rows"].size() / 2);
 }
 
 TEST_CASE("example: bank-polysemy compares the three senses of 'bank' at that token, layer by layer",
           "[example]") {
-    const fs::path run = run_example("bank-polysemy.yaml", "bank-polysemy");
+    const fs::path run = run_example("bank-polysemy.yaml", "bank-polysemy", {"exports=[json, activations]"});
     const auto senses = result(run, "senses");
     const auto& pairs = senses["tables"]["pairs"];
     // 4 river x 2 siege + 4 river x 2 money + 2 siege x 2 money = 20 cross-sense pairs, for 8 hooks
-    CHECK(pairs["rows"].size() == 20 * 8);
+    REQUIRE(pairs["rows"].size() == 20 * 8);
+    // Each cosine is that of the two prompts' vectors at their last token ("bank"), recomputed from the
+    // exported activations.
     for (const auto& row : pairs["rows"]) {
-        const double cos = row[7].get<double>();
-        CHECK(cos <= 1.0 + 1e-6);
-        CHECK(cos >= -1.0 - 1e-6);
+        const std::string hook = cell(pairs, row, "hook");
+        const int64_t a = cell(pairs, row, "a"), b = cell(pairs, row, "b");
+        INFO(hook << " prompts " << a << ", " << b);
+        const double expected = cosine(last_token_vector(run, hook, a), last_token_vector(run, hook, b));
+        CHECK(cell(pairs, row, "cosine").get<double>() == Approx(expected).epsilon(1e-4));
     }
 }
 
 TEST_CASE("example: engineer-pairs pairs each occupation's man / woman sentences", "[example]") {
-    const fs::path run = run_example("engineer-pairs.yaml", "engineer-pairs");
+    const fs::path run = run_example("engineer-pairs.yaml", "engineer-pairs", {"exports=[json, activations]"});
     const auto pairs = result(run, "pairs");
     CHECK(pairs["summary"]["pairs"] == 5);
-    CHECK(pairs["tables"]["pairs"]["rows"].size() == 5 * 8);
+    const auto& table = pairs["tables"]["pairs"];
+    REQUIRE(table["rows"].size() == 5 * 8);
+    std::set<std::string> jobs;
+    for (const auto& row : table["rows"]) {
+        // The two sentences of a pair differ only in man / woman: same occupation.
+        const std::string a = cell(table, row, "a_text"), b = cell(table, row, "b_text");
+        INFO(a << " | " << b);
+        REQUIRE(a.size() > 5);
+        REQUIRE(b.size() > 7);
+        CHECK(a.substr(a.size() - 5) == " man,");
+        CHECK(b.substr(b.size() - 7) == " woman,");
+        CHECK(a.substr(0, a.size() - 5) == b.substr(0, b.size() - 7));
+        jobs.insert(a.substr(0, a.size() - 5));
+    }
+    CHECK(jobs.size() == 5);
+    // The `word` analysis pools at " man" / " woman" (the token before the trailing comma), not at the comma.
+    const auto word = result(run, "word");
+    const auto& wt = word["tables"]["pairs"];
+    REQUIRE(wt["rows"].size() == 5 * 8);
+    for (const auto& row : wt["rows"]) {
+        const std::string hook = cell(wt, row, "hook");
+        const int64_t a = cell(wt, row, "a"), b = cell(wt, row, "b");
+        INFO(hook << " prompts " << a << ", " << b);
+        const double at_word = cosine(last_token_vector(run, hook, a, 2), last_token_vector(run, hook, b, 2));
+        CHECK(cell(wt, row, "cosine").get<double>() == Approx(at_word).epsilon(1e-4));
+    }
 }
 
 TEST_CASE("example: neuron-ablation changes the next-token distribution of every ablated copy", "[example]") {
@@ -77,7 +159,10 @@ TEST_CASE("example: neuron-ablation changes the next-token distribution of every
 }
 
 TEST_CASE("example Lua scripts run on the bundled model", "[example][lua]") {
-    for (const std::string script : {"ablate_neuron.lua", "compare_prompts.lua", "neuron_search.lua"}) {
+    // Each script asserts its own comparisons before it prints its marker (a failed assert exits 2).
+    const std::vector<std::pair<std::string, std::string>> scripts = {
+        {"ablate_neuron.lua", "ABLATION_OK"}, {"compare_prompts.lua", "COMPARE_OK"}, {"neuron_search.lua", "NEURON_SEARCH_OK"}};
+    for (const auto& [script, marker] : scripts) {
         DYNAMIC_SECTION(script) {
             const std::string out = nscope::test::temp_dir("example-lua");
             const auto r = run_nscope({"script", kSource + "/scripts/lua/" + script, "--out", out, "--",
@@ -85,6 +170,7 @@ TEST_CASE("example Lua scripts run on the bundled model", "[example][lua]") {
             INFO(r.out);
             INFO(r.err);
             CHECK(r.exit_code == 0);
+            CHECK_THAT(r.out, Catch::Contains(marker));
         }
     }
 }

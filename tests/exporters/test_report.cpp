@@ -11,6 +11,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "core/util/files.h"
 #include "tests/analyzers/synthetic.h"
 #include "tests/support/cli.h"
 
@@ -149,6 +150,7 @@ TEST_CASE("report exporter: sections for absent analyses are omitted and paramet
     run.prompts = {&p0};
     ExportContext ctx;
     ctx.run_dir = dir;
+    ctx.host = &host_services();
     ctx.run = &run;
     auto e = nscope::test::registry().create_exporter("report");
     e->configure(nlohmann::json::object());
@@ -196,6 +198,7 @@ TEST_CASE("report exporter: streamed histograms put every value in the bin a dir
     const std::string dir = nscope::test::temp_dir("report-hist");
     ExportContext ctx;
     ctx.run_dir = dir;
+    ctx.host = &host_services();
     e->write(ctx);
     const std::string page = nscope::test::read_file(dir + "/report.html");
     const size_t data_at = page.find("<script type=\"application/json\" id=\"nscope-data\">");

@@ -155,25 +155,53 @@ TEST_CASE("fixture tokenizers expose special ids, token strings and readable tok
     CHECK(mistral.decode({*b1, *b2}) == "\xEF\xBF\xBD\xEF\xBF\xBD");
 }
 
-TEST_CASE("BPE has no quadratic blow-up and caches words: a 20000-character word tokenizes", "[tokenizer]") {
+TEST_CASE("BPE merge work grows near-linearly with word length (no quadratic blow-up)", "[tokenizer]") {
+    // The merge loop's work is the merge candidates it examines: a quadratic implementation rescans every pair
+    // after each merge. Doubling the word must roughly double the work, and stay within a few per character.
     const auto gpt2 = fixture("gpt2");
-    const std::string word(20000, 'x');
-    const Encoding e = gpt2.encode(word, false);
-    size_t covered = 0;
-    for (size_t i = 0; i < e.size(); ++i) {
-        CHECK(e.offsets[i].first == covered);
-        covered = e.offsets[i].second;
-    }
-    CHECK(covered == 20000);
-    CHECK(gpt2.decode(e.ids) == word);
-    CHECK(gpt2.encode(word, false).ids == e.ids);  // second call served from the cache
+    auto work = [&](size_t n) {
+        const auto tok = fixture("gpt2");  // a fresh instance: a cold word cache
+        const std::string word(n, 'x');
+        const Encoding e = tok.encode(word, false);
+        size_t covered = 0;
+        for (size_t i = 0; i < e.size(); ++i) {
+            CHECK(e.offsets[i].first == covered);
+            covered = e.offsets[i].second;
+        }
+        CHECK(covered == n);
+        CHECK(tok.decode(e.ids) == word);
+        return tok.model_stats().queue_pops;
+    };
+    const uint64_t w1 = work(10000), w2 = work(20000);
+    INFO("merge candidates examined: " << w1 << " for 10000 characters, " << w2 << " for 20000");
+    CHECK(w2 < 8 * 20000);
+    CHECK(static_cast<double>(w2) / static_cast<double>(w1) < 2.5);
 }
 
-TEST_CASE("encode is safe to call from several threads", "[tokenizer]") {
-    const auto tok = fixture("mistral");
+TEST_CASE("BPE caches words: a repeated word is merged once, then served from the cache", "[tokenizer]") {
+    const auto gpt2 = fixture("gpt2");
+    const std::string text = "interpretability interpretability interpretability";
+    const Encoding first = gpt2.encode(text, false);
+    const ModelStats after_first = gpt2.model_stats();
+    CHECK(after_first.cache_misses == 2);  // "interpretability" and " interpretability" (the space is part of it)
+    CHECK(after_first.cache_hits == 1);
+    const uint64_t pops = after_first.queue_pops;
+    CHECK(gpt2.encode(text, false).ids == first.ids);
+    const ModelStats after_second = gpt2.model_stats();
+    CHECK(after_second.cache_misses == 2);
+    CHECK(after_second.cache_hits == 4);
+    CHECK(after_second.queue_pops == pops);  // no merging the second time
+}
+
+TEST_CASE("encode is safe to call from several threads, cold cache included", "[tokenizer]") {
     const auto cases = read_cases();
     std::vector<std::vector<int64_t>> expected;
-    for (const auto& c : cases) expected.push_back(tok.encode(c).ids);
+    {
+        const auto reference = fixture("mistral");
+        for (const auto& c : cases) expected.push_back(reference.encode(c).ids);
+    }
+    const auto tok = fixture("mistral");  // cold: both threads miss the cache and fill it concurrently
+    REQUIRE(tok.model_stats().cache_misses == 0);
     std::vector<int> bad(2, 0);
     auto work = [&](int t) {
         for (int r = 0; r < 3; ++r)
@@ -184,6 +212,8 @@ TEST_CASE("encode is safe to call from several threads", "[tokenizer]") {
     a.join();
     b.join();
     CHECK(bad == std::vector<int>{0, 0});
+    CHECK(tok.model_stats().cache_misses > 0);
+    CHECK(tok.model_stats().cache_hits > 0);
 }
 
 TEST_CASE("a tiny BPE with [a, b] merge pairs, WhitespaceSplit and an added token", "[tokenizer]") {
@@ -309,7 +339,7 @@ TEST_CASE("added tokens honour lstrip, rstrip and single_word; Metaspace splits 
     CHECK(e.offsets == std::vector<std::pair<size_t, size_t>>{{0, 6}, {6, 9}});
 }
 
-TEST_CASE("normalizers: NFKC, lowercase, strip and BERT accent stripping keep source offsets", "[tokenizer]") {
+TEST_CASE("normalizers: NFKC, lowercase, strip and BertNormalizer accent stripping keep source offsets", "[tokenizer]") {
     const json j = json::parse(R"({
       "normalizer": {"type": "Sequence", "normalizers": [
         {"type": "NFKC"}, {"type": "Lowercase"}, {"type": "Strip", "strip_left": true, "strip_right": true}]},
@@ -321,4 +351,17 @@ TEST_CASE("normalizers: NFKC, lowercase, strip and BERT accent stripping keep so
     const Encoding e = tok.encode("  \xEF\xAC\x81NE E\xCC\x81 X\xC2\xB2 ");
     CHECK(e.ids == std::vector<int64_t>{0, 3, 4});  // "fine" is not in the vocab
     CHECK(e.offsets == std::vector<std::pair<size_t, size_t>>{{2, 5}, {6, 7}, {9, 11}});
+
+    // BertNormalizer with strip_accents: NFD, combining marks dropped, offsets still in the source text.
+    const json b = json::parse(R"({
+      "normalizer": {"type": "BertNormalizer", "clean_text": true, "handle_chinese_chars": true,
+                     "strip_accents": true, "lowercase": true},
+      "pre_tokenizer": {"type": "Whitespace"},
+      "model": {"type": "WordLevel", "unk_token": "<unk>", "vocab": {"<unk>": 0, "eleve": 1, "naive": 2, "é": 3}}
+    })");
+    const auto bert = Tokenizer::from_json_string(b.dump(), "bert-norm.json");
+    CHECK(bert.normalize("\xC3\x89l\xC3\xA8ve Na\xC3\xAFve") == "eleve naive");  // Élève Naïve
+    const Encoding be = bert.encode("\xC3\x89l\xC3\xA8ve Na\xC3\xAFve");
+    CHECK(be.ids == std::vector<int64_t>{1, 2});  // never "é" (3): the accent is gone
+    CHECK(be.offsets == std::vector<std::pair<size_t, size_t>>{{0, 5}, {6, 11}});
 }
