@@ -1,11 +1,14 @@
 // `compare` analyzer: prompt against prompt, per hook: cosine similarity and MSE of activations pooled over
-// tokens (`mean`), at the `last` token, or position-wise over the common length (`aligned`), and the
-// neurons that differ most. Pairs come from labels (`by_label`) or are listed (`pairs`). Keeps only the
-// pooled vectors of prompts that take part in a pair. Schema: docs/analyses.md#compare.
+// tokens (`mean`), at the `last` token, position-wise over the common length (`aligned`), at one position
+// (`{position: -2}`), or at a word (`{word: man}`, or `{label: who}`: the word each prompt's label names;
+// a word of several tokens is their mean), and the neurons that differ most. Pairs come from labels
+// (`by_label`) or are listed (`pairs`). Keeps only the pooled vectors of prompts that take part in a pair.
+// Schema: docs/analyses.md#compare.
 #include <nscope/sdk.h>
 
 #include <cmath>
 #include <map>
+#include <optional>
 #include <set>
 
 #include "nscope_common/hooks.h"
@@ -27,7 +30,24 @@ public:
     void configure(const nscope::Params& params) override {
         nscope::common::ParamReader p("compare", params, {"hooks", "pool", "pairs", "by_label", "top_neurons"});
         filter_ = nscope::common::HookFilter(p.strings("hooks"));
-        pool_ = p.choice("pool", "mean", {"mean", "last", "aligned"});
+        if (p.has("pool") && p.raw("pool").is_object()) {
+            const auto& o = p.raw("pool");
+            const char* forms = "{position: N}, {word: W} or {label: KEY}";
+            if (o.size() != 1) p.fail("pool", std::string("as a mapping must be one of ") + forms + ", got " + o.dump());
+            const std::string key = o.begin().key();
+            const auto& v = o.begin().value();
+            if (key == "position" && v.is_number_integer()) {
+                position_ = v.get<int64_t>();
+                pool_ = "position " + std::to_string(*position_);
+            } else if ((key == "word" || key == "label") && v.is_string() && !v.get<std::string>().empty()) {
+                (key == "word" ? word_ : label_) = v.get<std::string>();
+                pool_ = key == "word" ? "word '" + word_ + "'" : "the word of label '" + label_ + "'";
+            } else {
+                p.fail("pool", std::string("must be one of ") + forms + " (position an integer, negative from the end), got " + o.dump());
+            }
+        } else {
+            pool_ = p.choice("pool", "mean", {"mean", "last", "aligned"});
+        }
         top_ = static_cast<size_t>(p.integer("top_neurons", 10, 0, 100000));
         pairs_.configure(p);
     }
@@ -45,6 +65,7 @@ public:
             for (size_t p = 0; p < batch.positions; ++p)
                 if (batch.valid(r, p)) valid.push_back(p);
             rec.length = valid.size();
+            const std::vector<size_t> at = pooled_positions(index, info, valid);  // empty: mean / last / aligned
             for (const auto& act : batch.activations) {
                 nscope::common::TokenLayout lay;
                 if (!filter_.accept(act.hook, act.view, batch, lay) || valid.empty()) continue;
@@ -60,6 +81,12 @@ public:
                 } else if (pool_ == "last") {
                     const float* x = lay.at(act.view, r, valid.back());
                     v.assign(x, x + n);
+                } else if (!at.empty()) {
+                    v.assign(n, 0.0);
+                    for (size_t p : at) {
+                        const float* x = lay.at(act.view, r, p);
+                        for (size_t j = 0; j < n; ++j) v[j] += x[j] / static_cast<double>(at.size());
+                    }
                 } else {
                     v.assign(n, 0.0);
                     for (size_t p : valid) {
@@ -167,6 +194,49 @@ public:
 private:
     bool wanted(int64_t index, const nscope::PromptInfo* info) const { return pairs_.wanted(index, info); }
 
+    /// Batch positions to pool at for `{position}`, `{word}` and `{label}`; empty for the other pools.
+    std::vector<size_t> pooled_positions(int64_t index, const nscope::PromptInfo* info, const std::vector<size_t>& valid) const {
+        const std::string where = "compare: prompt " + std::to_string(index);
+        if (position_) {
+            const auto n = static_cast<int64_t>(valid.size());
+            const int64_t q = *position_ < 0 ? n + *position_ : *position_;
+            if (q < 0 || q >= n)
+                throw nscope::InputError(where + " has " + std::to_string(n) + " tokens: pool position " +
+                                         std::to_string(*position_) + " is outside it");
+            return {valid[static_cast<size_t>(q)]};
+        }
+        if (word_.empty() && label_.empty()) return {};
+        std::string word = word_;
+        if (!label_.empty()) {
+            if (!info || !info->labels.is_object() || !info->labels.contains(label_) || !info->labels[label_].is_string())
+                throw nscope::InputError(where + " has no string label '" + label_ + "' to pool at (pool: {label: " +
+                                         label_ + "})");
+            word = info->labels[label_].get<std::string>();
+        }
+        if (!info || info->tokens.size() != valid.size())
+            throw nscope::InputError(where + ": pooling at a word needs the prompt's tokens");
+        // The last run of tokens that spells the word (ignoring surrounding spaces).
+        const auto trim = [](std::string s) {
+            const auto b = s.find_first_not_of(" \t\n"), e = s.find_last_not_of(" \t\n");
+            return b == std::string::npos ? std::string() : s.substr(b, e - b + 1);
+        };
+        for (size_t end = info->tokens.size(); end-- > 0;) {
+            std::string text;
+            for (size_t begin = end + 1; begin-- > 0;) {
+                text = info->tokens[begin] + text;
+                const std::string t = trim(text);
+                if (t.size() > word.size() + 8) break;
+                if (t == word) {
+                    std::vector<size_t> out;
+                    for (size_t i = begin; i <= end; ++i) out.push_back(valid[i]);
+                    return out;
+                }
+            }
+        }
+        throw nscope::InputError(where + " ('" + info->text + "') has no token run that spells '" + word + "' (pool: " +
+                                 pool_ + ")");
+    }
+
     std::vector<std::pair<int64_t, int64_t>> make_pairs() const {
         std::map<int64_t, nlohmann::json> labels;
         for (const auto& [i, rec] : prompts_) labels[i] = rec.labels;
@@ -174,7 +244,9 @@ private:
     }
 
     nscope::common::HookFilter filter_;
-    std::string pool_ = "mean";
+    std::string pool_ = "mean";  ///< mean | last | aligned, or a description of the position / word pool
+    std::optional<int64_t> position_;
+    std::string word_, label_;
     size_t top_ = 10;
     nscope::common::PromptPairs pairs_;
     std::map<int64_t, PromptRec> prompts_;
@@ -184,4 +256,4 @@ private:
 }  // namespace
 
 NSCOPE_ANALYZER_PLUGIN(Compare, "compare", "1.0.0",
-                       "prompt vs prompt: cosine, MSE and most different neurons per hook (mean/last/aligned)")
+                       "prompt vs prompt: cosine, MSE and most different neurons per hook (mean/last/aligned/position/word)")
