@@ -1,4 +1,4 @@
-// The run directory (DESIGN.md "Run directory"): runs/<name>/<run-id>/ with manifest.json, log.jsonl,
+// The run directory (docs/architecture.md "Run directory"): runs/<name>/<run-id>/ with manifest.json, log.jsonl,
 // results/, activations/, report.html. Every file is written atomically (temp + rename); the manifest says
 // "running" until the run ends as "complete", "failed" or "interrupted", so a reader never mistakes a
 // partial run for a whole one.

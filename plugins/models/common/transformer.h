@@ -1,6 +1,6 @@
 // Shared building blocks of the model adapters (header-only; each adapter is its own plugin).
 //
-// - HookLayout: the canonical hook list (DESIGN.md) in forward order, with the id of every point.
+// - HookLayout: the canonical hook list (docs/architecture.md) in forward order, with the id of every point.
 // - Weight tables: one table per architecture maps HF tensor names to the adapter's fields (llama.cpp
 //   style); `load_table` / `init_table` / `list_table` walk it to load, initialise or list parameters.
 // - Ops: additive attention mask, multi-head attention with hooks, rotary, RMSNorm.
