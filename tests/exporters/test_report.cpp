@@ -97,8 +97,8 @@ std::set<std::string> figure_names(const nlohmann::json& data) {
 
 /// A chart title Plotly drew (an SVG text of class gtitle), as opposed to the same text in the data block.
 bool drawn_title(const std::string& dom, const std::string& title) {
-    return dom.find("class=\"gtitle\"") != std::string::npos &&
-           std::regex_search(dom, std::regex("class=\"gtitle\"[^>]*>" + std::regex_replace(title, std::regex(R"([.^$|()\[\]{}*+?\\])"), R"(\$&)") + "<"));
+    const std::string quoted = std::regex_replace(title, std::regex(R"([.^$|()\[\]{}*+?\\])"), R"(\$&)");
+    return std::regex_search(dom, std::regex("class=\"gtitle\"[^>]*>" + quoted + "<"));
 }
 
 }  // namespace
@@ -271,8 +271,8 @@ TEST_CASE("report exporter: any analyzer's figures (every kind, series, 3-D, fra
     // A third-party result: every figure kind of sdk/include/nscope/result.h, and four malformed specs.
     Result syn;
     syn.data["summary"] = {{"tokens", 15}, {"mean", 0.25}, {"name", kEvil}, {"skipped", json::array({"a", "b"})}};
-    syn.set_figure("bar", {{"kind", "bar"}, {"title", "<b>bold</b> bars"}, {"x", {"a", "b", "a"}}, {"y", {1, nullptr, 3}},
-                           {"x_label", "hook"}, {"y_label", "value"}});
+    syn.set_figure("bar", {{"kind", "bar"}, {"title", "<b>bold</b> bars"}, {"x", {"a", "b", "a"}},
+                           {"y", {1, nullptr, 3}}, {"x_label", "hook"}, {"y_label", "value"}});
     syn.set_figure("line_series", {{"kind", "line"}, {"title", "lines"}, {"x", {0, 1, 2}},
                                    {"series", {{{"name", "first"}, {"y", {1, 2, 3}}},
                                                {{"name", kEvil}, {"x", {0, 2, 4}}, {"y", {3, nullptr, 1}}}}}});
@@ -291,9 +291,11 @@ TEST_CASE("report exporter: any analyzer's figures (every kind, series, 3-D, fra
     syn.set_figure("hist_counts", {{"kind", "histogram"}, {"title", "histogram of counts"}, {"x", {-1, 0, 1}},
                                    {"y", {2, 7, 3}}, {"width", 1}});
     syn.set_figure("anim_bar", {{"kind", "bar"}, {"title", "bars over checkpoints"}, {"x", {"h0", "h1"}},
-                                {"frames", {{{"name", "step 1000"}, {"y", {1, 2}}}, {{"name", "step 2000"}, {"y", {3, 1}}}}}});
+                                {"frames", {{{"name", "step 1000"}, {"y", {1, 2}}},
+                                            {{"name", "step 2000"}, {"y", {3, 1}}}}}});
     syn.set_figure("anim_heat", {{"kind", "heatmap"}, {"title", "heatmap over checkpoints"},
-                                 {"frames", {{{"name", "step 1"}, {"z", {{1, 2}, {3, 4}}}}, {{"name", "step 2"}, {"z", {{4, 3}, {2, 1}}}}}}});
+                                 {"frames", {{{"name", "step 1"}, {"z", {{1, 2}, {3, 4}}}},
+                                             {{"name", "step 2"}, {"z", {{4, 3}, {2, 1}}}}}}});
     syn.set_figure("bad_kind", {{"kind", "pie"}, {"values", {1, 2}}});
     syn.set_figure("bad_types", {{"kind", "line"}, {"x", {1, 2}}, {"y", {"high", {{"a", 1}}}}});
     syn.set_figure("bad_ragged", {{"kind", "heatmap"}, {"z", {{1, 2}, {3}}}});
@@ -332,9 +334,10 @@ TEST_CASE("report exporter: any analyzer's figures (every kind, series, 3-D, fra
     CHECK(page.find("<script>window.__pwned") == std::string::npos);
 
     const auto data = page_data(page);
-    CHECK(figure_names(data) == std::set<std::string>{"anim_bar", "anim_heat", "bad_frame", "bad_kind", "bad_ragged",
-                                                       "bad_types", "bar", "heat", "hist_counts", "hist_values",
-                                                       "line_series", "scatter_3d", "scatter_categories", "scatter_scale"});
+    CHECK(figure_names(data) == std::set<std::string>{"anim_bar", "anim_heat", "bad_frame", "bad_kind",
+                                                       "bad_ragged", "bad_types", "bar", "heat", "hist_counts",
+                                                       "hist_values", "line_series", "scatter_3d",
+                                                       "scatter_categories", "scatter_scale"});
     const std::string generic = section(page, "analysis-syn");
     REQUIRE(!generic.empty());
     CHECK(generic.find("<h2>syn (third-party)</h2>") != std::string::npos);
@@ -362,8 +365,9 @@ TEST_CASE("report exporter: any analyzer's figures (every kind, series, 3-D, fra
                             "bad_ragged: this figure cannot be shown (ragged heatmap: z[0] has 2 values but z[1] has 1)",
                             "bad_frame: this figure cannot be shown (frames[1]: y must be an array, not a string)"})
         CHECK(dom.find(why) != std::string::npos);
-    for (const char* title : {"lines", "scatter by category", "scatter on a colour scale", "scatter in 3-D", "heatmap centred",
-                              "histogram of values", "histogram of counts", "bars over checkpoints", "heatmap over checkpoints"})
+    for (const char* title : {"lines", "scatter by category", "scatter on a colour scale", "scatter in 3-D",
+                              "heatmap centred", "histogram of values", "histogram of counts", "bars over checkpoints",
+                              "heatmap over checkpoints"})
         CHECK(drawn_title(dom, title));
     // Plotly's pseudo-HTML is neutralised: the title shows "<b>bold</b>" as text instead of bold type.
     CHECK(drawn_title(dom, "&lt;b&gt;bold&lt;/b&gt; bars"));
@@ -393,7 +397,8 @@ TEST_CASE("report exporter: an out-of-tree plugin's table and figure, and next_t
     while (!run.empty() && run.back() == '\n') run.pop_back();
     const std::string report = run + "/report.html";
     REQUIRE(fs::exists(report));
-    CHECK(figure_names(page_data(nscope::test::read_file(report))) == std::set<std::string>{"kl_by_pair", "sum_by_hook"});
+    const auto figures = figure_names(page_data(nscope::test::read_file(report)));
+    CHECK(figures == std::set<std::string>{"kl_by_pair", "sum_by_hook"});
 
     const std::string dom = chromium(report, "--virtual-time-budget=10000 --dump-dom");
     REQUIRE(!dom.empty());

@@ -69,7 +69,8 @@
     var list = array(v, key), categorical = false;
     list.forEach(function (x, i) {
       if (typeof x === 'string') categorical = true;
-      else if (x !== null && !isNumber(x)) fail(key + '[' + i + '] must be a number, a string or null, not ' + describe(x));
+      else if (x !== null && !isNumber(x))
+        fail(key + '[' + i + '] must be a number, a string or null, not ' + describe(x));
     });
     if (!categorical) return {values: list.slice(), categorical: false};
     var seen = {};
@@ -83,7 +84,8 @@
   function strings(v, key) {
     return array(v, key).map(function (x, i) {
       if (x === null) return '';
-      if (typeof x !== 'string' && !isNumber(x)) fail(key + '[' + i + '] must be a string, a number or null, not ' + describe(x));
+      if (typeof x !== 'string' && !isNumber(x))
+        fail(key + '[' + i + '] must be a string, a number or null, not ' + describe(x));
       return text(x);
     });
   }
@@ -114,8 +116,9 @@
       if (spec.y !== undefined) fail('give either y or series, not both');
       entries = array(spec.series, 'series').map(function (s, i) {
         if (!isObject(s)) fail('series[' + i + '] must be an object, not ' + describe(s));
-        return {where: 'series[' + i + '].', name: optionalString(s, 'name', 'series[' + i + '].') || 'series ' + (i + 1),
-                obj: s, x: s.x !== undefined ? s.x : spec.x};
+        var where = 'series[' + i + '].';
+        return {where: where, name: optionalString(s, 'name', where) || 'series ' + (i + 1), obj: s,
+                x: s.x !== undefined ? s.x : spec.x};
       });
       if (!entries.length) fail('series is empty');
     } else {
@@ -208,7 +211,8 @@
     if (!rows.length) fail('z has no rows');
     var z = rows.map(function (r, i) { return numbers(r, 'z[' + i + ']'); });
     z.forEach(function (r, i) {
-      if (r.length !== z[0].length) fail('ragged heatmap: z[0] has ' + z[0].length + ' values but z[' + i + '] has ' + r.length);
+      if (r.length !== z[0].length)
+        fail('ragged heatmap: z[0] has ' + z[0].length + ' values but z[' + i + '] has ' + r.length);
     });
     var trace = {type: 'heatmap', z: z, colorscale: 'Viridis'};
     var layout = {xaxis: {title: {text: optionalString(spec, 'x_label', '')}, automargin: true},

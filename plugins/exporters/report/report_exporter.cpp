@@ -470,7 +470,8 @@ public:
         page += "</style>\n<script>";
         page += kErrorTrap;
         page += "</script>\n";
-        add_script(page, "plotly.js-dist-min " + std::string(nscope_report::plotly_version()) + " (MIT license)", bundle);
+        add_script(page, "plotly.js-dist-min " + std::string(nscope_report::plotly_version()) + " (MIT license)",
+                   bundle);
         add_script(page, "figures.js: NeuronScope figure specs -> Plotly", nscope_report::figures_js());
         page += "</head>\n<body>\n";
         page += header(ctx, name);
@@ -516,7 +517,8 @@ private:
             std::string tag(js.substr(at, 8));
             std::transform(tag.begin(), tag.end(), tag.begin(), [](unsigned char c) { return std::tolower(c); });
             if (tag == "</script")
-                throw nscope::RuntimeError("report: the embedded " + comment + " contains '</script'; rebuild the plugin");
+                throw nscope::RuntimeError("report: the embedded " + comment +
+                                           " contains '</script'; rebuild the plugin");
         }
         page += "<script>/* " + comment + " */\n";
         page += js;
@@ -607,7 +609,8 @@ private:
                      html(id) + ".json.</p>\n";
             return;
         }
-        if (t.contains("title") && t["title"].is_string()) body_ += "<p class=\"note\">" + html(t["title"].get<std::string>()) + "</p>\n";
+        if (t.contains("title") && t["title"].is_string())
+            body_ += "<p class=\"note\">" + html(t["title"].get<std::string>()) + "</p>\n";
         const json& columns = t["columns"];
         const json& rows = t["rows"];
         body_ += "<div class=\"wide\"><table>\n<tr>";
@@ -618,8 +621,10 @@ private:
             // A row that is not an array is shown whole in the first column rather than dropped.
             const json& row = rows[i];
             body_ += "<tr>";
-            for (size_t c = 0; c < std::max<size_t>(columns.size(), 1); ++c)
-                body_ += row.is_array() ? (c < row.size() ? cell(row[c]) : "<td></td>") : c == 0 ? cell(row) : "<td></td>";
+            for (size_t c = 0; c < std::max<size_t>(columns.size(), 1); ++c) {
+                const json* v = row.is_array() ? (c < row.size() ? &row[c] : nullptr) : c == 0 ? &row : nullptr;
+                body_ += v ? cell(*v) : "<td></td>";
+            }
             body_ += "</tr>\n";
         }
         body_ += "</table></div>\n";
