@@ -1,13 +1,16 @@
 // The report exporter: report.html from a real run (stats, dead, topk, compare, heatmap) opened in headless
 // Chromium — the page's own script reports the plots it rendered and every JavaScript error into
 // #nscope-status, which the dumped DOM shows. Also: self-containment (no URL the page would load), escaping of
-// user strings (a label and a title with "</script>"), sections omitted for absent analyses, bad parameters.
+// user strings (a label and a title with "</script>"), sections omitted for absent analyses, bad parameters,
+// and the generic rendering of any analyzer's figures and tables (result.h conventions): every figure kind on
+// synthetic results, malformed specs shown as notes, and a real run with an out-of-tree plugin and next_token.
 #include <catch2/catch.hpp>
 
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <regex>
+#include <set>
 
 #include <nlohmann/json.hpp>
 
@@ -72,6 +75,33 @@ std::string recipe_file(const std::string& dir, const std::string& body) {
     return p;
 }
 
+/// The page's <script type="application/json"> data block.
+nlohmann::json page_data(const std::string& page) {
+    const size_t data_at = page.find("<script type=\"application/json\" id=\"nscope-data\">");
+    REQUIRE(data_at != std::string::npos);
+    const size_t data_begin = page.find('>', data_at) + 1;
+    return nlohmann::json::parse(page.substr(data_begin, page.find("</script>", data_begin) - data_begin));
+}
+
+/// The markup of the section with this id (up to its end), or "".
+std::string section(const std::string& dom, const std::string& id) {
+    const size_t at = dom.find("<section id=\"" + id + "\"");
+    return at == std::string::npos ? "" : dom.substr(at, dom.find("</section>", at) - at);
+}
+
+/// Names of the generic figures in the page's data block.
+std::set<std::string> figure_names(const nlohmann::json& data) {
+    std::set<std::string> out;
+    for (const auto& f : data["figures"]) out.insert(f["name"].get<std::string>());
+    return out;
+}
+
+/// A chart title Plotly drew (an SVG text of class gtitle), as opposed to the same text in the data block.
+bool drawn_title(const std::string& dom, const std::string& title) {
+    const std::string quoted = std::regex_replace(title, std::regex(R"([.^$|()\[\]{}*+?\\])"), R"(\$&)");
+    return std::regex_search(dom, std::regex("class=\"gtitle\"[^>]*>" + quoted + "<"));
+}
+
 }  // namespace
 
 TEST_CASE("report exporter: report.html of a real run renders every plot in headless Chromium without errors",
@@ -102,8 +132,9 @@ TEST_CASE("report exporter: report.html of a real run renders every plot in head
     CHECK(page.find("plotly.js v") != std::string::npos);
     CHECK(page.find("<script src") == std::string::npos);
     CHECK(page.find("<link") == std::string::npos);
-    // Escaping: four script elements (error trap, plotly, data, main), the evil strings only in escaped forms.
-    CHECK(count(page, "</script>") == 4);
+    // Escaping: five script elements (error trap, plotly, figures.js, data, main), the evil strings only in
+    // escaped forms.
+    CHECK(count(page, "</script>") == 5);
     CHECK(page.find("<script>window.__pwned") == std::string::npos);
     CHECK(page.find("&lt;/script&gt;&lt;script&gt;window.__pwned=1") != std::string::npos);  // title / labels
     // Every section of the recipe's analyses.
@@ -111,12 +142,17 @@ TEST_CASE("report exporter: report.html of a real run renders every plot in head
                            "id=\"dead-dead\"", "id=\"topk-top\"", "id=\"compare-cmp\""})
         CHECK(page.find(id) != std::string::npos);
     CHECK(page.find("<mark>#") != std::string::npos);  // highlighted token in a top-example context
+    // What the bespoke sections do not show is rendered generically inside them; what they show is not repeated.
+    const auto data = page_data(page);
+    CHECK(section(page, "compare-cmp").find("<h3>Table top_neurons</h3>") != std::string::npos);
+    CHECK(section(page, "dead-dead").find("<h3>Table neurons</h3>") != std::string::npos);
+    CHECK(section(page, "heatmap-heat").find("<h3>Table selected_neurons</h3>") != std::string::npos);
+    for (const char* covered : {"<h3>Table top_activations</h3>", "<h3>Table layers</h3>", "<h3>Table pairs</h3>"})
+        CHECK(page.find(covered) == std::string::npos);
+    CHECK(data["figures"].empty());  // cosine_by_hook, frac_active_by_hook and the heatmaps have bespoke charts
+    CHECK(page.find("id=\"analysis-") == std::string::npos);
 
     // The streamed histograms count every activation of every real token: 15 tokens x 256 neurons per hook.
-    const size_t data_at = page.find("<script type=\"application/json\" id=\"nscope-data\">");
-    REQUIRE(data_at != std::string::npos);
-    const size_t data_begin = page.find('>', data_at) + 1;
-    const auto data = nlohmann::json::parse(page.substr(data_begin, page.find("</script>", data_begin) - data_begin));
     size_t histograms = 0;
     for (const auto& p : data["plots"]) {
         if (p["div"].get<std::string>().rfind("p-hist-", 0) != 0) continue;
@@ -133,6 +169,7 @@ TEST_CASE("report exporter: report.html of a real run renders every plot in head
     INFO("status: " << dom.substr(dom.find("nscope-status") == std::string::npos ? 0 : dom.find("nscope-status"), 600));
     CHECK(attr(dom, "data-done") == "1");
     CHECK(attr(dom, "data-errors") == "0");
+    CHECK(attr(dom, "data-invalid") == "0");
     // heatmaps 2 hooks + histograms 2 + stats 2 + dead 1 + compare 2
     CHECK(attr(dom, "data-expected") == "9");
     CHECK(attr(dom, "data-plots") == "9");
@@ -156,7 +193,7 @@ TEST_CASE("report exporter: sections for absent analyses are omitted and paramet
     e->configure(nlohmann::json::object());
     e->write(ctx);
     const std::string page = nscope::test::read_file(dir + "/report.html");
-    CHECK(count(page, "</script>") == 4);
+    CHECK(count(page, "</script>") == 5);
     CHECK(page.find("a &lt;/script&gt; prompt &amp; more") != std::string::npos);
     CHECK(page.find("id=\"prompts\"") != std::string::npos);
     for (const char* absent : {"id=\"histograms\"", "id=\"stats-", "id=\"dead-", "id=\"topk-", "id=\"compare-", "id=\"heatmap-"})
@@ -166,6 +203,9 @@ TEST_CASE("report exporter: sections for absent analyses are omitted and paramet
     CHECK_THROWS_AS(e->configure({{"bins", 81}}), InputError);
     CHECK_THROWS_AS(e->configure({{"bins", 8000}}), InputError);
     CHECK_THROWS_AS(e->configure({{"title", 5}}), InputError);
+    CHECK_THROWS_AS(e->configure({{"max_rows", -1}}), InputError);
+    CHECK_THROWS_AS(e->configure({{"max_rows", "all"}}), InputError);
+    CHECK_THROWS_WITH(e->configure({{"max_row", 5}}), Catch::Contains("did you mean 'max_rows'"));
     CHECK_THROWS_WITH(e->configure({{"max_neuron", 5}}), Catch::Contains("did you mean 'max_neurons'"));
 }
 
@@ -200,11 +240,7 @@ TEST_CASE("report exporter: streamed histograms put every value in the bin a dir
     ctx.run_dir = dir;
     ctx.host = &host_services();
     e->write(ctx);
-    const std::string page = nscope::test::read_file(dir + "/report.html");
-    const size_t data_at = page.find("<script type=\"application/json\" id=\"nscope-data\">");
-    REQUIRE(data_at != std::string::npos);
-    const size_t data_begin = page.find('>', data_at) + 1;
-    const auto data = nlohmann::json::parse(page.substr(data_begin, page.find("</script>", data_begin) - data_begin));
+    const auto data = page_data(nscope::test::read_file(dir + "/report.html"));
     const nlohmann::json* hist = nullptr;
     for (const auto& p : data["plots"])
         if (p["div"].get<std::string>().rfind("p-hist-", 0) == 0) hist = &p;
@@ -229,4 +265,168 @@ TEST_CASE("report exporter: streamed histograms put every value in the bin a dir
         if (trace["y"][i].get<int64_t>() != 0)
             got[std::lround((trace["x"][i].get<double>() + range) / width - 0.5)] = trace["y"][i].get<int64_t>();
     CHECK(got == expected);
+}
+
+TEST_CASE("report exporter: any analyzer's figures (every kind, series, 3-D, frames) and tables render generically, "
+          "malformed specs as notes",
+          "[exporters][report][chromium]") {
+    using nlohmann::json;
+    // A third-party result: every figure kind of sdk/include/nscope/result.h, and four malformed specs.
+    Result syn;
+    syn.data["summary"] = {{"tokens", 15}, {"mean", 0.25}, {"name", kEvil}, {"skipped", json::array({"a", "b"})}};
+    syn.set_figure("bar", {{"kind", "bar"}, {"title", "<b>bold</b> bars"}, {"x", {"a", "b", "a"}},
+                           {"y", {1, nullptr, 3}}, {"x_label", "hook"}, {"y_label", "value"}});
+    syn.set_figure("line_series", {{"kind", "line"}, {"title", "lines"}, {"x", {0, 1, 2}},
+                                   {"series", {{{"name", "first"}, {"y", {1, 2, 3}}},
+                                               {{"name", kEvil}, {"x", {0, 2, 4}}, {"y", {3, nullptr, 1}}}}}});
+    syn.set_figure("scatter_categories", {{"kind", "scatter"}, {"title", "scatter by category"}, {"x", {1, 2, 3, 4}},
+                                          {"y", {4, 3, 2, 1}}, {"text", {"one", "two", kEvil, "four"}},
+                                          {"color", {"red", "blue", "red", "blue"}}});
+    syn.set_figure("scatter_scale", {{"kind", "scatter"}, {"title", "scatter on a colour scale"}, {"x", {1, 2, 3}},
+                                     {"y", {1, 4, 9}}, {"color", {0.1, 0.5, 0.9}}});
+    syn.set_figure("scatter_3d", {{"kind", "scatter"}, {"title", "scatter in 3-D"}, {"x", {1, 2, 3}}, {"y", {3, 1, 2}},
+                                  {"z", {2, 3, 1}}, {"x_label", "a"}, {"y_label", "b"}, {"z_label", "c"}});
+    syn.set_figure("heat", {{"kind", "heatmap"}, {"title", "heatmap centred"}, {"x", {"n1", "n2", "n3"}},
+                            {"y", {" the", " cat", " the"}}, {"z", {{1, -2, 0.5}, {0, nullptr, 2}, {-1, 1, 3}}},
+                            {"zmid", 0}, {"z_label", "activation"}});
+    syn.set_figure("hist_values", {{"kind", "histogram"}, {"title", "histogram of values"},
+                                   {"values", {0.1, 0.2, 0.2, 0.5, nullptr, 0.9}}});
+    syn.set_figure("hist_counts", {{"kind", "histogram"}, {"title", "histogram of counts"}, {"x", {-1, 0, 1}},
+                                   {"y", {2, 7, 3}}, {"width", 1}});
+    syn.set_figure("anim_bar", {{"kind", "bar"}, {"title", "bars over checkpoints"}, {"x", {"h0", "h1"}},
+                                {"frames", {{{"name", "step 1000"}, {"y", {1, 2}}},
+                                            {{"name", "step 2000"}, {"y", {3, 1}}}}}});
+    syn.set_figure("anim_heat", {{"kind", "heatmap"}, {"title", "heatmap over checkpoints"},
+                                 {"frames", {{{"name", "step 1"}, {"z", {{1, 2}, {3, 4}}}},
+                                             {{"name", "step 2"}, {"z", {{4, 3}, {2, 1}}}}}}});
+    syn.set_figure("bad_kind", {{"kind", "pie"}, {"values", {1, 2}}});
+    syn.set_figure("bad_types", {{"kind", "line"}, {"x", {1, 2}}, {"y", {"high", {{"a", 1}}}}});
+    syn.set_figure("bad_ragged", {{"kind", "heatmap"}, {"z", {{1, 2}, {3}}}});
+    syn.set_figure("bad_frame", {{"kind", "bar"}, {"x", {1}}, {"frames", {{{"y", {1}}}, {{"y", "none"}}}}});
+    Table big;
+    big.columns = {"row", "value", "label", "flag"};
+    for (int i = 0; i < 23; ++i) big.add_row({i, i * 0.5, i == 0 ? kEvil : "r" + std::to_string(i), i % 2 == 0});
+    syn.set_table("big", std::move(big));
+    syn.data["tables"]["broken"] = {{"columns", "not a list"}};
+
+    // A stats result: its bespoke section shows `layers` and the frac_active_by_hook figure, not `neurons`.
+    Result stats;
+    Table layers;
+    layers.columns = {"hook", "layer", "neurons", "count", "mean", "std", "min", "max", "frac_active", "frac_positive",
+                      "skewness", "kurtosis"};
+    layers.add_row({"blocks.0.mlp.hook_post", 0, 4, 10, 0.1, 1.0, -2.0, 3.0, 0.4, 0.5, 0.0, 3.0});
+    stats.set_table("layers", std::move(layers));
+    Table neurons;
+    neurons.columns = {"hook", "neuron", "mean"};
+    neurons.add_row({"blocks.0.mlp.hook_post", 0, 0.1});
+    stats.set_table("neurons", std::move(neurons));
+    stats.set_figure("frac_active_by_hook", {{"kind", "bar"}, {"x", {"blocks.0.mlp.hook_post"}}, {"y", {0.4}}});
+
+    const std::string dir = nscope::test::temp_dir("report-generic");
+    ExportContext ctx;
+    ctx.run_dir = dir;
+    ctx.analysis_order = {"syn", "st"};
+    ctx.results = {{"syn", &syn}, {"st", &stats}};
+    ctx.analysis_plugins = {{"syn", "third-party"}, {"st", "stats"}};
+    auto e = nscope::test::registry().create_exporter("report");
+    e->configure({{"max_rows", 10}});
+    e->write(ctx);
+    const std::string report = dir + "/report.html";
+    const std::string page = nscope::test::read_file(report);
+    CHECK(count(page, "</script>") == 5);
+    CHECK(page.find("<script>window.__pwned") == std::string::npos);
+
+    const auto data = page_data(page);
+    CHECK(figure_names(data) == std::set<std::string>{"anim_bar", "anim_heat", "bad_frame", "bad_kind",
+                                                       "bad_ragged", "bad_types", "bar", "heat", "hist_counts",
+                                                       "hist_values", "line_series", "scatter_3d",
+                                                       "scatter_categories", "scatter_scale"});
+    const std::string generic = section(page, "analysis-syn");
+    REQUIRE(!generic.empty());
+    CHECK(generic.find("<h2>syn (third-party)</h2>") != std::string::npos);
+    CHECK(generic.find("<th>mean</th><td class=\"num\">0.25</td>") != std::string::npos);  // summary
+    CHECK(generic.find("&lt;/script&gt;&lt;script&gt;window.__pwned=1") != std::string::npos);
+    CHECK(count(generic, "<tr><td class=\"num\">") == 10);  // max_rows of the 23 rows of `big`
+    CHECK(generic.find("13 more rows in results/syn.json (table big).") != std::string::npos);
+    CHECK(generic.find("<h3>Table broken</h3>\n<p class=\"note\">Not a table") != std::string::npos);
+    const std::string st = section(page, "stats-st");
+    CHECK(st.find("<h3>Table neurons</h3>") != std::string::npos);
+    CHECK(st.find("<h3>Table layers</h3>") == std::string::npos);
+
+    const std::string dom = chromium(report, "--virtual-time-budget=15000 --window-size=1400,3000 --dump-dom");
+    REQUIRE(!dom.empty());
+    INFO("status: " << dom.substr(dom.find("nscope-status") == std::string::npos ? 0 : dom.find("nscope-status"), 900));
+    CHECK(attr(dom, "data-done") == "1");
+    CHECK(attr(dom, "data-errors") == "0");
+    // 10 valid generic figures + the 2 stats charts; the 4 malformed ones are notes.
+    CHECK(attr(dom, "data-expected") == "12");
+    CHECK(attr(dom, "data-plots") == "12");
+    CHECK(attr(dom, "data-invalid") == "4");
+    CHECK(count(dom, "class=\"note invalid\"") == 4);
+    for (const char* why : {"bad_kind: this figure cannot be shown (unknown kind \"pie\"",
+                            "bad_types: this figure cannot be shown (y[0] must be a number or null, not a string)",
+                            "bad_ragged: this figure cannot be shown (ragged heatmap: z[0] has 2 values but z[1] has 1)",
+                            "bad_frame: this figure cannot be shown (frames[1]: y must be an array, not a string)"})
+        CHECK(dom.find(why) != std::string::npos);
+    for (const char* title : {"lines", "scatter by category", "scatter on a colour scale", "scatter in 3-D",
+                              "heatmap centred", "histogram of values", "histogram of counts", "bars over checkpoints",
+                              "heatmap over checkpoints"})
+        CHECK(drawn_title(dom, title));
+    // Plotly's pseudo-HTML is neutralised: the title shows "<b>bold</b>" as text instead of bold type.
+    CHECK(drawn_title(dom, "&lt;b&gt;bold&lt;/b&gt; bars"));
+    CHECK(count(dom, "class=\"slider-container\"") == 2);  // the two animated figures: slider and play button
+    CHECK(count(dom, "class=\"updatemenu-button\"") >= 4);
+    CHECK(dom.find("class=\"gl-container\"") != std::string::npos);  // the 3-D scatter's WebGL scene
+    CHECK(dom.find("<script>window.__pwned") == std::string::npos);
+}
+
+TEST_CASE("report exporter: an out-of-tree plugin's table and figure, and next_token's, render in a real run",
+          "[exporters][report][chromium][oot]") {
+    const std::string oot = std::string(NSCOPE_OOT_DIR) + "/build";
+    REQUIRE(fs::exists(oot + "/libtoken_count.so"));
+    const std::string dir = nscope::test::temp_dir("report-oot");
+    const std::string recipe =
+        "name: report-oot\nmodel: { path: " + kGpt2 + " }\nprompts:\n"
+        "  - { ids: [[5, 17, 923, 17, 44], [404, 17, 8, 101], [5, 17, 923, 61, 44, 3]] }\n"
+        "batch_size: 2\nhooks: [ \"blocks.*.mlp.hook_post\" ]\n"
+        "analyses:\n"
+        "  - { id: tc, use: token-count }\n"
+        "  - { id: nt, use: next_token, k: 3, pairs: [[0, 1], [0, 2]] }\n"
+        "exports:\n  - { use: report, histograms: false }\n";
+    const auto r = run_nscope({"run", recipe_file(dir, recipe), "--out", dir + "/runs", "--plugin-path", oot});
+    INFO(r.err);
+    REQUIRE(r.exit_code == 0);
+    std::string run = r.out;
+    while (!run.empty() && run.back() == '\n') run.pop_back();
+    const std::string report = run + "/report.html";
+    REQUIRE(fs::exists(report));
+    const auto figures = figure_names(page_data(nscope::test::read_file(report)));
+    CHECK(figures == std::set<std::string>{"kl_by_pair", "sum_by_hook"});
+
+    const std::string dom = chromium(report, "--virtual-time-budget=10000 --dump-dom");
+    REQUIRE(!dom.empty());
+    INFO("status: " << dom.substr(dom.find("nscope-status") == std::string::npos ? 0 : dom.find("nscope-status"), 600));
+    CHECK(attr(dom, "data-done") == "1");
+    CHECK(attr(dom, "data-errors") == "0");
+    CHECK(attr(dom, "data-invalid") == "0");
+    CHECK(attr(dom, "data-expected") == "2");  // sum_by_hook and kl_by_pair (histograms are off)
+    CHECK(attr(dom, "data-plots") == "2");
+    CHECK(count(dom, "class=\"plot-container plotly\"") == 2);
+
+    const std::string tc = section(dom, "analysis-tc");
+    REQUIRE(!tc.empty());
+    CHECK(tc.find("<h2>tc (token-count)</h2>") != std::string::npos);
+    CHECK(drawn_title(tc, "activation sum per hook (token-count)"));
+    CHECK(tc.find("<h3>Table sums_by_hook</h3>") != std::string::npos);
+    for (const char* hook : {"blocks.0.mlp.hook_post", "blocks.1.mlp.hook_post"})
+        CHECK(tc.find(std::string("<tr><td>") + hook + "</td>") != std::string::npos);
+
+    const std::string nt = section(dom, "analysis-nt");
+    REQUIRE(!nt.empty());
+    CHECK(nt.find("<h2>nt (next_token)</h2>") != std::string::npos);
+    CHECK(drawn_title(nt, "KL(a || b) of the next-token distribution"));
+    CHECK(std::regex_search(nt, std::regex(">0 vs 1</text>")));  // a bar's category label on the x axis
+    for (const char* table : {"changed_tokens", "pair_effects", "top_tokens"})
+        CHECK(nt.find(std::string("<h3>Table ") + table + "</h3>") != std::string::npos);
+    CHECK(nt.find("<th>mean_kl</th>") != std::string::npos);  // summary
 }

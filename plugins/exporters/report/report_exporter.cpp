@@ -1,8 +1,11 @@
 // `report` exporter: report.html in the run directory — one self-contained HTML file (plotly.js inlined,
-// no network, no other files) with the run's facts and a section per analysis kind found in the results:
-// heatmaps (heatmap), activation histograms (streamed here), per-hook statistics (stats), dead / always-on /
-// flat counts (dead), top examples with the triggering token highlighted (topk), prompt comparisons
-// (compare). Sections for absent analyses are omitted. docs/report.md describes every section.
+// no network, no other files) with the run's facts, activation histograms (streamed here) and a section per
+// analysis. The built-in analyzers have bespoke sections: heatmaps (heatmap), per-hook statistics (stats),
+// dead / always-on / flat counts (dead), top examples with the triggering token highlighted (topk), prompt
+// comparisons (compare). Every other analysis — and whatever a bespoke section does not show — is rendered
+// generically from the result conventions of sdk/include/nscope/result.h: summary, figures (converted to
+// Plotly in the page by figures.js, embedded at build time) and tables (first max_rows rows).
+// docs/report.md describes every section.
 //
 // Escaping: every user string goes through html() for markup, and all chart data travels in one
 // <script type="application/json"> block in which '<', '>' and '&' are written as \u003c, \u003e, \u0026,
@@ -10,6 +13,7 @@
 #include <nscope/sdk.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cmath>
 #include <cstdio>
 #include <limits>
@@ -23,6 +27,7 @@
 namespace nscope_report {
 std::string_view plotly_js();
 std::string_view plotly_version();
+std::string_view figures_js();
 }  // namespace nscope_report
 
 namespace {
@@ -274,6 +279,9 @@ table.facts td{border:0;padding:1px 18px 1px 0}
 .grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(460px,1fr));gap:10px}
 .grid.small{grid-template-columns:repeat(auto-fill,minmax(340px,1fr))}
 .plot{min-height:260px}
+.note.invalid{min-height:0;border:1px dashed #c9a227;border-radius:4px;padding:8px 10px;background:#fffbea}
+.wide{overflow-x:auto}
+table.summary th{padding-right:18px}
 .ctx{font-family:ui-monospace,Menlo,Consolas,monospace;white-space:pre-wrap;word-break:break-word}
 mark{background:#ffd54a;border-radius:2px;padding:0 1px}
 details{margin:6px 0}
@@ -289,31 +297,56 @@ window.addEventListener('error', function (e) { window.__nscopeErrors.push(Strin
 window.addEventListener('unhandledrejection', function (e) { window.__nscopeErrors.push('unhandled rejection: ' + String(e.reason)); });
 )JS";
 
-// Draws every plot described in #nscope-data, wires the controls, then writes #nscope-status.
+// Draws every plot described in #nscope-data (the exporter's own plots, then the analyzers' figures converted
+// by nscopeFigure from figures.js), wires the controls, then writes #nscope-status. One failing plot does not
+// stop the others: its error is recorded and the page carries on. A figure spec that cannot be shown is not an
+// error of the page (it comes from a plugin): a note takes the chart's place and data-invalid counts it.
 const char* kMain = R"JS(
 (function () {
   var errors = window.__nscopeErrors;
   var status = document.getElementById('nscope-status');
   var config = {responsive: true, displaylogo: false, modeBarButtonsToRemove: ['sendDataToCloud']};
-  function finish(expected) {
+  var expected = 0, invalid = 0, jobs = [];
+  function finish() {
     var plots = document.querySelectorAll('.js-plotly-plot').length;
     var svgs = document.querySelectorAll('svg.main-svg').length;
     status.setAttribute('data-errors', String(errors.length));
     status.setAttribute('data-plots', String(plots));
     status.setAttribute('data-svg', String(svgs));
     status.setAttribute('data-expected', String(expected));
+    status.setAttribute('data-invalid', String(invalid));
     status.setAttribute('data-done', '1');
     status.textContent = 'Rendered ' + plots + ' of ' + expected + ' plots' +
+      (invalid ? '; ' + invalid + ' figure(s) could not be shown' : '') +
       (errors.length ? '; errors: ' + errors.join(' | ') : '; no errors') + '.';
   }
-  var expected = 0;
+  // Runs draw() after the current task; a throw or a rejection is recorded, and never ends the waiting early.
+  function job(draw) {
+    jobs.push(Promise.resolve().then(draw).catch(function (e) { errors.push(String(e && e.message || e)); }));
+  }
   try {
     if (typeof Plotly === 'undefined') throw new Error('plotly.js is missing from the page');
+    if (typeof nscopeFigure === 'undefined') throw new Error('figures.js is missing from the page');
     var data = JSON.parse(document.getElementById('nscope-data').textContent);
-    var jobs = [];
     data.plots.forEach(function (p) {
       expected++;
-      jobs.push(Plotly.newPlot(document.getElementById(p.div), p.traces, p.layout, config));
+      job(function () { return Plotly.newPlot(document.getElementById(p.div), p.traces, p.layout, config); });
+    });
+    data.figures.forEach(function (f) {
+      var el = document.getElementById(f.div), fig;
+      try {
+        fig = nscopeFigure(f.spec, {name: f.name});
+      } catch (e) {
+        invalid++;
+        el.className = 'note invalid';
+        el.textContent = f.name + ': this figure cannot be shown (' + (e && e.message || e) + ')';
+        if (!(e instanceof nscopeFigure.Error)) errors.push('figures.js: ' + String(e && e.message || e));
+        return;
+      }
+      expected++;
+      job(function () {
+        return Plotly.newPlot(el, {data: fig.data, layout: fig.layout, frames: fig.frames, config: config});
+      });
     });
     data.heatmap_groups.forEach(function (g) {
       var select = document.getElementById(g.select);
@@ -327,7 +360,7 @@ const char* kMain = R"JS(
         }));
       }
       expected += g.divs.length;
-      jobs.push(show(0));
+      job(function () { return show(0); });
       select.addEventListener('change', function () { show(Number(select.value)); });
     });
     var logBox = document.getElementById('hist-log');
@@ -336,11 +369,10 @@ const char* kMain = R"JS(
         Plotly.relayout(document.getElementById(d), {'yaxis.type': logBox.checked ? 'log' : 'linear'});
       });
     });
-    Promise.all(jobs).then(function () { finish(expected); },
-                           function (e) { errors.push(String(e)); finish(expected); });
+    Promise.all(jobs).then(finish);
   } catch (e) {
     errors.push(String(e && e.message || e));
-    finish(expected);
+    Promise.all(jobs).then(finish);
   }
 })();
 )JS";
@@ -349,7 +381,8 @@ class ReportExporter : public nscope::Exporter {
 public:
     void configure(const nscope::Params& params) override {
         nscope::common::ParamReader p("report", params,
-                                      {"title", "hooks", "histograms", "bins", "max_neurons", "max_examples", "max_prompts"});
+                                      {"title", "hooks", "histograms", "bins", "max_neurons", "max_examples", "max_prompts",
+                                       "max_rows"});
         if (p.has("title")) {
             if (!p.raw("title").is_string()) p.fail("title", "must be a string, got " + nscope::common::describe(p.raw("title")));
             title_ = p.raw("title").get<std::string>();
@@ -361,6 +394,7 @@ public:
         max_neurons_ = static_cast<size_t>(p.integer("max_neurons", 8, 1, 1000));
         max_examples_ = static_cast<size_t>(p.integer("max_examples", 5, 1, 1000));
         max_prompts_ = static_cast<size_t>(p.integer("max_prompts", 100, 0, 1000000));
+        max_rows_ = static_cast<size_t>(p.integer("max_rows", 50, 0, 1000000));
     }
 
     bool wants_activations() const override { return histograms_; }
@@ -395,22 +429,13 @@ public:
         if (bundle.size() < 1000)
             throw nscope::RuntimeError("report: the embedded plotly.js is missing or truncated; rebuild the plugin");
         plots_ = json::array();
+        figures_ = json::array();
         heatmap_groups_ = json::array();
         histogram_divs_ = json::array();
         div_counter_ = 0;
         nav_.clear();
         body_.clear();
 
-        const auto by_plugin = [&](const std::string& plugin) {
-            std::vector<std::pair<std::string, const nscope::Result*>> out;
-            for (const auto& id : ctx.analysis_order) {
-                const auto r = ctx.results.find(id);
-                const auto p = ctx.analysis_plugins.find(id);
-                if (r != ctx.results.end() && r->second && p != ctx.analysis_plugins.end() && p->second == plugin)
-                    out.emplace_back(id, r->second);
-            }
-            return out;
-        };
         prompt_texts_.clear();
         if (ctx.run)
             for (const auto* p : ctx.run->prompts)
@@ -420,15 +445,19 @@ public:
                         for (const auto& tok : p->tokens) text += tok;
                     prompt_texts_[static_cast<int64_t>(p->index)] = text;
                 }
-        for (const auto& [id, r] : by_plugin("heatmap")) section_heatmap(id, *r);
         section_histograms();
-        for (const auto& [id, r] : by_plugin("stats")) section_stats(id, *r);
-        for (const auto& [id, r] : by_plugin("dead")) section_dead(id, *r);
-        for (const auto& [id, r] : by_plugin("topk")) section_topk(id, *r);
-        for (const auto& [id, r] : by_plugin("compare")) section_compare(id, *r);
+        for (const auto& id : ctx.analysis_order) {
+            const auto r = ctx.results.find(id);
+            if (r == ctx.results.end() || !r->second) continue;
+            const auto p = ctx.analysis_plugins.find(id);
+            section_analysis(id, p == ctx.analysis_plugins.end() ? "" : p->second, *r->second);
+        }
         section_prompts(ctx);  // last: a long prompt list should not push the analyses down
 
-        const json data = {{"plots", plots_}, {"heatmap_groups", heatmap_groups_}, {"histogram_divs", histogram_divs_}};
+        const json data = {{"plots", plots_},
+                           {"figures", figures_},
+                           {"heatmap_groups", heatmap_groups_},
+                           {"histogram_divs", histogram_divs_}};
         std::string page;
         page.reserve(bundle.size() + body_.size() + 65536);
         const std::string name = run_name(ctx);
@@ -440,14 +469,14 @@ public:
         page += kStyle;
         page += "</style>\n<script>";
         page += kErrorTrap;
-        page += "</script>\n<script>/* plotly.js-dist-min ";
-        page += nscope_report::plotly_version();
-        page += " (MIT license) */\n";
-        page += bundle;
-        page += "\n</script>\n</head>\n<body>\n";
+        page += "</script>\n";
+        add_script(page, "plotly.js-dist-min " + std::string(nscope_report::plotly_version()) + " (MIT license)",
+                   bundle);
+        add_script(page, "figures.js: NeuronScope figure specs -> Plotly", nscope_report::figures_js());
+        page += "</head>\n<body>\n";
         page += header(ctx, name);
         page += "<nav>" + nav_ + "</nav>\n<main>\n" + body_ + "</main>\n";
-        page += "<div id=\"nscope-status\" data-done=\"0\" data-errors=\"0\" data-plots=\"0\">"
+        page += "<div id=\"nscope-status\" data-done=\"0\" data-errors=\"0\" data-plots=\"0\" data-invalid=\"0\">"
                 "Charts need JavaScript.</div>\n";
         page += "<script type=\"application/json\" id=\"nscope-data\">" + script_json(data) + "</script>\n";
         page += "<script>";
@@ -457,6 +486,11 @@ public:
     }
 
 private:
+    /// The figures and tables of a result that its bespoke section shows (so they are not rendered again).
+    struct Covered {
+        std::set<std::string> figures, tables;
+    };
+
     /// A prompt's text, or its tokens joined when it was given as ids.
     std::string prompt_text(int64_t index, const std::string& given) const {
         if (!given.empty()) return given;
@@ -475,6 +509,130 @@ private:
         body_ += "<section id=\"" + html(anchor) + "\">\n<h2>" + html(title) + "</h2>\n";
     }
     void close_section() { body_ += "</section>\n"; }
+
+    /// Appends a <script> element with `js`, which must not contain "</script" (any case): it would end the
+    /// element early. plotly.js is checked when it is installed, figures.js here (it is small).
+    static void add_script(std::string& page, const std::string& comment, std::string_view js) {
+        for (size_t at = js.find("</"); at != std::string_view::npos; at = js.find("</", at + 1)) {
+            std::string tag(js.substr(at, 8));
+            std::transform(tag.begin(), tag.end(), tag.begin(), [](unsigned char c) { return std::tolower(c); });
+            if (tag == "</script")
+                throw nscope::RuntimeError("report: the embedded " + comment +
+                                           " contains '</script'; rebuild the plugin");
+        }
+        page += "<script>/* " + comment + " */\n";
+        page += js;
+        page += "\n</script>\n";
+    }
+
+    /// One section per analysis: the plugin's bespoke section when there is one and the result has what it
+    /// needs, followed by the figures and tables of the result that it does not show; otherwise a generic
+    /// section with the summary, every figure and every table.
+    void section_analysis(const std::string& id, const std::string& plugin, const nscope::Result& r) {
+        using Bespoke = bool (ReportExporter::*)(const std::string&, const nscope::Result&, Covered&);
+        static const std::map<std::string, Bespoke> bespoke = {{"heatmap", &ReportExporter::section_heatmap},
+                                                               {"stats", &ReportExporter::section_stats},
+                                                               {"dead", &ReportExporter::section_dead},
+                                                               {"topk", &ReportExporter::section_topk},
+                                                               {"compare", &ReportExporter::section_compare}};
+        const auto b = bespoke.find(plugin);
+        Covered covered;
+        if (b != bespoke.end() && (this->*(b->second))(id, r, covered)) {
+            generic_parts(id, r, covered, false);
+        } else {
+            open_section("analysis-" + id, plugin.empty() ? id : id + " (" + plugin + ")");
+            generic_parts(id, r, Covered{}, true);
+        }
+        close_section();
+    }
+
+    /// The result's summary (optional), then its figures (Plotly charts drawn from the spec by figures.js)
+    /// and tables (the first max_rows rows), except those in `covered`.
+    void generic_parts(const std::string& id, const nscope::Result& r, const Covered& covered, bool summary) {
+        const json& d = r.data;
+        const auto part = [&](const char* key) -> const json* {
+            if (!d.is_object() || !d.contains(key)) return nullptr;
+            if (d[key].is_object()) return &d[key];
+            body_ += "<p class=\"note\">data." + std::string(key) + " is not an object; see results/" + html(id) +
+                     ".json.</p>\n";
+            return nullptr;
+        };
+        const json* figures = part("figures");
+        const json* tables = part("tables");
+        const bool has_summary = summary && d.is_object() && d.contains("summary");
+        if (has_summary) summary_table(d["summary"]);
+        std::string grid;
+        if (figures)
+            for (const auto& [name, spec] : figures->items()) {
+                if (covered.figures.count(name)) continue;
+                const std::string div = new_div("fig");
+                grid += "<div class=\"plot\" id=\"" + div + "\"></div>\n";
+                figures_.push_back({{"div", div}, {"name", name}, {"spec", spec}});
+            }
+        if (!grid.empty()) body_ += "<div class=\"grid\">\n" + grid + "</div>\n";
+        size_t n_tables = 0;
+        if (tables)
+            for (const auto& [name, t] : tables->items())
+                if (!covered.tables.count(name)) generic_table(id, name, t), ++n_tables;
+        if (summary && !has_summary && grid.empty() && n_tables == 0)
+            body_ += "<p class=\"note\">No summary, figures or tables; the result is in results/" + html(id) +
+                     ".json.</p>\n";
+    }
+
+    /// A JSON value as escaped HTML text: null is a non-finite number (result.h), long text is shortened.
+    static std::string value_html(const json& v) {
+        if (v.is_number_integer()) return v.dump();
+        if (v.is_number() || v.is_null()) return num(v.is_null() ? NAN : v.get<double>());
+        if (v.is_string()) return html(shorten(v.get<std::string>(), 200));
+        return html(shorten(v.dump(-1, ' ', false, json::error_handler_t::replace), 200));
+    }
+    static std::string cell(const json& v) {
+        return (v.is_number() || v.is_null() ? "<td class=\"num\">" : "<td>") + value_html(v) + "</td>";
+    }
+
+    void summary_table(const json& s) {
+        if (!s.is_object()) {
+            body_ += "<p class=\"note\">Summary: " + value_html(s) + "</p>\n";
+            return;
+        }
+        if (s.empty()) return;
+        body_ += "<table class=\"summary\">\n";
+        for (const auto& [k, v] : s.items()) body_ += "<tr><th>" + html(k) + "</th>" + cell(v) + "</tr>\n";
+        body_ += "</table>\n";
+    }
+
+    void generic_table(const std::string& id, const std::string& name, const json& t) {
+        body_ += "<h3>Table " + html(name) + "</h3>\n";
+        if (!t.is_object() || !t.contains("columns") || !t["columns"].is_array() || !t.contains("rows") ||
+            !t["rows"].is_array()) {
+            body_ += "<p class=\"note\">Not a table ({\"columns\": [...], \"rows\": [[...], ...]}); see results/" +
+                     html(id) + ".json.</p>\n";
+            return;
+        }
+        if (t.contains("title") && t["title"].is_string())
+            body_ += "<p class=\"note\">" + html(t["title"].get<std::string>()) + "</p>\n";
+        const json& columns = t["columns"];
+        const json& rows = t["rows"];
+        body_ += "<div class=\"wide\"><table>\n<tr>";
+        for (const auto& c : columns) body_ += "<th>" + html(c.is_string() ? c.get<std::string>() : c.dump()) + "</th>";
+        body_ += "</tr>\n";
+        const size_t n = std::min(rows.size(), max_rows_);
+        for (size_t i = 0; i < n; ++i) {
+            // A row that is not an array is shown whole in the first column rather than dropped.
+            const json& row = rows[i];
+            body_ += "<tr>";
+            for (size_t c = 0; c < std::max<size_t>(columns.size(), 1); ++c) {
+                const json* v = row.is_array() ? (c < row.size() ? &row[c] : nullptr) : c == 0 ? &row : nullptr;
+                body_ += v ? cell(*v) : "<td></td>";
+            }
+            body_ += "</tr>\n";
+        }
+        body_ += "</table></div>\n";
+        if (rows.empty()) body_ += "<p class=\"note\">No rows.</p>\n";
+        if (rows.size() > n)
+            body_ += "<p class=\"note\">" + std::to_string(rows.size() - n) + " more rows in results/" + html(id) +
+                     ".json (table " + html(name) + ").</p>\n";
+    }
 
     static json base_layout(const std::string& title, int height) {
         // Title on the left: the mode bar sits top right.
@@ -565,7 +723,7 @@ private:
         close_section();
     }
 
-    void section_heatmap(const std::string& id, const nscope::Result& r) {
+    bool section_heatmap(const std::string& id, const nscope::Result& r, Covered& covered) {
         const json& figs = r.data.contains("figures") ? r.data["figures"] : json::object();
         const json& shown = r.data.contains("heatmaps") ? r.data["heatmaps"] : json::array();
         std::vector<std::string> hooks;
@@ -573,10 +731,11 @@ private:
         for (const auto& h : shown) {
             const std::string hook = h.value("hook", ""), fig = h.value("figure", "");
             if (!h.contains("prompt") || !h["prompt"].is_number_integer() || !figs.contains(fig)) continue;
+            covered.figures.insert(fig);
             if (std::find(hooks.begin(), hooks.end(), hook) == hooks.end()) hooks.push_back(hook);
             by_prompt[h["prompt"].get<int64_t>()][hook] = &figs[fig];
         }
-        if (by_prompt.empty()) return;
+        if (by_prompt.empty()) return false;
         std::sort(hooks.begin(), hooks.end(), nscope::common::hook_order);
         open_section("heatmap-" + id, "Heatmaps: " + id);
         body_ += "<p class=\"note\">Activation of the selected neurons (columns) at every token (rows) of one prompt, one "
@@ -631,7 +790,7 @@ private:
         }
         body_ += "</div>\n";
         heatmap_groups_.push_back(group);
-        close_section();
+        return true;
     }
 
     void section_histograms() {
@@ -664,9 +823,9 @@ private:
         close_section();
     }
 
-    void section_stats(const std::string& id, const nscope::Result& r) {
+    bool section_stats(const std::string& id, const nscope::Result& r, Covered& covered) {
         const TableView t(r.data, "layers");
-        if (!t.size()) return;
+        if (!t.size()) return false;
         open_section("stats-" + id, "Statistics per hook: " + id);
         json hooks = json::array(), mean = json::array(), sd = json::array(), fa = json::array(), mn = json::array(),
              mx = json::array();
@@ -709,12 +868,14 @@ private:
         l2["xaxis"] = {{"type", "category"}, {"automargin", true}};
         l2["yaxis"] = {{"range", {0, 1}}};
         add_plot(d2, json::array({{{"type", "bar"}, {"x", hooks}, {"y", fa}, {"marker", {{"color", "#3b8f5a"}}}}}), l2);
-        close_section();
+        covered.tables.insert("layers");
+        covered.figures.insert("frac_active_by_hook");
+        return true;
     }
 
-    void section_dead(const std::string& id, const nscope::Result& r) {
+    bool section_dead(const std::string& id, const nscope::Result& r, Covered& covered) {
         const TableView t(r.data, "layers");
-        if (!t.size()) return;
+        if (!t.size()) return false;
         open_section("dead-" + id, "Dead, always-on and flat neurons: " + id);
         const json s = r.data.value("summary", json::object());
         body_ += "<p class=\"note\">Dead: never above epsilon " + html(num(s.value("epsilon", NAN))) +
@@ -746,12 +907,13 @@ private:
                               {{"type", "bar"}, {"name", "always on"}, {"x", hooks}, {"y", on}, {"marker", {{"color", "#d99a2b"}}}},
                               {{"type", "bar"}, {"name", "flat"}, {"x", hooks}, {"y", flat}, {"marker", {{"color", "#7a7f8c"}}}}}),
                  layout);
-        close_section();
+        covered.tables.insert("layers");
+        return true;
     }
 
-    void section_topk(const std::string& id, const nscope::Result& r) {
+    bool section_topk(const std::string& id, const nscope::Result& r, Covered& covered) {
         const TableView t(r.data, "top_activations");
-        if (!t.size()) return;
+        if (!t.size()) return false;
         // source -> neuron -> rows (rank order as in the table)
         std::map<std::string, std::map<int64_t, std::vector<size_t>>> rows;
         for (size_t i = 0; i < t.size(); ++i) rows[t.text(i, "source")][t.integer(i, "neuron")].push_back(i);
@@ -803,12 +965,13 @@ private:
                          " more neurons in results/" + html(id) + ".json (table top_activations).</p>\n";
             body_ += "</details>\n";
         }
-        close_section();
+        covered.tables.insert("top_activations");
+        return true;
     }
 
-    void section_compare(const std::string& id, const nscope::Result& r) {
+    bool section_compare(const std::string& id, const nscope::Result& r, Covered& covered) {
         const TableView t(r.data, "pairs");
-        if (!t.size()) return;
+        if (!t.size()) return false;
         std::vector<std::string> hooks;
         if (r.data.contains("hooks") && r.data["hooks"].is_array())
             for (const auto& h : r.data["hooks"]) hooks.push_back(h.is_string() ? h.get<std::string>() : h.dump());
@@ -863,7 +1026,9 @@ private:
                      "</td><td class=\"num\">" + num(n ? s / n : NAN) + "</td></tr>\n";
         }
         body_ += "</table>\n";
-        close_section();
+        covered.tables.insert("pairs");
+        covered.figures.insert("cosine_by_hook");
+        return true;
     }
 
     // parameters
@@ -871,12 +1036,13 @@ private:
     nscope::common::HookFilter filter_;
     bool histograms_ = true;
     int bins_ = 200;
-    size_t max_neurons_ = 8, max_examples_ = 5, max_prompts_ = 100;
+    size_t max_neurons_ = 8, max_examples_ = 5, max_prompts_ = 100, max_rows_ = 50;
     // streamed state: bins_ counters per hook
     std::map<std::string, Histogram> hists_;
     nscope::ParallelFor parallel_for_;
     // page under construction
     json plots_, heatmap_groups_, histogram_divs_;
+    json figures_;  // generic figures: {div, name, spec}, drawn by figures.js
     size_t div_counter_ = 0;
     std::string nav_, body_;
     std::map<int64_t, std::string> prompt_texts_;
