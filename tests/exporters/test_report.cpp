@@ -325,6 +325,7 @@ TEST_CASE("report exporter: any analyzer's figures (every kind, series, 3-D, fra
     const std::string dir = nscope::test::temp_dir("report-generic");
     ExportContext ctx;
     ctx.run_dir = dir;
+    ctx.host = &host_services();
     ctx.analysis_order = {"syn", "st"};
     ctx.results = {{"syn", &syn}, {"st", &stats}};
     ctx.analysis_plugins = {{"syn", "third-party"}, {"st", "stats"}};

@@ -988,8 +988,8 @@ private:
         }
         open_section("compare-" + id, "Prompt comparisons: " + id);
         const std::string pool = r.data.contains("summary") ? r.data["summary"].value("pool", "") : "";
-        body_ += "<p class=\"note\">Cosine similarity and mean squared difference of the " + html(pool) +
-                 "-pooled activations of each prompt pair, per hook.</p>\n";
+        body_ += "<p class=\"note\">Cosine similarity and mean squared difference of the pooled activations of each "
+                 "prompt pair, per hook (pool: " + html(pool) + ").</p>\n";
         const std::string d1 = new_div("cmp"), d2 = new_div("cmp");
         body_ += "<div class=\"grid\"><div class=\"plot\" id=\"" + d1 + "\"></div><div class=\"plot\" id=\"" + d2 +
                  "\"></div></div>\n";
