@@ -142,7 +142,7 @@ TEST_CASE("sqlite exporter: a run's prompts, tokens, stats, flags, top examples 
     const Db db(run / "results/neurons.sqlite");
     const auto manifest = read_json(run / "manifest.json");
 
-    CHECK(Db::i(db.query("SELECT version FROM schema_version").at(0).at(0)) == 1);
+    CHECK(Db::i(db.query("SELECT version FROM schema_version").at(0).at(0)) == 2);
     const auto runs = db.query("SELECT name, run_key, label, n_prompts, n_tokens, seed FROM runs");
     REQUIRE(runs.size() == 1);
     CHECK(Db::s(runs[0][0]) == "db");
