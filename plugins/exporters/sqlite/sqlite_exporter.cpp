@@ -181,9 +181,11 @@ public:
           table_(db.handle(),
                  "INSERT INTO result_tables (run_id, analysis, name, title, columns_json, n_rows) "
                  "VALUES (?, ?, ?, ?, ?, ?)"),
-          row_(db.handle(), "INSERT INTO result_rows (run_id, analysis, name, row, values_json) VALUES (?, ?, ?, ?, ?)"),
+          row_(db.handle(),
+               "INSERT INTO result_rows (run_id, analysis, name, row, values_json) VALUES (?, ?, ?, ?, ?)"),
           figure_(db.handle(),
-                  "INSERT INTO result_figures (run_id, analysis, name, kind, title, spec_json) VALUES (?, ?, ?, ?, ?, ?)") {}
+                  "INSERT INTO result_figures (run_id, analysis, name, kind, title, spec_json) "
+                  "VALUES (?, ?, ?, ?, ?, ?)") {}
 
     /// Every table of `res` whose name is not in `skip` (those have bespoke tables), and every figure.
     void write(const std::string& analysis, const nscope::Result& res, const std::set<std::string>* skip) {
