@@ -1,7 +1,8 @@
 // The sqlite exporter: a real run on the fixture model written to the neuron database, read back with the
 // sqlite3 C API and checked against the run's own results; the example queries of docs/sqlite.md; runs
 // accumulating in a shared database; re-exports replacing (not duplicating) rows; bad parameters; failures
-// that leave the database untouched.
+// that leave the database untouched; every other analyzer's tables and figures (an out-of-tree plugin,
+// next_token) stored generically, value by value; the upgrade of a version-1 database.
 #include <catch2/catch.hpp>
 
 #include <sqlite3.h>
@@ -9,19 +10,24 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <map>
 #include <set>
+#include <tuple>
 #include <variant>
 
 #include <nlohmann/json.hpp>
 
 #include "core/util/npy.h"
+#include "nscope_common/tables.h"
+#include "plugins/exporters/sqlite/schema.sql.h"
 #include "tests/analyzers/synthetic.h"
 #include "tests/support/cli.h"
 
 namespace fs = std::filesystem;
 using namespace nscope;
 using nscope::test::run_nscope;
+using nlohmann::json;
 
 namespace {
 
@@ -112,15 +118,19 @@ nlohmann::json read_json(const fs::path& p) {
 
 const std::vector<std::vector<int64_t>> kIds = {{5, 17, 923, 17, 44}, {404, 17, 8, 101}, {5, 17, 923, 61, 44, 3}};
 
-std::string pipeline_recipe(const std::string& name, const std::string& sqlite_params, const std::string& extra = "") {
+/// kIds as a YAML flow list.
+std::string ids_yaml() {
     std::string ids = "[";
     for (size_t i = 0; i < kIds.size(); ++i) {
         ids += i ? ", [" : "[";
         for (size_t j = 0; j < kIds[i].size(); ++j) ids += (j ? ", " : "") + std::to_string(kIds[i][j]);
         ids += "]";
     }
-    ids += "]";
-    return "name: " + name + "\nmodel: { path: " + kGpt2 + " }\nprompts:\n  - { ids: " + ids +
+    return ids + "]";
+}
+
+std::string pipeline_recipe(const std::string& name, const std::string& sqlite_params, const std::string& extra = "") {
+    return "name: " + name + "\nmodel: { path: " + kGpt2 + " }\nprompts:\n  - { ids: " + ids_yaml() +
            ", labels: { note: \"x\" } }\nbatch_size: 2\nhooks: [ \"blocks.*.mlp.hook_post\" ]\n" + extra +
            "analyses:\n"
            "  - { id: stats, use: stats }\n"
@@ -142,7 +152,7 @@ TEST_CASE("sqlite exporter: a run's prompts, tokens, stats, flags, top examples 
     const Db db(run / "results/neurons.sqlite");
     const auto manifest = read_json(run / "manifest.json");
 
-    CHECK(Db::i(db.query("SELECT version FROM schema_version").at(0).at(0)) == 1);
+    CHECK(Db::i(db.query("SELECT version FROM schema_version").at(0).at(0)) == 2);
     const auto runs = db.query("SELECT name, run_key, label, n_prompts, n_tokens, seed FROM runs");
     REQUIRE(runs.size() == 1);
     CHECK(Db::s(runs[0][0]) == "db");
@@ -231,6 +241,17 @@ TEST_CASE("sqlite exporter: a run's prompts, tokens, stats, flags, top examples 
         CHECK(Db::d(got[0][1]) == row[8].get<double>());
     }
     CHECK(db.count("comparison_neurons") == static_cast<int64_t>(cmp["data"]["tables"]["top_neurons"]["rows"].size()));
+    // Every table of these four analyzers has its bespoke table: none is written again generically. Their
+    // figures are stored (generically) all the same.
+    CHECK(db.count("result_tables") == 0);
+    CHECK(db.count("result_rows") == 0);
+    const auto figures = db.query("SELECT analysis, name, kind FROM result_figures ORDER BY analysis, name");
+    REQUIRE(figures.size() == 2);
+    CHECK(Db::s(figures[0][0]) == "cmp");
+    CHECK(Db::s(figures[0][1]) == "cosine_by_hook");
+    CHECK(Db::s(figures[0][2]) == "line");
+    CHECK(Db::s(figures[1][0]) == "stats");
+    CHECK(Db::s(figures[1][1]) == "frac_active_by_hook");
     CHECK(db.query("PRAGMA foreign_key_check").empty());
     CHECK(Db::s(db.query("PRAGMA integrity_check").at(0).at(0)) == "ok");
     CHECK(!fs::exists(run / "results/neurons.sqlite-journal"));
@@ -395,14 +416,23 @@ TEST_CASE("sqlite exporter: bad parameters are input errors, foreign databases a
     CHECK(r.exit_code == 2);
     CHECK(r.err.find("sqlite") != std::string::npos);
 
-    // An SQLite file that is not a neuron database, and one with a newer schema: InputError, bytes unchanged.
-    const std::string other = dir + "/other.sqlite", newer = dir + "/newer.sqlite";
-    for (const auto& [path, sql] : {std::pair{other, "CREATE TABLE t (x); INSERT INTO t VALUES (1);"},
-                                    std::pair{newer, "CREATE TABLE schema_version (version, created_at, nscope_version);"
-                                                     "INSERT INTO schema_version VALUES (99, '', '');"}}) {
+    // An SQLite file that is not a neuron database, one with a newer schema (the next version, and a far one)
+    // and one with a nonsense version: InputError, bytes unchanged.
+    const std::string other = dir + "/other.sqlite", newer = dir + "/newer.sqlite", newest = dir + "/newest.sqlite",
+                      zero = dir + "/zero.sqlite";
+    const std::string next = std::to_string(nscope_sqlite::kSchemaVersion + 1);
+    const std::string version_table = "CREATE TABLE schema_version (version, created_at, nscope_version);";
+    for (const auto& [path, sql, message] :
+         {std::tuple{other, std::string("CREATE TABLE t (x); INSERT INTO t VALUES (1);"), std::string("other tables")},
+          std::tuple{newer, version_table + "INSERT INTO schema_version VALUES (" + next + ", '', '');",
+                     "has schema version " + next + ", written by a newer nscope"},
+          std::tuple{newest, version_table + "INSERT INTO schema_version VALUES (99, '', '');",
+                     std::string("upgrade nscope or use another 'path'")},
+          std::tuple{zero, version_table, std::string("no valid schema version")}}) {
+        INFO(path);
         sqlite3* h = nullptr;
         REQUIRE(sqlite3_open(path.c_str(), &h) == SQLITE_OK);
-        REQUIRE(sqlite3_exec(h, sql, nullptr, nullptr, nullptr) == SQLITE_OK);
+        REQUIRE(sqlite3_exec(h, sql.c_str(), nullptr, nullptr, nullptr) == SQLITE_OK);
         sqlite3_close(h);
         const std::string before = nscope::test::read_file(path);
         const nlohmann::json manifest = {{"name", "x"}, {"run_id", "1"}};
@@ -412,6 +442,7 @@ TEST_CASE("sqlite exporter: bad parameters are input errors, foreign databases a
         auto ex = nscope::test::registry().create_exporter("sqlite");
         ex->configure({{"path", path}});
         CHECK_THROWS_AS(ex->write(ctx), InputError);
+        CHECK_THROWS_WITH(ex->write(ctx), Catch::Contains(message));
         CHECK(nscope::test::read_file(path) == before);
         // The in-run variant: the failure leaves neither a changed file nor a temporary copy.
         fs::create_directories(dir + "/x/1/results");
@@ -424,4 +455,280 @@ TEST_CASE("sqlite exporter: bad parameters are input errors, foreign databases a
         for ([[maybe_unused]] const auto& f : fs::directory_iterator(dir + "/x/1/results")) ++files;
         CHECK(files == 1);
     }
+    // Through the CLI: the newer database is refused at export time with exit code 2, and left as it was.
+    const std::string before = nscope::test::read_file(newer);
+    const auto rn =
+        run_nscope({"run", recipe_file(dir, pipeline_recipe("newer", ", path: " + newer)), "--out", dir + "/runs"});
+    CHECK(rn.exit_code == 2);
+    CHECK_THAT(rn.err, Catch::Contains("written by a newer nscope"));
+    CHECK(nscope::test::read_file(newer) == before);
+}
+
+// ---- tables and figures of any analyzer (schema version 2) ---------------------------------------------------
+
+namespace {
+
+/// A cell read with json_extract equals the JSON results' cell (JSON booleans come back as 1 / 0).
+void check_extracted(const Cell& got, const json& want) {
+    INFO("want " << want.dump());
+    if (want.is_null()) CHECK(got.index() == 0);
+    else if (want.is_boolean()) CHECK(Db::i(got) == (want.get<bool>() ? 1 : 0));
+    else if (want.is_number_integer()) CHECK(Db::i(got) == want.get<int64_t>());
+    else if (want.is_number()) CHECK(Db::d(got) == want.get<double>());
+    else CHECK(Db::s(got) == want.get<std::string>());
+}
+
+/// Every row of the table `name` of analysis `id` in the database equals the table in results/<id>.json, value
+/// by value, read both as the stored JSON object and with json_extract. Returns the number of rows checked.
+size_t check_generic_table(const Db& db, const std::string& id, const std::string& name, const json& table) {
+    INFO(id << " / " << name);
+    const auto meta = db.query("SELECT columns_json, n_rows, title FROM result_tables WHERE analysis = ? AND name = ?",
+                               {id, name});
+    REQUIRE(meta.size() == 1);
+    CHECK(json::parse(Db::s(meta[0][0])) == table["columns"]);
+    CHECK(Db::i(meta[0][1]) == static_cast<int64_t>(table["rows"].size()));
+    if (table.contains("title")) CHECK(Db::s(meta[0][2]) == table["title"].get<std::string>());
+    else CHECK(meta[0][2].index() == 0);
+    const auto rows =
+        db.query("SELECT row, values_json FROM result_rows WHERE analysis = ? AND name = ? ORDER BY row", {id, name});
+    REQUIRE(rows.size() == table["rows"].size());
+    const auto& columns = table["columns"];
+    for (size_t r = 0; r < rows.size(); ++r) {
+        INFO("row " << r);
+        CHECK(Db::i(rows[r][0]) == static_cast<int64_t>(r));
+        const json values = json::parse(Db::s(rows[r][1]));
+        REQUIRE(values.size() == columns.size());
+        for (size_t c = 0; c < columns.size(); ++c) {
+            const std::string col = columns[c].get<std::string>();
+            const json& want = table["rows"][r][c];
+            CHECK(values.at(col) == want);
+            const auto got = db.query(
+                "SELECT json_extract(values_json, ?) FROM result_rows WHERE analysis = ? AND name = ? AND row = ?",
+                {"$.\"" + col + "\"", id, name, static_cast<int64_t>(r)});
+            check_extracted(got.at(0).at(0), want);
+        }
+    }
+    return rows.size();
+}
+
+}  // namespace
+
+TEST_CASE("sqlite exporter: an out-of-tree plugin's and next_token's tables and figures are stored generically, "
+          "value by value",
+          "[exporters][sqlite][oot]") {
+    const std::string oot = std::string(NSCOPE_OOT_DIR) + "/build";
+    REQUIRE(fs::exists(oot + "/libtoken_count.so"));
+    const std::string dir = nscope::test::temp_dir("sqlite-generic");
+    const std::string recipe =
+        "name: generic\nmodel: { path: " + kGpt2 + " }\nprompts:\n  - { ids: " + ids_yaml() +
+        " }\nbatch_size: 2\nhooks: [ \"blocks.*.mlp.hook_post\" ]\n"
+        "analyses:\n"
+        "  - { id: tc, use: token-count }\n"
+        "  - { id: nt, use: next_token, k: 3, changed_tokens: 4, pairs: [[0, 1], [0, 2]] }\n"
+        "  - { id: stats, use: stats, neuron_table: true }\n"
+        "exports:\n  - json\n  - { use: sqlite }\n"
+        "  - { use: sqlite }\n";  // the same run exported again: replaces its rows
+    const auto r = run_nscope({"run", recipe_file(dir, recipe), "--out", dir + "/runs", "--plugin-path", oot});
+    INFO(r.err);
+    REQUIRE(r.exit_code == 0);
+    const fs::path run = run_dir_of(r);
+    const Db db(run / "results/neurons.sqlite");
+    CHECK(db.count("runs") == 1);
+    CHECK(db.count("analyses") == 3);
+    CHECK(Db::s(db.query("SELECT plugin FROM analyses WHERE analysis = 'tc'").at(0).at(0)) == "token-count");
+
+    // Which tables went the generic way: all of token-count's and next_token's, none of stats' (its layers and
+    // neurons tables are neuron_stats, which is complete).
+    const auto tables = db.query("SELECT analysis, name FROM result_tables ORDER BY analysis, name");
+    std::vector<std::pair<std::string, std::string>> names;
+    for (const auto& t : tables) names.emplace_back(Db::s(t[0]), Db::s(t[1]));
+    CHECK(names == std::vector<std::pair<std::string, std::string>>{
+                       {"nt", "changed_tokens"}, {"nt", "pair_effects"}, {"nt", "top_tokens"}, {"tc", "sums_by_hook"}});
+    CHECK(db.count("result_rows WHERE analysis = 'stats'") == 0);
+    // ... and neuron_stats has a row per row of stats' neurons table (hook_logits, which next_token captures,
+    // included).
+    const auto stats = read_json(run / "results/stats.json");
+    const auto& stats_neurons = stats["data"]["tables"]["neurons"]["rows"];
+    const int64_t d_mlp = Db::i(db.query("SELECT d_mlp FROM models").at(0).at(0));
+    CHECK(stats_neurons.size() > static_cast<size_t>(2 * d_mlp));
+    CHECK(db.count("neuron_stats") == static_cast<int64_t>(stats_neurons.size()));
+
+    // Every generic table equals the JSON results, row by row and cell by cell.
+    size_t rows = 0;
+    for (const std::string id : {"tc", "nt"}) {
+        const auto res = read_json(run / ("results/" + id + ".json"));
+        REQUIRE(res["data"]["tables"].size() == (id == "tc" ? 1u : 3u));
+        for (const auto& [name, table] : res["data"]["tables"].items()) {
+            REQUIRE(!table["rows"].empty());
+            rows += check_generic_table(db, id, name, table);
+        }
+    }
+    CHECK(db.count("result_rows") == static_cast<int64_t>(rows));  // and nothing else (nor twice)
+    const auto tc = read_json(run / "results/tc.json");  // one row per captured hook, as stats has
+    CHECK(tc["data"]["tables"]["sums_by_hook"]["rows"].size() == stats["data"]["tables"]["layers"]["rows"].size());
+
+    // The documented query over any analyzer's table: next_token's KL per pair.
+    const auto q = doc_queries();
+    REQUIRE(q.count("rows-of-a-table") == 1);
+    {
+        const auto nt = read_json(run / "results/nt.json");
+        const nscope::common::TableView effects(nt["data"], "pair_effects");
+        const auto got = db.query(q.at("rows-of-a-table"), {std::string("nt")});
+        REQUIRE(got.size() == 2);
+        for (size_t i = 0; i < got.size(); ++i) {
+            CHECK(Db::i(got[i][1]) == static_cast<int64_t>(i));
+            check_extracted(got[i][2], effects.cell(i, "a"));
+            check_extracted(got[i][3], effects.cell(i, "b"));
+            check_extracted(got[i][4], effects.cell(i, "kl"));
+            check_extracted(got[i][5], effects.cell(i, "top_changed"));
+        }
+    }
+
+    // Figures: every figure of every analysis (stats' too), the whole object, via the documented query.
+    REQUIRE(q.count("figures-of-a-run") == 1);
+    const auto figures = db.query(q.at("figures-of-a-run"), {Db::i(db.query("SELECT run_id FROM runs").at(0).at(0))});
+    std::vector<std::string> figure_names;
+    for (const auto& f : figures) {
+        const std::string id = Db::s(f[0]), name = Db::s(f[2]);
+        INFO(id << " / " << name);
+        figure_names.push_back(id + "/" + name);
+        const json want = read_json(run / ("results/" + id + ".json"))["data"]["figures"][name];
+        CHECK(Db::s(f[3]) == want["kind"].get<std::string>());
+        CHECK(Db::s(f[4]) == want["title"].get<std::string>());
+        CHECK(json::parse(Db::s(f[5])) == want);
+    }
+    CHECK(figure_names == std::vector<std::string>{"nt/kl_by_pair", "stats/frac_active_by_hook", "tc/sum_by_hook"});
+    CHECK(Db::s(figures[2][1]) == "token-count");
+    CHECK(db.query("PRAGMA foreign_key_check").empty());
+}
+
+namespace {
+
+/// A one-prompt run with one third-party analysis whose table holds every kind of cell (and some that
+/// bend the conventions), plus a stats analysis (bespoke).
+struct ThirdPartyRun {
+    PromptInfo p0{0, "the bank", nullptr, {"the", " bank"}};
+    RunContext run;
+    Result mine, stats;
+    json manifest;
+    ExportContext ctx;
+
+    ThirdPartyRun(const std::string& run_dir, const std::string& run_id)
+        : manifest{{"name", "third"}, {"run_id", run_id}} {
+        run.model_name = "tiny";
+        run.model_info = {{"architecture", "GPT2LMHeadModel"}, {"n_layers", 1}, {"d_mlp", 2}};
+        run.prompts = {&p0};
+        Table cells;
+        cells.columns = {"name", "value", "flag", "none", "same", "same"};
+        cells.add_row({"ok", 1.5, true, nullptr, 1, 2});
+        cells.add_row({"bad \xff byte", std::nan(""), false});  // invalid UTF-8, NaN, a short row
+        cells.add_row({"inf", std::numeric_limits<double>::infinity(), -3, "x", 4, 5});
+        mine.set_table("cells", cells);
+        mine.data["tables"]["cells"]["title"] = "every kind of cell";
+        mine.data["tables"]["not_a_table"] = {{"columns", "x"}, {"rows", json::array()}};
+        mine.set_figure("curve", {{"kind", "line"}, {"x", {1, 2}}, {"y", {0.5, std::nan("")}}});
+        mine.set_figure("not_a_figure", 3);
+        Table layers;
+        layers.columns = {"hook", "layer", "neurons", "count"};
+        layers.add_row({"blocks.0.mlp.hook_post", 0, 2, 2});
+        stats.set_table("layers", layers);
+        stats.set_array("blocks.0.mlp.hook_post.mean", NdArray::floats({2}, {0.5f, -1.0f}));
+        ctx.run_dir = run_dir;
+        ctx.manifest = &manifest;
+        ctx.analysis_order = {"mine", "s"};
+        ctx.results = {{"mine", &mine}, {"s", &stats}};
+        ctx.analysis_plugins = {{"mine", "my-plugin"}, {"s", "stats"}};
+        ctx.run = &run;
+    }
+};
+
+void export_to(const std::string& path, const ExportContext& ctx) {
+    auto e = nscope::test::registry().create_exporter("sqlite");
+    e->configure({{"path", path}});
+    e->write(ctx);
+}
+
+}  // namespace
+
+TEST_CASE("sqlite exporter: a third-party table's cells become JSON objects (NaN, booleans, bad UTF-8, short rows)",
+          "[exporters][sqlite]") {
+    const std::string dir = nscope::test::temp_dir("sqlite-cells");
+    const ThirdPartyRun third(dir + "/third/1", "1");
+    export_to("results/neurons.sqlite", third.ctx);
+    const Db db(fs::path(third.ctx.run_dir) / "results/neurons.sqlite");
+    const auto meta = db.query("SELECT analysis, name, title, columns_json, n_rows FROM result_tables");
+    REQUIRE(meta.size() == 1);  // not_a_table (columns not a list) and the stats layers table are left out
+    CHECK(Db::s(meta[0][0]) == "mine");
+    CHECK(Db::s(meta[0][1]) == "cells");
+    CHECK(Db::s(meta[0][2]) == "every kind of cell");
+    CHECK(Db::s(meta[0][3]) == R"(["name","value","flag","none","same","same"])");
+    CHECK(Db::i(meta[0][4]) == 3);
+    const auto rows = db.query("SELECT values_json FROM result_rows ORDER BY row");
+    REQUIRE(rows.size() == 3);
+    // Keys in column order, a repeated column once (with its last column's value), missing cells null.
+    CHECK(Db::s(rows[0][0]) == R"({"name":"ok","value":1.5,"flag":true,"none":null,"same":2})");
+    CHECK(Db::s(rows[1][0]) ==  // the bad byte became U+FFFD
+          "{\"name\":\"bad \xEF\xBF\xBD byte\",\"value\":null,\"flag\":false,\"none\":null,\"same\":null}");
+    CHECK(Db::s(rows[2][0]) == R"({"name":"inf","value":null,"flag":-3,"none":"x","same":5})");
+    const auto flag = db.query("SELECT json_extract(values_json, '$.flag') FROM result_rows WHERE row = 0");
+    CHECK(Db::i(flag.at(0).at(0)) == 1);  // JSON true
+    CHECK(Db::s(db.query("SELECT json_valid(values_json) || json_valid(spec_json) FROM result_rows, result_figures "
+                         "WHERE row = 1").at(0).at(0)) == "11");
+    const auto fig = db.query("SELECT name, kind, title, spec_json FROM result_figures");
+    REQUIRE(fig.size() == 1);  // not_a_figure (not an object) is left out
+    CHECK(Db::s(fig[0][0]) == "curve");
+    CHECK(Db::s(fig[0][1]) == "line");
+    CHECK(fig[0][2].index() == 0);  // no title
+    CHECK(Db::s(fig[0][3]) == R"({"kind":"line","x":[1,2],"y":[0.5,null]})");
+    CHECK(db.count("neuron_stats") == 2);
+}
+
+TEST_CASE("sqlite exporter: a version-1 database is upgraded in place and keeps its runs", "[exporters][sqlite]") {
+    const std::string dir = nscope::test::temp_dir("sqlite-upgrade");
+    const std::string path = dir + "/shared.sqlite";
+    const ThirdPartyRun old_run(dir + "/third/1", "1"), new_run(dir + "/third/2", "2");
+    export_to(path, old_run.ctx);
+    {  // Make it a version-1 database: version 2 only added the result_* tables, so drop them.
+        sqlite3* h = nullptr;
+        REQUIRE(sqlite3_open(path.c_str(), &h) == SQLITE_OK);
+        REQUIRE(sqlite3_exec(h,
+                             "DROP TABLE result_rows; DROP TABLE result_figures; DROP TABLE result_tables;"
+                             "UPDATE schema_version SET version = 1;",
+                             nullptr, nullptr, nullptr) == SQLITE_OK);
+        sqlite3_close(h);
+    }
+    {
+        const Db v1(path);
+        std::set<std::string> names;
+        for (const auto& t : v1.query("SELECT name FROM sqlite_master WHERE type = 'table'")) names.insert(Db::s(t[0]));
+        CHECK(names == std::set<std::string>{"schema_version", "models", "runs", "analyses", "prompts", "tokens",
+                                             "neurons", "neuron_stats", "neuron_flags", "hook_health", "top_examples",
+                                             "top_ngrams", "prompt_comparisons", "comparison_neurons"});
+    }
+
+    export_to(path, new_run.ctx);
+    const Db db(path);
+    const auto versions = db.query("SELECT version FROM schema_version ORDER BY version");
+    REQUIRE(versions.size() == 2);
+    CHECK(Db::i(versions[0][0]) == 1);
+    CHECK(Db::i(versions[1][0]) == 2);
+    CHECK(db.count("runs") == 2);
+    CHECK(db.count("neuron_stats") == 2 * 2);  // the version-1 run's rows are still there
+    const auto generic = db.query("SELECT DISTINCT r.run_key FROM result_rows JOIN runs r USING (run_id)");
+    REQUIRE(generic.size() == 1);
+    CHECK(Db::s(generic[0][0]) == "2");  // the new run has generic rows, the old one never had
+    CHECK(db.count("result_rows") == 3);
+    CHECK(db.count("result_figures") == 1);
+    CHECK(db.query("PRAGMA foreign_key_check").empty());
+    CHECK(Db::s(db.query("PRAGMA integrity_check").at(0).at(0)) == "ok");
+
+    // Re-exporting the old run into the upgraded database replaces its rows, generic ones included.
+    export_to(path, old_run.ctx);
+    export_to(path, old_run.ctx);
+    const Db again(path);
+    CHECK(again.count("runs") == 2);
+    CHECK(again.count("result_tables") == 2);
+    CHECK(again.count("result_rows") == 2 * 3);
+    CHECK(again.count("result_figures") == 2);
+    CHECK(again.count("schema_version") == 2);
 }

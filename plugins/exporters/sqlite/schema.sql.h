@@ -1,10 +1,15 @@
-// The neuron database schema (version 1), documented in docs/sqlite.md. Kept in its own header so the
+// The neuron database schema (version 2), documented in docs/sqlite.md. Kept in its own header so the
 // documentation and the code are easy to compare.
+//
+// Versions: 1 = the bespoke tables of the built-in analyzers; 2 adds result_tables / result_rows /
+// result_figures (every other table and every figure, generically). Every statement is CREATE ... IF NOT
+// EXISTS and a new version has only added tables so far, so running kSchema on an older database is its
+// upgrade (the exporter then records the new version).
 #pragma once
 
 namespace nscope_sqlite {
 
-constexpr int kSchemaVersion = 1;
+constexpr int kSchemaVersion = 2;
 
 constexpr const char* kSchema = R"SQL(
 CREATE TABLE IF NOT EXISTS schema_version (
@@ -208,6 +213,43 @@ CREATE TABLE IF NOT EXISTS comparison_neurons (   -- from `compare` results (top
     ON DELETE CASCADE
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS comparison_neurons_by_neuron ON comparison_neurons (neuron_id);
+
+-- Version 2: every table of every analysis that no bespoke table above stores, and every figure
+-- (sdk/include/nscope/result.h: data["tables"][name], data["figures"][name]).
+CREATE TABLE IF NOT EXISTS result_tables (
+  run_id       INTEGER NOT NULL,
+  analysis     TEXT NOT NULL,
+  name         TEXT NOT NULL,                -- table name in the result (pair_effects)
+  title        TEXT,                         -- optional caption
+  columns_json TEXT NOT NULL,                -- JSON array of the column names, in order
+  n_rows       INTEGER NOT NULL,
+  PRIMARY KEY (run_id, analysis, name),
+  FOREIGN KEY (run_id, analysis) REFERENCES analyses (run_id, analysis) ON DELETE CASCADE
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS result_tables_by_name ON result_tables (analysis, name);
+
+-- Key order (analysis, name, run_id, row): "this table of that analysis, across runs" is a key prefix,
+-- and so is the (run_id, analysis, name) lookup of the cascade from result_tables.
+CREATE TABLE IF NOT EXISTS result_rows (
+  run_id      INTEGER NOT NULL,
+  analysis    TEXT NOT NULL,
+  name        TEXT NOT NULL,
+  row         INTEGER NOT NULL,              -- 0-based, in the result's order
+  values_json TEXT NOT NULL,                 -- {"column": value, ...} in column order
+  PRIMARY KEY (analysis, name, run_id, row),
+  FOREIGN KEY (run_id, analysis, name) REFERENCES result_tables (run_id, analysis, name) ON DELETE CASCADE
+) WITHOUT ROWID;
+
+CREATE TABLE IF NOT EXISTS result_figures (
+  run_id    INTEGER NOT NULL,
+  analysis  TEXT NOT NULL,
+  name      TEXT NOT NULL,                   -- figure name in the result (kl_by_pair)
+  kind      TEXT,                            -- bar, line, scatter, heatmap, histogram (NULL if not a string)
+  title     TEXT,
+  spec_json TEXT NOT NULL,                   -- the whole figure object
+  PRIMARY KEY (run_id, analysis, name),
+  FOREIGN KEY (run_id, analysis) REFERENCES analyses (run_id, analysis) ON DELETE CASCADE
+) WITHOUT ROWID;
 )SQL";
 
 }  // namespace nscope_sqlite

@@ -170,6 +170,72 @@ fs::path expand_home(const std::string& s) {
     return s;
 }
 
+// ---- tables and figures of any analyzer ---------------------------------------------------------------------
+
+/// Writes a result's tables and figures generically (result_tables, result_rows, result_figures): one row
+/// per table row, stored as a JSON object keyed by column name. Prepared once per run, like the bespoke inserts.
+class GenericWriter {
+public:
+    GenericWriter(Database& db, int64_t run_id)
+        : run_id_(run_id),
+          table_(db.handle(),
+                 "INSERT INTO result_tables (run_id, analysis, name, title, columns_json, n_rows) "
+                 "VALUES (?, ?, ?, ?, ?, ?)"),
+          row_(db.handle(),
+               "INSERT INTO result_rows (run_id, analysis, name, row, values_json) VALUES (?, ?, ?, ?, ?)"),
+          figure_(db.handle(),
+                  "INSERT INTO result_figures (run_id, analysis, name, kind, title, spec_json) "
+                  "VALUES (?, ?, ?, ?, ?, ?)") {}
+
+    /// Every table of `res` whose name is not in `skip` (those have bespoke tables), and every figure.
+    void write(const std::string& analysis, const nscope::Result& res, const std::set<std::string>* skip) {
+        const json& data = res.data;
+        if (!data.is_object()) return;
+        if (data.contains("tables") && data["tables"].is_object())
+            for (const auto& [name, t] : data["tables"].items())
+                if (!skip || !skip->count(name)) write_table(analysis, name, data, t);
+        if (data.contains("figures") && data["figures"].is_object())
+            for (const auto& [name, fig] : data["figures"].items())
+                if (fig.is_object())
+                    figure_.run(run_id_, analysis, name, text_field(fig, "kind"), text_field(fig, "title"), dump(fig));
+    }
+
+private:
+    static std::optional<std::string> text_field(const json& obj, const char* key) {
+        const auto it = obj.find(key);
+        if (it == obj.end() || !it->is_string()) return std::nullopt;
+        return it->get<std::string>();
+    }
+
+    void write_table(const std::string& analysis, const std::string& name, const json& data, const json& t) {
+        // Not a {"columns": [...], "rows": [...]} table (TableView expects the columns to be a list): skipped.
+        if (!t.is_object() || !t.contains("columns") || !t["columns"].is_array()) return;
+        const TableView view(data, name);
+        if (!view.present()) return;
+        // The JSON text of each key, made once per table; a name given twice is one key (TableView reads
+        // the cell of its last column), names that are not strings are not columns.
+        std::vector<std::pair<std::string, std::string>> keys;  // (column, `"column":`)
+        std::set<std::string> seen;
+        for (const auto& c : t["columns"])
+            if (c.is_string() && seen.insert(c.get<std::string>()).second)
+                keys.emplace_back(c.get<std::string>(), (keys.empty() ? "" : ",") + dump(c) + ":");
+        table_.run(run_id_, analysis, name, text_field(t, "title"), dump(t["columns"]), view.size());
+        std::string values;
+        for (size_t r = 0; r < view.size(); ++r) {
+            values = "{";
+            for (const auto& [column, key] : keys) {
+                values += key;
+                values += dump(view.cell(r, column));  // NaN / inf -> null, invalid UTF-8 replaced
+            }
+            values += "}";
+            row_.run(run_id_, analysis, name, r, values);
+        }
+    }
+
+    int64_t run_id_;
+    Statement table_, row_, figure_;
+};
+
 // ---- the exporter -------------------------------------------------------------------------------------------
 
 class SqliteExporter : public nscope::Exporter {
@@ -240,25 +306,52 @@ public:
     }
 
 private:
+    /// The built-in analyzers with bespoke tables, by plugin id: the writer, and the result tables it stores in
+    /// its own form, which the generic result_tables / result_rows then leave out (the topk tables alone run
+    /// to hundreds of thousands of rows). Their other tables and all figures still go the generic way.
+    using Writer = void (SqliteExporter::*)(Database&, const std::string&, const nscope::Result&);
+    struct Bespoke {
+        Writer write;
+        std::set<std::string> tables;
+    };
+    static const std::map<std::string, Bespoke>& bespoke_writers() {
+        static const std::map<std::string, Bespoke> writers = {
+            // neuron_stats holds every neuron (= the `neurons` table); `layers` is its per-hook aggregate.
+            {"stats", {&SqliteExporter::write_stats, {"layers", "neurons"}}},
+            {"dead", {&SqliteExporter::write_dead, {"layers", "neurons"}}},
+            {"topk", {&SqliteExporter::write_topk, {"top_activations", "top_ngrams_max", "top_ngrams_mean"}}},
+            {"compare", {&SqliteExporter::write_compare, {"pairs", "top_neurons"}}},
+        };
+        return writers;
+    }
+
     void prepare_schema(Database& db) {
         // Is this a NeuronScope database, and of which schema version?
         Statement has(db.handle(), "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'schema_version'");
+        const std::string file = sqlite3_db_filename(db.handle(), "main");
         if (has.scalar().value_or(0) == 1) {
             Statement v(db.handle(), "SELECT max(version) FROM schema_version");
             const int64_t version = v.scalar().value_or(0);
-            if (version != nscope_sqlite::kSchemaVersion)
-                throw nscope::InputError("sqlite: " + std::string(sqlite3_db_filename(db.handle(), "main")) +
-                                         " has schema version " + std::to_string(version) + ", this exporter writes " +
+            if (version == nscope_sqlite::kSchemaVersion) return;
+            if (version > nscope_sqlite::kSchemaVersion)
+                throw nscope::InputError("sqlite: " + file + " has schema version " + std::to_string(version) +
+                                         ", written by a newer nscope; this one writes version " +
                                          std::to_string(nscope_sqlite::kSchemaVersion) +
-                                         "; use another 'path' or upgrade nscope");
-            return;
+                                         " and cannot add to it: upgrade nscope or use another 'path'");
+            if (version < 1)
+                throw nscope::InputError("sqlite: " + file + " has no valid schema version (" +
+                                         std::to_string(version) + "); choose another 'path'");
+            // An older version: upgrade in place, inside this run's transaction (a failed export leaves the
+            // old version). The versions so far only added tables, so the IF NOT EXISTS schema is the upgrade.
+        } else {
+            Statement tables(db.handle(), "SELECT count(*) FROM sqlite_master WHERE type = 'table'");
+            if (tables.scalar().value_or(0) != 0)
+                throw nscope::InputError("sqlite: " + file +
+                                         " is an SQLite database with other tables, not a NeuronScope neuron database; "
+                                         "choose another 'path'");
         }
-        Statement tables(db.handle(), "SELECT count(*) FROM sqlite_master WHERE type = 'table'");
-        if (tables.scalar().value_or(0) != 0)
-            throw nscope::InputError("sqlite: " + std::string(sqlite3_db_filename(db.handle(), "main")) +
-                                     " is an SQLite database with other tables, not a NeuronScope neuron database; "
-                                     "choose another 'path'");
         db.exec(nscope_sqlite::kSchema);
+        // One row per version the database has had (created_at = when it got that version); max() is current.
         Statement ins(db.handle(), "INSERT INTO schema_version (version, created_at, nscope_version) VALUES (?, ?, ?)");
         ins.run(nscope_sqlite::kSchemaVersion, now_utc(), std::string(NSCOPE_VERSION_STRING));
     }
@@ -353,6 +446,7 @@ private:
             db.handle(), "SELECT neuron_id FROM neurons WHERE model_id = ? AND hook = ? AND neuron = ?");
         neuron_ids_.clear();
         prompts_.clear();
+        GenericWriter generic(db, run_id_);
 
         write_prompts(db, ctx);
         for (const auto& id : ctx.analysis_order) {
@@ -364,10 +458,9 @@ private:
             Statement ins(db.handle(), "INSERT INTO analyses (run_id, analysis, plugin, summary_json) VALUES (?, ?, ?, ?)");
             ins.run(run_id_, id, plugin,
                     res.data.contains("summary") ? std::optional<std::string>(dump(res.data["summary"])) : std::nullopt);
-            if (plugin == "stats") write_stats(db, id, res);
-            else if (plugin == "dead") write_dead(db, id, res);
-            else if (plugin == "topk") write_topk(db, id, res);
-            else if (plugin == "compare") write_compare(db, id, res);
+            const auto bespoke = bespoke_writers().find(plugin);
+            if (bespoke != bespoke_writers().end()) (this->*bespoke->second.write)(db, id, res);
+            generic.write(id, res, bespoke != bespoke_writers().end() ? &bespoke->second.tables : nullptr);
         }
         insert_neuron_.reset();
         find_neuron_.reset();
