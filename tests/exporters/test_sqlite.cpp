@@ -18,6 +18,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "core/util/files.h"
 #include "core/util/npy.h"
 #include "nscope_common/tables.h"
 #include "plugins/exporters/sqlite/schema.sql.h"
@@ -359,6 +360,7 @@ TEST_CASE("sqlite exporter: exporting the same run again replaces its rows inste
     top.set_table("top_activations", acts);
     const nlohmann::json manifest = {{"name", "again"}, {"run_id", "20260101-000000"}};
     ExportContext ctx;
+    ctx.host = &host_services();
     ctx.run_dir = dir + "/again/20260101-000000";
     ctx.manifest = &manifest;
     ctx.analysis_order = {"s", "t"};
@@ -437,6 +439,7 @@ TEST_CASE("sqlite exporter: bad parameters are input errors, foreign databases a
         const std::string before = nscope::test::read_file(path);
         const nlohmann::json manifest = {{"name", "x"}, {"run_id", "1"}};
         ExportContext ctx;
+        ctx.host = &host_services();
         ctx.run_dir = dir + "/x/1";
         ctx.manifest = &manifest;
         auto ex = nscope::test::registry().create_exporter("sqlite");
@@ -545,12 +548,12 @@ TEST_CASE("sqlite exporter: an out-of-tree plugin's and next_token's tables and 
     CHECK(names == std::vector<std::pair<std::string, std::string>>{
                        {"nt", "changed_tokens"}, {"nt", "pair_effects"}, {"nt", "top_tokens"}, {"tc", "sums_by_hook"}});
     CHECK(db.count("result_rows WHERE analysis = 'stats'") == 0);
-    // ... and neuron_stats has a row per row of stats' neurons table (hook_logits, which next_token captures,
-    // included).
+    // ... and neuron_stats has a row per row of stats' neurons table: the recipe's two MLP hooks only
+    // (hook_logits, which next_token captures for itself, never reaches stats).
     const auto stats = read_json(run / "results/stats.json");
     const auto& stats_neurons = stats["data"]["tables"]["neurons"]["rows"];
     const int64_t d_mlp = Db::i(db.query("SELECT d_mlp FROM models").at(0).at(0));
-    CHECK(stats_neurons.size() > static_cast<size_t>(2 * d_mlp));
+    CHECK(stats_neurons.size() == static_cast<size_t>(2 * d_mlp));
     CHECK(db.count("neuron_stats") == static_cast<int64_t>(stats_neurons.size()));
 
     // Every generic table equals the JSON results, row by row and cell by cell.
@@ -618,6 +621,7 @@ struct ThirdPartyRun {
         run.model_name = "tiny";
         run.model_info = {{"architecture", "GPT2LMHeadModel"}, {"n_layers", 1}, {"d_mlp", 2}};
         run.prompts = {&p0};
+        ctx.host = &host_services();
         Table cells;
         cells.columns = {"name", "value", "flag", "none", "same", "same"};
         cells.add_row({"ok", 1.5, true, nullptr, 1, 2});

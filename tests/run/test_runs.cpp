@@ -13,6 +13,7 @@
 #include <thread>
 
 #include <nlohmann/json.hpp>
+#include <sqlite3.h>
 
 #include "core/util/npy.h"
 #include "core/util/files.h"
@@ -294,11 +295,21 @@ TEST_CASE("a recipe with several models runs each into its own labelled subfolde
 prompts: [ { ids: [[1, 17, 923, 345], [1, 404, 7]] } ]
 hooks: [ "blocks.*.mlp.hook_post" ]
 analyses: [ { id: stats, use: stats } ]
-exports: [ json ]
+exports: [ json, { use: sqlite, path: )" + dir + R"(/neurons.sqlite } ]
 )"), "--out", dir + "/runs"});
     INFO(r.err);
     REQUIRE(r.exit_code == 0);
     const fs::path run = only_run(dir + "/runs", "two");
+    // One database row per model, each with its label (the first model's export already knows both).
+    sqlite3* db = nullptr;
+    REQUIRE(sqlite3_open_v2((dir + "/neurons.sqlite").c_str(), &db, SQLITE_OPEN_READONLY, nullptr) == SQLITE_OK);
+    sqlite3_stmt* st = nullptr;
+    REQUIRE(sqlite3_prepare_v2(db, "SELECT label FROM runs ORDER BY run_id", -1, &st, nullptr) == SQLITE_OK);
+    std::vector<std::string> labels;
+    while (sqlite3_step(st) == SQLITE_ROW) labels.emplace_back(reinterpret_cast<const char*>(sqlite3_column_text(st, 0)));
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    CHECK(labels == std::vector<std::string>{"gpt2", "llama"});
     const auto m = read_json(run / "manifest.json");
     REQUIRE(m["models"].size() == 2);
     CHECK(m["models"][0]["architecture"] == "GPT2LMHeadModel");

@@ -11,7 +11,6 @@
 
 #include <sqlite3.h>
 
-#include <fcntl.h>
 #include <unistd.h>
 
 #include <cmath>
@@ -153,13 +152,6 @@ std::optional<int64_t> opt_int(const json& j, const char* key) {
     return std::nullopt;
 }
 
-void fsync_path(const fs::path& p) {
-    const int fd = ::open(p.c_str(), O_RDONLY);
-    if (fd < 0) return;
-    ::fsync(fd);
-    ::close(fd);
-}
-
 /// `~` / `~/x` -> $HOME/x.
 fs::path expand_home(const std::string& s) {
     if (s == "~" || s.rfind("~/", 0) == 0) {
@@ -296,9 +288,9 @@ public:
                 Database db(tmp);
                 export_run(db, ctx);
             }
-            fsync_path(tmp);
-            fs::rename(tmp, target);
-            fsync_path(target.parent_path());
+            if (ctx.host == nullptr || ctx.host->commit_file == nullptr)
+                throw nscope::RuntimeError("sqlite: the host gave no file services (ExportContext::host)");
+            ctx.host->commit_file(tmp, target);  // fsync, rename over the target, fsync the folder
         } catch (...) {
             cleanup();
             throw;
