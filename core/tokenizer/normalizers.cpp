@@ -11,51 +11,56 @@ namespace {
 
 using json = nlohmann::json;
 
-// Canonical ordering: stable sort of each run of non-starters by combining class.
-void canonical_order(NormStr& s) {
-    const size_t n = s.size();
-    size_t i = 0;
-    while (i < n) {
-        if (unicode::combining_class(s.chars[i]) == 0) {
+// Unicode normalization with source alignment as HF's tokenizers computes it. Every output code point carries a
+// "change" relative to the source: 0 = it replaces the next source code point, +1 = inserted (shares the
+// previous one's range), -N = it replaces the next one and N more are removed. Canonical ordering moves code
+// points together with their change and composition folds a merged mark's change into its starter; ranges
+// are then handed out in source order (apply_changes). So a reordered combining mark does not carry its own
+// source range along, and offsets stay monotonic.
+struct Changed {
+    char32_t c;
+    int change;
+};
+
+/// Canonical decomposition (compatibility too when `compat`) and canonical ordering.
+std::vector<Changed> decompose_changes(const NormStr& s, bool compat) {
+    std::vector<Changed> out;
+    out.reserve(s.size());
+    std::u32string piece;
+    for (char32_t c : s.chars) {
+        piece.clear();
+        unicode::append_decomposed(c, compat, piece);
+        for (size_t k = 0; k < piece.size(); ++k) out.push_back({piece[k], k == 0 ? 0 : 1});
+    }
+    for (size_t i = 0; i < out.size();) {  // stable sort of each run of non-starters by combining class
+        if (unicode::combining_class(out[i].c) == 0) {
             ++i;
             continue;
         }
         size_t j = i;
-        while (j < n && unicode::combining_class(s.chars[j]) != 0) ++j;
-        if (j - i > 1) {
-            std::vector<std::pair<char32_t, std::pair<uint32_t, uint32_t>>> run;
-            for (size_t k = i; k < j; ++k) run.emplace_back(s.chars[k], s.align[k]);
-            std::stable_sort(run.begin(), run.end(), [](const auto& a, const auto& b) {
-                return unicode::combining_class(a.first) < unicode::combining_class(b.first);
-            });
-            for (size_t k = i; k < j; ++k) {
-                s.chars[k] = run[k - i].first;
-                s.align[k] = run[k - i].second;
-            }
-        }
+        while (j < out.size() && unicode::combining_class(out[j].c) != 0) ++j;
+        std::stable_sort(out.begin() + static_cast<ptrdiff_t>(i), out.begin() + static_cast<ptrdiff_t>(j),
+                         [](const Changed& x, const Changed& y) {
+                             return unicode::combining_class(x.c) < unicode::combining_class(y.c);
+                         });
         i = j;
     }
+    return out;
 }
 
-void decompose(NormStr& s, bool compat) {
-    s.map([compat](char32_t c, std::u32string& out) { unicode::append_decomposed(c, compat, out); });
-    canonical_order(s);
-}
-
-// Canonical composition of a decomposed string. A composite keeps its starter's source range.
-void compose(NormStr& s) {
-    std::u32string out;
-    std::vector<std::pair<uint32_t, uint32_t>> out_align;
-    out.reserve(s.size());
-    out_align.reserve(s.size());
+/// Canonical composition of a decomposed, ordered sequence; a merged mark leaves its change to the starter.
+void compose_changes(std::vector<Changed>& v) {
+    std::vector<Changed> out;
+    out.reserve(v.size());
     ptrdiff_t starter = -1;
     int last_cc = -1;  // combining class of the last character kept since the starter; -1: none
-    for (size_t i = 0; i < s.size(); ++i) {
-        const char32_t c = s.chars[i];
-        const int cc = unicode::combining_class(c);
+    for (const Changed& x : v) {
+        const int cc = unicode::combining_class(x.c);
         if (starter >= 0 && (last_cc == -1 || (last_cc != 0 && last_cc < cc))) {
-            if (char32_t comp = unicode::compose(out[static_cast<size_t>(starter)], c)) {
-                out[static_cast<size_t>(starter)] = comp;
+            Changed& st = out[static_cast<size_t>(starter)];
+            if (char32_t comp = unicode::compose(st.c, x.c)) {
+                st.c = comp;
+                st.change += x.change - 1;  // the mark is gone: a source it replaced is now removed
                 continue;
             }
         }
@@ -65,12 +70,32 @@ void compose(NormStr& s) {
         } else {
             last_cc = cc;
         }
-        out.push_back(c);
-        out_align.push_back(s.align[i]);
+        out.push_back(x);
     }
-    s.chars = std::move(out);
-    s.align = std::move(out_align);
+    v = std::move(out);
 }
+
+/// Replace `s` by `v`, aligning each code point by its change (the rule HF's NormalizedString::transform uses).
+void apply_changes(NormStr& s, const std::vector<Changed>& v) {
+    std::u32string chars;
+    std::vector<std::pair<uint32_t, uint32_t>> align;
+    chars.reserve(v.size());
+    align.reserve(v.size());
+    size_t next = 0;  // the next source code point
+    for (const Changed& x : v) {
+        chars.push_back(x.c);
+        if (x.change > 0) {
+            align.push_back(s.align[next == 0 ? 0 : next - 1]);
+        } else {
+            align.push_back(s.align[std::min(next, s.align.size() - 1)]);
+            next += 1 + static_cast<size_t>(-x.change);
+        }
+    }
+    s.chars = std::move(chars);
+    s.align = std::move(align);
+}
+
+void decompose(NormStr& s, bool compat) { apply_changes(s, decompose_changes(s, compat)); }
 
 class UnicodeNorm : public Normalizer {
 public:
@@ -78,8 +103,9 @@ public:
     void normalize(NormStr& s) const override {
         // Fast path: ASCII is already in every normalization form.
         if (std::all_of(s.chars.begin(), s.chars.end(), [](char32_t c) { return c < 0x80; })) return;
-        decompose(s, compat_);
-        if (compose_) compose(s);
+        std::vector<Changed> v = decompose_changes(s, compat_);
+        if (compose_) compose_changes(v);
+        apply_changes(s, v);
     }
 
 private:

@@ -86,6 +86,15 @@ TEST_CASE("qwen3 tokenizer.json loads, keeps its special ids and round-trips all
     CHECK(e.offsets == std::vector<std::pair<size_t, size_t>>{{0, 12}, {12, 16}, {16, 17}, {17, 22}, {22, 28}, {28, 38}});
     // NFC normalizer: decomposed "e\u0301" and precomposed "é" give the same ids.
     CHECK(tok.encode("cafe\xCC\x81").ids == tok.encode("caf\xC3\xA9").ids);
+    // NFC reorders combining marks (U+0316, class 220, before U+0301, class 230). Offsets follow HF's rule:
+    // every output code point replaces the next source code point in order, so a reordered mark does not carry
+    // its source range along ("q" + marks: the marks cover [1, 3), not a degenerate [2, 2)), and a mark merged
+    // into a composite removes its source (a + U+0301 -> "á" [0, 1), then U+0316 keeps its own [2, 3)).
+    auto offsets = [&](const std::string& text) { return tok.encode(text, false).offsets; };
+    using Offsets = std::vector<std::pair<size_t, size_t>>;
+    // (U+0316 is two byte-level tokens, each with its code point's range.)
+    CHECK(offsets("q\xCC\x81\xCC\x96 b") == Offsets{{0, 1}, {1, 2}, {1, 2}, {2, 3}, {3, 5}});
+    CHECK(offsets("a\xCC\x81\xCC\x96 b") == Offsets{{0, 1}, {2, 3}, {2, 3}, {3, 5}});
     // Byte-level BPE is lossless up to the NFC normalization.
     auto [ok, first] = round_trips(tok, [&](const std::string& t) { return tok.normalize(t); });
     INFO("first mismatch: " << first);
