@@ -369,37 +369,69 @@ void parse_ids_prompts(const Ctx& c, const YAML::Node& item, const std::string& 
     }
 }
 
-std::vector<PromptSpec> parse_prompts(const Ctx& c, const YAML::Node& list) {
+void parse_random_prompts(const Ctx& c, const YAML::Node& item, const std::string& path, const nlohmann::json& labels,
+                          uint64_t recipe_seed, std::vector<PromptSpec>& out) {
+    const YAML::Node r = item["random"];
+    const std::string rp = path + ".random";
+    require_map(c, r, rp, "'random'");
+    check_keys(c, r, rp, {"count", "length", "repeat", "seed", "range"}, "random prompts");
+    if (!r["count"].IsDefined() || !r["length"].IsDefined())
+        c.fail(r, rp, "random prompts need 'count' (how many) and 'length' (tokens before repeating)");
+    RandomTokens spec;
+    const int64_t count = get_int(c, r["count"], rp + ".count", 1, 1000000);
+    spec.length = get_int(c, r["length"], rp + ".length", 1, 100000);
+    spec.repeat = r["repeat"].IsDefined() ? get_int(c, r["repeat"], rp + ".repeat", 1, 64) : 2;
+    spec.seed = r["seed"].IsDefined() ? static_cast<uint64_t>(get_int(c, r["seed"], rp + ".seed", 0, INT64_MAX)) : recipe_seed;
+    if (r["range"].IsDefined()) {
+        const auto range = get_int_list(c, r["range"], rp + ".range");
+        if (range.size() != 2 || range[0] < 0 || range[1] - range[0] < 2)
+            c.fail(r["range"], rp + ".range", "'range' must be [lo, hi] with 0 <= lo and at least 2 ids (hi exclusive)");
+        spec.lo = range[0], spec.hi = range[1];
+    }
+    for (int64_t i = 0; i < count; ++i) {
+        PromptSpec p;
+        p.labels = labels;
+        p.loc = c.loc(item, path);
+        spec.index = static_cast<uint64_t>(i);
+        p.random = spec;
+        out.push_back(std::move(p));
+    }
+}
+
+std::vector<PromptSpec> parse_prompts(const Ctx& c, const YAML::Node& list, uint64_t recipe_seed) {
     require_seq(c, list, "prompts", "'prompts'");
     std::vector<PromptSpec> out;
     for (size_t i = 0; i < list.size(); ++i) {
         const YAML::Node item = list[i];
         const std::string path = "prompts[" + std::to_string(i) + "]";
         if (item.IsScalar()) {
-            out.push_back({item.Scalar(), nullptr, {}, {}, false, c.loc(item, path)});
+            out.push_back({item.Scalar(), nullptr, {}, {}, false, c.loc(item, path), std::nullopt});
             continue;
         }
         require_map(c, item, path, "each prompt");
         check_keys(c, item, path,
-                   {"text", "labels", "file", "template", "vars", "ids", "ids_file", "mask_file", "token_type_ids_file"},
+                   {"text", "labels", "file", "template", "vars", "ids", "ids_file", "mask_file", "token_type_ids_file",
+                    "random"},
                    "a prompt");
         const nlohmann::json labels = parse_labels(c, item["labels"], path + ".labels");
         const int sources = item["text"].IsDefined() + item["file"].IsDefined() + item["template"].IsDefined() +
-                            (item["ids"].IsDefined() || item["ids_file"].IsDefined());
+                            (item["ids"].IsDefined() || item["ids_file"].IsDefined()) + item["random"].IsDefined();
         if (sources != 1)
-            c.fail(item, path, "a prompt needs exactly one of 'text', 'file', 'template', 'ids' or 'ids_file'");
+            c.fail(item, path, "a prompt needs exactly one of 'text', 'file', 'template', 'ids', 'ids_file' or 'random'");
         if (item["vars"].IsDefined() && !item["template"].IsDefined())
             c.fail(item["vars"], path + ".vars", "'vars' only goes with 'template'");
         if ((item["mask_file"].IsDefined() || item["token_type_ids_file"].IsDefined()) && !item["ids_file"].IsDefined() &&
             !item["ids"].IsDefined())
             c.fail(item, path, "'mask_file' and 'token_type_ids_file' go with 'ids_file'");
         if (item["text"].IsDefined()) {
-            out.push_back({get_string(c, item["text"], path + ".text"), labels, {}, {}, false, c.loc(item, path)});
+            out.push_back({get_string(c, item["text"], path + ".text"), labels, {}, {}, false, c.loc(item, path), std::nullopt});
         } else if (item["file"].IsDefined()) {
             read_text_file_prompts(c, item["file"], path + ".file", c.resolve(get_string(c, item["file"], path + ".file")),
                                    labels, out);
         } else if (item["template"].IsDefined()) {
             expand_template(c, item, path, labels, out);
+        } else if (item["random"].IsDefined()) {
+            parse_random_prompts(c, item, path, labels, recipe_seed, out);
         } else {
             parse_ids_prompts(c, item, path, labels, out);
         }
@@ -701,7 +733,7 @@ Recipe parse_recipe(const YAML::Node& input, const std::string& source, const fs
         for (auto& m : r.models) m.dtype = d;
     }
     if (!root["prompts"].IsDefined()) c.fail(root, "prompts", "the recipe needs 'prompts'");
-    r.prompts = parse_prompts(c, root["prompts"]);
+    r.prompts = parse_prompts(c, root["prompts"], r.seed);
     if (root["hooks"].IsDefined()) {
         r.hooks = get_string_list(c, root["hooks"], "hooks");
         for (size_t i = 0; i < r.hooks.size(); ++i)
@@ -745,6 +777,32 @@ Recipe load_recipe(const fs::path& file, const std::vector<std::string>& overrid
     Recipe r = parse_recipe(root, file.string(), fs::absolute(file).parent_path(), overrides);
     r.file = fs::absolute(file);
     return r;
+}
+
+std::vector<int64_t> random_prompt_ids(const RandomTokens& spec, int64_t vocab_size, const std::function<bool(int64_t)>& skip) {
+    const int64_t hi = spec.hi < 0 ? vocab_size : spec.hi;
+    if (hi > vocab_size || hi - spec.lo < 2)
+        throw InputError("random prompts: range [" + std::to_string(spec.lo) + ", " + std::to_string(hi) +
+                         ") does not fit the vocabulary of " + std::to_string(vocab_size) + " ids");
+    uint64_t state = spec.seed * 0x9E3779B97F4A7C15ull + spec.index + 1;
+    auto next = [&] {  // splitmix64
+        uint64_t z = (state += 0x9E3779B97F4A7C15ull);
+        z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+        z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+        return z ^ (z >> 31);
+    };
+    const auto span = static_cast<uint64_t>(hi - spec.lo);
+    std::vector<int64_t> once;
+    for (int64_t tries = 0; static_cast<int64_t>(once.size()) < spec.length; ++tries) {
+        if (tries > spec.length * 1000)
+            throw InputError("random prompts: almost every id in [" + std::to_string(spec.lo) + ", " + std::to_string(hi) +
+                             ") is a special token; give a 'range' of ordinary ids");
+        const int64_t id = spec.lo + static_cast<int64_t>(next() % span);
+        if (!skip || !skip(id)) once.push_back(id);
+    }
+    std::vector<int64_t> ids;
+    for (int64_t r = 0; r < spec.repeat; ++r) ids.insert(ids.end(), once.begin(), once.end());
+    return ids;
 }
 
 }  // namespace nscope

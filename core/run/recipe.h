@@ -8,6 +8,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
@@ -24,6 +25,16 @@ struct SourceLoc {
     std::string text;
 };
 
+/// `random: {count, length, repeat, seed, range}`: a sequence of `length` token ids drawn uniformly from
+/// [lo, hi) (default: the model's vocabulary, special tokens skipped), written `repeat` times in a row. The ids
+/// are drawn when the model's vocabulary is known (tokenize time), from (seed, index): reruns give the same.
+struct RandomTokens {
+    int64_t length = 0, repeat = 2;
+    uint64_t seed = 0;
+    int64_t lo = 0, hi = -1;  ///< hi -1: the vocabulary size
+    uint64_t index = 0;       ///< which of the `count` prompts this is
+};
+
 struct PromptSpec {
     std::string text;                      ///< empty when `ids` is given
     nlohmann::json labels;                 ///< object or null
@@ -31,7 +42,12 @@ struct PromptSpec {
     std::vector<int64_t> type_ids;         ///< BERT token types for `ids` prompts (optional)
     bool has_ids = false;
     SourceLoc loc;
+    std::optional<RandomTokens> random;    ///< ids drawn at tokenize time (has_ids is false)
 };
+
+/// The ids of a `random` prompt for a vocabulary of `vocab_size` ids; `skip(id)` rejects an id (special
+/// tokens). Deterministic in (spec.seed, spec.index) on every platform (splitmix64, no std distributions).
+std::vector<int64_t> random_prompt_ids(const RandomTokens& spec, int64_t vocab_size, const std::function<bool(int64_t)>& skip);
 
 struct ModelSpec {
     std::string ref;       ///< local folder or hub id, as written

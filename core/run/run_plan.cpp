@@ -179,9 +179,14 @@ RunPlan plan_run(const PluginRegistry& plugins, Recipe recipe) {
                 if (id >= mp.handle.info.vocab_size)
                     throw InputError(p.loc.text + ": token id " + std::to_string(id) + " is outside the vocabulary of " +
                                      spec.ref + " (size " + std::to_string(mp.handle.info.vocab_size) + ")");
+        for (const auto& p : recipe.prompts)
+            if (p.random && p.random->hi > mp.handle.info.vocab_size)
+                throw InputError(p.loc.text + ": random prompts: range [" + std::to_string(p.random->lo) + ", " +
+                                 std::to_string(p.random->hi) + ") is outside the vocabulary of " + spec.ref + " (size " +
+                                 std::to_string(mp.handle.info.vocab_size) + ")");
         if (mp.handle.files.tokenizer_json.empty()) {
             for (const auto& p : recipe.prompts)
-                if (!p.has_ids)
+                if (!p.has_ids && !p.random)
                     throw InputError(p.loc.text + ": text prompts need a tokenizer, but " + mp.handle.files.dir.string() +
                                      " has no tokenizer.json; add one or give prompts as 'ids'");
         }

@@ -45,14 +45,17 @@ struct PromptSet {
     uint64_t tokens = 0;
 };
 
-PromptSet tokenize_prompts(const Recipe& r, const std::optional<Tokenizer>& tok) {
+PromptSet tokenize_prompts(const Recipe& r, const std::optional<Tokenizer>& tok, int64_t vocab_size) {
     PromptSet set;
     size_t truncated = 0;
     bool any_types = false;
     for (const auto& p : r.prompts) any_types |= !p.type_ids.empty();
     for (size_t i = 0; i < r.prompts.size(); ++i) {
         const PromptSpec& p = r.prompts[i];
-        std::vector<int64_t> ids = p.has_ids ? p.ids : tok->encode(p.text, r.add_special_tokens).ids;
+        std::vector<int64_t> ids =
+            p.random ? random_prompt_ids(*p.random, vocab_size, [&](int64_t id) { return tok && tok->is_special(id); })
+            : p.has_ids ? p.ids
+                        : tok->encode(p.text, r.add_special_tokens).ids;
         if (ids.empty())
             throw InputError(p.loc.text + ": prompt " + std::to_string(i) + " has no tokens (empty text?)");
         if (ids.size() > r.max_tokens) {
@@ -61,7 +64,7 @@ PromptSet tokenize_prompts(const Recipe& r, const std::optional<Tokenizer>& tok)
         }
         PromptInfo info;
         info.index = i;
-        info.text = p.has_ids && tok ? tok->decode(ids, false) : p.text;
+        info.text = (p.has_ids || p.random) && tok ? tok->decode(ids, false) : p.text;
         info.labels = p.labels;
         for (int64_t id : ids) info.tokens.push_back(token_text_or_id(tok ? &*tok : nullptr, id));
         set.tokens += ids.size();
@@ -92,7 +95,7 @@ public:
         const Recipe& r = plan_.recipe;
         auto t0 = Clock::now();
         if (!model_.handle.files.tokenizer_json.empty()) tokenizer_ = Tokenizer::from_file(model_.handle.files.tokenizer_json);
-        prompts_ = tokenize_prompts(r, tokenizer_);
+        prompts_ = tokenize_prompts(r, tokenizer_, model_.handle.info.vocab_size);
         record_["prompts"] = prompts_.infos.size();
         record_["tokens"] = prompts_.tokens;
         record_["timings"]["tokenize_s"] = seconds_since(t0);

@@ -158,6 +158,20 @@ TEST_CASE("example: neuron-ablation changes the next-token distribution of every
     for (const auto& row : rows) CHECK(row[5].get<double>() > 0.01);  // KL(clean || ablated)
 }
 
+TEST_CASE("example: heads scores every head against uniform attention on repeated random tokens", "[example]") {
+    const fs::path run = run_example("heads.yaml", "heads");
+    const auto heads = result(run, "heads");
+    const auto& s = heads["summary"];
+    CHECK(s["layers"] == 4);
+    CHECK(s["heads"] == 4);
+    // The previous-token head stands out from uniform attention; the reported best is the table's maximum.
+    CHECK(s["best"]["prev_token"]["score"].get<double>() > 2 * s["uniform"]["prev_token"].get<double>());
+    const auto& table = heads["tables"]["heads"];
+    double top = 0;
+    for (const auto& row : table["rows"]) top = std::max(top, cell(table, row, "prev_token").get<double>());
+    CHECK(s["best"]["prev_token"]["score"].get<double>() == top);
+}
+
 TEST_CASE("example Lua scripts run on the bundled model", "[example][lua]") {
     // Each script asserts its own comparisons before it prints its marker (a failed assert exits 2).
     const std::vector<std::pair<std::string, std::string>> scripts = {
