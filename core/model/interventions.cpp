@@ -52,6 +52,24 @@ void apply_clamp_range(EditArgs& a) { a.t = at::where(a.selected, a.t.clamp(a.sp
 void apply_mask_range(EditArgs& a) {
     a.t = a.t.masked_fill(a.selected & a.t.ge(a.spec.lo) & a.t.le(a.spec.hi), a.spec.value);
 }
+void apply_mask_ranges(EditArgs& a) {
+    const auto dt = a.t.scalar_type();
+    const int64_t n = a.t.size(-1);
+    const at::Tensor lo = neuron_vector(a.spec.lo_values, a.spec, n, dt, a.hook.name);
+    const at::Tensor hi = neuron_vector(a.spec.hi_values, a.spec, n, dt, a.hook.name);
+    a.t = a.t.masked_fill(a.selected & a.t.ge(lo) & a.t.le(hi), a.spec.value);
+}
+
+void check_mask_ranges(const InterventionSpec& s, const std::string& what) {
+    if (s.lo_values.size() != s.hi_values.size())
+        throw InputError(what + ": `lo` has " + std::to_string(s.lo_values.size()) + " values but `hi` has " +
+                         std::to_string(s.hi_values.size()));
+    for (size_t i = 0; i < s.lo_values.size(); ++i)
+        if (s.lo_values[i] > s.hi_values[i])
+            throw InputError(what + ": lo[" + std::to_string(i) + "] (" + num(s.lo_values[i]) + ") is greater than hi[" +
+                             std::to_string(i) + "] (" + num(s.hi_values[i]) + ")");
+}
+
 void apply_add(EditArgs& a) {
     const auto dt = a.t.scalar_type();
     a.t = a.t + a.selected.to(dt) * neuron_vector(a.spec.vector, a.spec, a.t.size(-1), dt, a.hook.name);
@@ -124,6 +142,11 @@ const std::vector<InterventionOp>& intervention_table() {
         {"mask_range", "selected values inside [lo, hi] := value (NeuronLens)",
          {kRange, {"value", Kind::Number, false, "the value written (default 0)", &InterventionSpec::value}},
          apply_mask_range},
+        {"mask_ranges", "selected values inside their own [lo, hi] := value (NeuronLens ranges)",
+         {{"lo", Kind::Vector, true, "lower bounds, one per selected neuron", nullptr, &InterventionSpec::lo_values},
+          {"hi", Kind::Vector, true, "upper bounds, one per selected neuron", nullptr, &InterventionSpec::hi_values},
+          {"value", Kind::Number, false, "the value written (default 0)", &InterventionSpec::value}},
+         apply_mask_ranges, check_mask_ranges},
         {"add", "selected values += vector (steering)",
          {{"vector", Kind::Vector, true, "the steering vector", nullptr, &InterventionSpec::vector}}, apply_add},
         {"patch", "selected values := the same hook in source_prompt's clean run",
@@ -203,6 +226,7 @@ void validate_intervention(const std::vector<HookPoint>& hooks, const Interventi
                                  std::to_string(want));
         }
     }
+    if (op->check) op->check(spec, what);
     for (const auto& p : op->params) {
         if (p.kind == Kind::Range && spec.lo > spec.hi)
             throw InputError(what + ": lo (" + num(spec.lo) + ") is greater than hi (" + num(spec.hi) + ")");

@@ -12,6 +12,7 @@
 //   scale           selected values *= factor
 //   clamp_range     selected values clamped into [lo, hi]
 //   mask_range      selected values inside [lo, hi] := value (NeuronLens range masking; value defaults to 0)
+//   mask_ranges     the same with one [lo, hi] per selected neuron (`lo`, `hi` lists; what `ranges` emits)
 //   add             selected values += vector (one entry per selected neuron, or per entry of the last dim)
 //   mean            selected values := means (same sizing as `add`)
 //   patch           selected values := the same hook in source_prompt's clean (unedited) run; positions are
@@ -44,6 +45,7 @@ struct InterventionSpec {
     double lo = 0.0, hi = 0.0;        ///< clamp_range / mask_range bounds
     std::vector<float> vector;        ///< add: steering vector over the selected neurons (or all of the last dim)
     std::vector<float> means;         ///< mean: per-neuron means (recorded from a reference run)
+    std::vector<float> lo_values, hi_values;  ///< mask_ranges: per-neuron bounds
     std::optional<int64_t> source_prompt;  ///< patch: take values from this prompt's clean run
     nlohmann::json raw;               ///< the spec as written, for the manifest
 };
@@ -73,6 +75,9 @@ struct InterventionOp {
     std::vector<InterventionParam> params;
     /// Edit args.t for the selection (replacing the tensor); may throw InputError for a bad position.
     void (*apply)(EditArgs& args);
+    /// Checks beyond the parameters' own (which validate_intervention does from `params`); may be null.
+    /// Throws InputError whose message follows `what`.
+    void (*check)(const InterventionSpec& spec, const std::string& what) = nullptr;
 };
 
 /// Every op, in the order docs list them.

@@ -504,8 +504,88 @@ bool parse_intervention_param(const Ctx& c, const YAML::Node& item, const std::s
     return false;
 }
 
-InterventionEntry parse_intervention(const Ctx& c, const YAML::Node& item, const std::string& path) {
+/// `{from: RUN/results/<id>.json, concept: X, mode: ranges | neurons, tau: T}`: the salient neurons of concept X
+/// in a `ranges` result, as one mask_ranges (their [lo, hi], from mu +- tau sigma when `tau` is given) or zero
+/// (`mode: neurons`, the whole neurons) intervention per hook. `prompts` / `positions` select as usual.
+void parse_ranges_import(const Ctx& c, const YAML::Node& item, const std::string& path, std::vector<InterventionEntry>& out) {
+    check_keys(c, item, path, {"from", "concept", "mode", "tau", "prompts", "positions"}, "an intervention imported with 'from'");
+    const fs::path file = c.resolve(get_string(c, item["from"], path + ".from"));
+    if (!item["concept"].IsDefined()) c.fail(item, path, "'from' needs 'concept': which concept's ranges to mask");
+    const std::string concept_name = get_string(c, item["concept"], path + ".concept");
+    const std::string mode = item["mode"].IsDefined() ? get_string(c, item["mode"], path + ".mode") : "ranges";
+    if (mode != "ranges" && mode != "neurons")
+        c.fail(item["mode"], path + ".mode", "'mode' must be 'ranges' (mask each neuron's range) or 'neurons' (zero them)");
+    nlohmann::json doc;
+    {
+        std::ifstream in(file);
+        if (!in) c.fail(item["from"], path + ".from", "cannot read " + file.string());
+        try {
+            doc = nlohmann::json::parse(in);
+        } catch (const nlohmann::json::exception& e) {
+            c.fail(item["from"], path + ".from", file.string() + " is not JSON (" + std::string(e.what()) + ")");
+        }
+    }
+    const nlohmann::json* concepts = nullptr;
+    if (doc.is_object() && doc.contains("data") && doc["data"].is_object() && doc["data"].contains("concepts"))
+        concepts = &doc["data"]["concepts"];
+    if (!concepts || !concepts->is_object())
+        c.fail(item["from"], path + ".from", file.string() + " is not a `ranges` result (no data.concepts)");
+    if (!concepts->contains(concept_name)) {
+        std::vector<std::string> names;
+        for (auto it = concepts->begin(); it != concepts->end(); ++it) names.push_back(it.key());
+        c.fail(item["concept"], path + ".concept", "concept '" + concept_name + "' is not in " + file.string() +
+                                                       did_you_mean(concept_name, names) + ". Concepts: " + join(names, ", ") + ".");
+    }
+    std::optional<double> tau;
+    if (item["tau"].IsDefined()) tau = get_double(c, item["tau"], path + ".tau");
+    if (tau && *tau < 0) c.fail(item["tau"], path + ".tau", "'tau' must be >= 0");
+    std::vector<int64_t> prompts, positions;
+    if (item["prompts"].IsDefined()) prompts = get_int_list(c, item["prompts"], path + ".prompts");
+    if (item["positions"].IsDefined()) positions = get_int_list(c, item["positions"], path + ".positions");
+    const auto& hooks = (*concepts)[concept_name].value("hooks", nlohmann::json::object());
+    try {
+        for (auto it = hooks.begin(); it != hooks.end(); ++it) {
+            const auto& h = it.value();
+            InterventionEntry e;
+            e.loc = c.loc(item, path);
+            InterventionSpec& s = e.spec;
+            s.hook = it.key();
+            s.op = mode == "ranges" ? "mask_ranges" : "zero";
+            s.neurons = h.at("neurons").get<std::vector<int64_t>>();
+            s.prompts = prompts;
+            s.positions = positions;
+            if (mode == "ranges") {
+                if (tau) {
+                    const auto mu = h.at("mu").get<std::vector<double>>(), sigma = h.at("sigma").get<std::vector<double>>();
+                    for (size_t i = 0; i < mu.size() && i < sigma.size(); ++i) {
+                        s.lo_values.push_back(static_cast<float>(mu[i] - *tau * sigma[i]));
+                        s.hi_values.push_back(static_cast<float>(mu[i] + *tau * sigma[i]));
+                    }
+                } else {
+                    s.lo_values = h.at("lo").get<std::vector<float>>();
+                    s.hi_values = h.at("hi").get<std::vector<float>>();
+                }
+            }
+            s.raw = {{"from", file.string()}, {"concept", concept_name}, {"mode", mode}, {"hook", s.hook}, {"op", s.op},
+                     {"neurons", s.neurons}};
+            if (tau) s.raw["tau"] = *tau;
+            if (!prompts.empty()) s.raw["prompts"] = prompts;
+            if (!positions.empty()) s.raw["positions"] = positions;
+            if (mode == "ranges") s.raw["lo"] = s.lo_values, s.raw["hi"] = s.hi_values;
+            out.push_back(std::move(e));
+        }
+    } catch (const nlohmann::json::exception& e) {
+        c.fail(item["from"], path + ".from", file.string() + ": concept '" + concept_name + "' is malformed (" + e.what() + ")");
+    }
+    if (hooks.empty()) c.fail(item["concept"], path + ".concept", "concept '" + concept_name + "' has no hooks in " + file.string());
+}
+
+void parse_intervention(const Ctx& c, const YAML::Node& item, const std::string& path, std::vector<InterventionEntry>& out) {
     require_map(c, item, path, "each intervention");
+    if (item["from"].IsDefined()) {
+        parse_ranges_import(c, item, path, out);
+        return;
+    }
     std::vector<std::string> ops;
     for (const auto& op : intervention_table()) ops.push_back(op.name);
     InterventionEntry e;
@@ -546,7 +626,7 @@ InterventionEntry parse_intervention(const Ctx& c, const YAML::Node& item, const
             c.fail(item, path, "op '" + s.op + "' needs '" + p.key + "' (" + p.meaning + ")" +
                                    (p.kind == InterventionParamKind::Vector ? " or '" + std::string(p.key) + "_file' (.npy)" : ""));
     s.raw = yaml_to_json(item);
-    return e;
+    out.push_back(std::move(e));
 }
 
 // ---- analyses / exports -------------------------------------------------------------------------------------------
@@ -743,8 +823,7 @@ Recipe parse_recipe(const YAML::Node& input, const std::string& source, const fs
     if (root["interventions"].IsDefined()) {
         require_seq(c, root["interventions"], "interventions", "'interventions'");
         for (size_t i = 0; i < root["interventions"].size(); ++i)
-            r.interventions.push_back(
-                parse_intervention(c, root["interventions"][i], "interventions[" + std::to_string(i) + "]"));
+            parse_intervention(c, root["interventions"][i], "interventions[" + std::to_string(i) + "]", r.interventions);
     }
     if (root["analyses"].IsDefined()) r.analyses = parse_analyses(c, root["analyses"]);
     if (root["exports"].IsDefined()) r.exports = parse_exports(c, root["exports"]);
@@ -758,7 +837,7 @@ std::vector<InterventionEntry> parse_interventions(const YAML::Node& list, const
     require_seq(c, list, "interventions", "'interventions'");
     std::vector<InterventionEntry> out;
     for (size_t i = 0; i < list.size(); ++i)
-        out.push_back(parse_intervention(c, list[i], "interventions[" + std::to_string(i + index_base) + "]"));
+        parse_intervention(c, list[i], "interventions[" + std::to_string(i + index_base) + "]", out);
     return out;
 }
 
