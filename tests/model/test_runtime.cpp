@@ -381,8 +381,9 @@ TEST_CASE("safetensors: a tensor name that is not UTF-8 is bad input with a read
 
 TEST_CASE("safetensors tensors alias a copy-on-write mapping: in-place edits never reach the file", "[model][safetensors]") {
     const std::string dir = copy_model("gpt2", "cow");
+    const WeightNaming naming = describe_model(registry(), dir).factory->weight_naming();  // the adapter's
     {
-        SafetensorsWeights w({dir + "/model.safetensors"});
+        SafetensorsWeights w({dir + "/model.safetensors"}, naming);
         CHECK(w.contains("wte.weight"));          // `transformer.` prefix stripped
         CHECK_FALSE(w.contains("h.0.attn.bias"));  // buffers ignored
         at::Tensor t = w.get("wte.weight");
@@ -393,14 +394,15 @@ TEST_CASE("safetensors tensors alias a copy-on-write mapping: in-place edits nev
         t.add_(100.0);
         CHECK(w.get("wte.weight").abs().min().item<double>() > 50.0);  // the edit is visible in memory...
     }
-    SafetensorsWeights again({dir + "/model.safetensors"});
+    SafetensorsWeights again({dir + "/model.safetensors"}, naming);
     CHECK(again.get("wte.weight").abs().max().item<double>() < 50.0);  // ...but never reached the file
 }
 
 TEST_CASE("sharded checkpoints load through model.safetensors.index.json", "[model][safetensors]") {
     const std::string dir = temp_dir("sharded");
     fs::copy_file(fixture_model("llama") + "/config.json", dir + "/config.json");
-    SafetensorsWeights w({fixture_model("llama") + "/model.safetensors"});
+    SafetensorsWeights w({fixture_model("llama") + "/model.safetensors"},
+                         describe_model(registry(), fixture_model("llama")).factory->weight_naming());
     std::vector<std::pair<std::string, at::Tensor>> a, b;
     nlohmann::json map = nlohmann::json::object();
     for (const auto& n : w.names()) {
