@@ -61,7 +61,7 @@ LoadedModel load_model(const PluginRegistry& registry, const std::string& path_o
                          " (use float32 or bfloat16)");
     LoadedModel m;
     m.handle = describe_model(registry, path_or_id);
-    m.weights = std::make_shared<SafetensorsWeights>(m.handle.files.weight_files);
+    m.weights = std::make_shared<SafetensorsWeights>(m.handle.files.weight_files, m.handle.factory->weight_naming());
     m.adapter = m.handle.factory->load(m.handle.files.config, *m.weights, options);
     return m;
 }

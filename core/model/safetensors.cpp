@@ -95,20 +95,30 @@ at::ScalarType safetensors_scalar_type(const std::string& dtype, const std::stri
     return it->second;
 }
 
-std::string normalize_weight_name(const std::string& name) {
-    for (const char* prefix : {"transformer.", "model.", "bert."}) {
-        const size_t n = std::strlen(prefix);
-        if (name.size() > n && name.compare(0, n, prefix) == 0) return name.substr(n);
-    }
+namespace {
+bool starts_with(const std::string& s, const std::string& p) { return s.size() > p.size() && s.compare(0, p.size(), p) == 0; }
+bool ends_with(const std::string& s, const std::string& x) {
+    return s.size() >= x.size() && s.compare(s.size() - x.size(), x.size(), x) == 0;
+}
+}  // namespace
+
+std::string normalize_weight_name(const WeightNaming& naming, const std::string& name) {
+    for (const auto& prefix : naming.base_prefixes)
+        if (starts_with(name, prefix)) return name.substr(prefix.size());
     return name;
 }
 
-bool is_ignored_buffer(const std::string& name) {
-    auto ends_with = [&](std::string_view s) {
-        return name.size() >= s.size() && name.compare(name.size() - s.size(), s.size(), s) == 0;
-    };
-    return ends_with(".attn.bias") || ends_with(".attn.masked_bias") || ends_with("rotary_emb.inv_freq") ||
-           ends_with("embeddings.position_ids");
+bool is_ignored_buffer(const WeightNaming& naming, const std::string& name) {
+    for (const auto& suffix : naming.ignored_buffers)
+        if (ends_with(name, suffix)) return true;
+    return false;
+}
+
+std::string checkpoint_weight_name(const WeightNaming& naming, const std::string& name) {
+    if (naming.base_prefixes.empty()) return name;
+    for (const auto& head : naming.head_prefixes)
+        if (name.compare(0, head.size(), head) == 0) return name;
+    return naming.base_prefixes.front() + name;
 }
 
 SafetensorsFile::SafetensorsFile(const fs::path& path) : path_(path) {
@@ -206,14 +216,14 @@ at::Tensor SafetensorsFile::tensor(const SafetensorsEntry& e) const {
     return at::from_blob(p, e.shape, [keep](void*) mutable { keep.reset(); }, opts);
 }
 
-SafetensorsWeights::SafetensorsWeights(const std::vector<fs::path>& files) {
+SafetensorsWeights::SafetensorsWeights(const std::vector<fs::path>& files, const WeightNaming& naming) {
     if (files.empty()) throw InputError("no safetensors files given");
     for (const auto& f : files) {
         files_.push_back(std::make_unique<SafetensorsFile>(f));
         const SafetensorsFile* file = files_.back().get();
         for (const auto& e : file->entries()) {
-            if (is_ignored_buffer(e.name)) continue;
-            const std::string key = normalize_weight_name(e.name);
+            if (is_ignored_buffer(naming, e.name)) continue;
+            const std::string key = normalize_weight_name(naming, e.name);
             const auto [it, inserted] = index_.emplace(key, Ref{file, &e});
             if (!inserted)
                 throw InputError("weight '" + key + "' is stored twice: as '" + it->second.entry->name + "' in " +

@@ -52,16 +52,21 @@ private:
 /// Element type of a safetensors dtype string; throws InputError for an unsupported one.
 at::ScalarType safetensors_scalar_type(const std::string& dtype, const std::string& where);
 
-/// Canonical weight name: without a leading `transformer.` / `model.` / `bert.` prefix.
-std::string normalize_weight_name(const std::string& name);
+/// Canonical weight name: without the architecture's leading base prefix (`transformer.`, `model.`...).
+std::string normalize_weight_name(const WeightNaming& naming, const std::string& name);
 
-/// True for stored buffers that are not parameters (GPT-2 `attn.bias` / `attn.masked_bias`, rotary `inv_freq`).
-bool is_ignored_buffer(const std::string& name);
+/// True for stored buffers that are not parameters (the architecture's `ignored_buffers`, e.g. GPT-2
+/// `attn.masked_bias`, rotary `inv_freq`).
+bool is_ignored_buffer(const WeightNaming& naming, const std::string& name);
 
-/// A WeightSource over one or more (sharded) safetensors files, names normalised without the prefix.
+/// The HF checkpoint name of an adapter parameter name: the first base prefix in front, heads as they are.
+std::string checkpoint_weight_name(const WeightNaming& naming, const std::string& name);
+
+/// A WeightSource over one or more (sharded) safetensors files, names normalised without the base prefix.
 class SafetensorsWeights : public WeightSource {
 public:
-    explicit SafetensorsWeights(const std::vector<std::filesystem::path>& files);
+    /// `naming`: the architecture's prefixes and buffers (ModelFactory::weight_naming); names as stored without.
+    explicit SafetensorsWeights(const std::vector<std::filesystem::path>& files, const WeightNaming& naming = {});
     bool contains(const std::string& name) const override;
     at::Tensor get(const std::string& name) const override;
     std::vector<std::string> names() const override;

@@ -28,13 +28,6 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-// HF checkpoint name for an adapter parameter name (adapters report names without the base prefix).
-std::string hf_name(const std::string& model_type, const std::string& name) {
-    if (model_type == "gpt2") return name.rfind("lm_head.", 0) == 0 ? name : "transformer." + name;
-    if (model_type == "bert") return name.rfind("cls.", 0) == 0 ? name : "bert." + name;
-    return name.rfind("lm_head.", 0) == 0 ? name : "model." + name;  // llama, mistral, qwen2
-}
-
 at::Tensor tokenize_corpus(const Tokenizer& tok, const std::vector<fs::path>& files, std::optional<int64_t> eos) {
     std::vector<int64_t> ids;
     for (const auto& f : files) {
@@ -128,10 +121,11 @@ at::ScalarType save_type(const std::string& s) {
 
 void save_model(const fs::path& dir, LoadedModel& model, const fs::path& tokenizer_json, const std::string& dtype) {
     fs::create_directories(dir);
-    const std::string model_type = model.handle.files.config.value("model_type", "gpt2");
+    // The adapter names parameters without its base prefix; the checkpoint gets HF's names back.
+    const WeightNaming naming = model.handle.factory->weight_naming();
     std::vector<std::pair<std::string, at::Tensor>> tensors;
     for (auto& [name, p] : model.adapter->named_parameters())
-        tensors.emplace_back(hf_name(model_type, name), p.detach().to(save_type(dtype)).contiguous());
+        tensors.emplace_back(checkpoint_weight_name(naming, name), p.detach().to(save_type(dtype)).contiguous());
     write_safetensors(dir / "model.safetensors", tensors, {{"format", "pt"}});
     write_file_atomic(dir / "config.json", model.handle.files.config.dump(2) + "\n");
     if (!tokenizer_json.empty() && fs::absolute(tokenizer_json) != fs::absolute(dir / "tokenizer.json"))

@@ -15,8 +15,15 @@ struct Check {
     std::string file;   // oracle file
     std::string hook;   // canonical hook
     int64_t pos_axis;   // position axis (2 for [b,h,p,p])
-    bool silu = false;  // llama mlp_act = silu(mlp.hook_pre)
+    std::string act;    // gated MLPs: the oracle holds act(mlp.hook_pre) (llama silu, gemma tanh GELU)
 };
+
+// Gated-MLP models and the activation their oracle's mlp_act file applies to the gate.
+std::string gate_activation(const std::string& model) {
+    if (model == "llama") return "silu";
+    if (model == "gemma") return "gelu_tanh";
+    return "";
+}
 
 std::vector<Check> checks(const std::string& model, int64_t n_layers) {
     std::vector<Check> c = {{"embeddings.npy", "blocks.0.hook_resid_pre", 1}};
@@ -24,8 +31,8 @@ std::vector<Check> checks(const std::string& model, int64_t n_layers) {
         const std::string b = "blocks." + std::to_string(L) + ".", f = "layer" + std::to_string(L) + "_";
         c.push_back({f + "attn_probs.npy", b + "attn.hook_pattern", 2});
         c.push_back({f + "attn_out.npy", b + (model == "bert" ? "hook_resid_mid" : "hook_attn_out"), 1});
-        if (model == "llama") {
-            c.push_back({f + "mlp_act.npy", b + "mlp.hook_pre", 1, true});
+        if (!gate_activation(model).empty()) {
+            c.push_back({f + "mlp_act.npy", b + "mlp.hook_pre", 1, gate_activation(model)});
             c.push_back({f + "mlp_act_times_up.npy", b + "mlp.hook_post", 1});
         } else {
             c.push_back({f + "mlp_act.npy", b + "mlp.hook_post", 1});
@@ -59,7 +66,8 @@ std::vector<Err> parity(const std::string& model, at::ScalarType dtype) {
     std::vector<Err> errs;
     for (const auto& c : cs) {
         at::Tensor got = out.captures.at(c.hook);
-        if (c.silu) got = at::silu(got);
+        if (c.act == "silu") got = at::silu(got);
+        if (c.act == "gelu_tanh") got = at::gelu(got, "tanh");
         const at::Tensor want = oracle(model, c.file);
         errs.push_back({c.file, max_abs_valid(got, want, mask, c.pos_axis), want.abs().max().item<double>()});
     }
@@ -71,7 +79,7 @@ std::vector<Err> parity(const std::string& model, at::ScalarType dtype) {
 
 void check_parity(const std::string& model) {
     for (const auto& [file, err, scale] : parity(model, at::kFloat)) {
-        std::printf("parity fp32 %-6s %-28s max|err| = %.3g\n", model.c_str(), file.c_str(), err);
+        std::printf("parity fp32 %-8s %-28s max|err| = %.3g\n", model.c_str(), file.c_str(), err);
         INFO(model << " " << file << " max abs error " << err);
         CHECK(err <= 1e-4);
     }
@@ -82,7 +90,7 @@ void check_parity(const std::string& model) {
 void check_bf16(const std::string& model, double rel_tol) {
     double worst = 0;
     for (const auto& [file, err, scale] : parity(model, at::kBFloat16)) {
-        std::printf("parity bf16 %-6s %-28s max|err| = %.3g (%.2f%% of max|x| = %.3g)\n", model.c_str(),
+        std::printf("parity bf16 %-8s %-28s max|err| = %.3g (%.2f%% of max|x| = %.3g)\n", model.c_str(),
                     file.c_str(), err, 100.0 * err / scale, scale);
         INFO(model << " " << file << " bf16 max abs error " << err << " scale " << scale);
         CHECK(err <= rel_tol * scale);
@@ -108,8 +116,23 @@ TEST_CASE("bert (token types, post-LN, MLM head) matches the HF oracle in fp32",
     check_parity("bert");
 }
 
+TEST_CASE("phi (partial rotary, parallel attention + MLP from one LayerNorm, lm_head bias) matches the HF oracle",
+          "[model][parity]") {
+    check_parity("phi");
+}
+
+TEST_CASE("gemma ((1+w) RMSNorm, sqrt(hidden) embedding scale, head_dim, MQA, tanh GeGLU) matches the HF oracle",
+          "[model][parity]") {
+    check_parity("gemma");
+}
+
+TEST_CASE("gpt_neox (per-head fused qkv, rotary_pct, parallel residual, erf GELU) matches the HF oracle",
+          "[model][parity]") {
+    check_parity("gpt_neox");
+}
+
 TEST_CASE("bfloat16 compute stays within the documented tolerance of the fp32 oracle", "[model][parity][bf16]") {
-    check_bf16("gpt2", 0.05);
-    check_bf16("llama", 0.05);
-    check_bf16("bert", 0.05);
+    for (const std::string model : {"gpt2", "llama", "bert", "phi", "gemma", "gpt_neox"}) {
+        DYNAMIC_SECTION(model) { check_bf16(model, 0.05); }
+    }
 }

@@ -1,8 +1,6 @@
 // BERT (BertModel / BertForMaskedLM): word + position + token-type embeddings with LayerNorm, post-LN
 // encoder blocks, bidirectional attention with key padding, erf GELU, masked-LM head (transform + decoder
 // tied to the word embeddings + bias).
-#include <ATen/CPUGeneratorImpl.h>
-
 #include "plugins/models/common/transformer.h"
 
 namespace nscope::models {
@@ -90,45 +88,19 @@ HookShape hook_shape(const Dims& d) {
 }
 
 ModelInfo make_info(const nlohmann::json& c, const Dims& d) {
-    ModelInfo i;
-    i.architecture = d.mlm ? "BertForMaskedLM" : "BertModel";
-    if (c.contains("architectures") && c["architectures"].is_array() && !c["architectures"].empty())
-        i.architecture = c["architectures"][0].get<std::string>();
+    // The decoder is tied to the word embeddings, so the tables count it once.
+    ModelInfo i = table_info(c, d.mlm ? "BertForMaskedLM" : "BertModel", d, hook_shape(d), kGlobals, kLayer);
     i.model_type = "bert";
     i.adapter = "bert";
-    i.n_layers = d.n_layers, i.d_model = d.d, i.n_heads = d.heads, i.n_kv_heads = d.heads, i.d_head = d.dh;
-    i.d_mlp = d.m, i.vocab_size = d.vocab, i.max_positions = d.n_pos;
-    i.n_params = count_rows(kGlobals, d) + d.n_layers * count_rows(kLayer, d);  // decoder tied to word embeddings
-    i.causal = false, i.gated_mlp = false, i.activation = d.act, i.norm = "layernorm", i.positional = "learned";
+    i.max_positions = d.n_pos;
+    i.causal = false, i.activation = d.act, i.norm = "layernorm", i.positional = "learned";
     i.extra = {{"mlm_head", d.mlm}, {"type_vocab_size", d.n_types}, {"layer_norm_eps", d.eps}};
     return i;
 }
 
-class BertEncoder : public ModelAdapter {
+class BertEncoder : public TableModel<Dims, Globals, Layer> {
 public:
-    BertEncoder(const nlohmann::json& c, Dims d) : d_(std::move(d)), info_(make_info(c, d_)), layout_(hook_shape(d_)) {}
-
-    void load(const WeightSource& w, const ModelOptions& o) {
-        load_rows(kGlobals, g_, -1, d_, w, o);
-        layers_.resize(static_cast<size_t>(d_.n_layers));
-        for (int64_t L = 0; L < d_.n_layers; ++L) load_rows(kLayer, layers_[static_cast<size_t>(L)], L, d_, w, o);
-    }
-    void init(uint64_t seed, const ModelOptions& o) {
-        at::Generator gen = at::detail::createCPUGenerator(seed);
-        init_rows(kGlobals, g_, d_, d_.init_std, d_.init_std, gen, o);
-        layers_.resize(static_cast<size_t>(d_.n_layers));
-        for (auto& l : layers_) init_rows(kLayer, l, d_, d_.init_std, d_.init_std, gen, o);
-    }
-
-    const ModelInfo& info() const override { return info_; }
-    const std::vector<HookPoint>& hook_points() const override { return layout_.points; }
-
-    std::vector<std::pair<std::string, at::Tensor>> named_parameters() override {
-        std::vector<std::pair<std::string, at::Tensor>> out;
-        list_rows(kGlobals, g_, -1, d_, out);
-        for (int64_t L = 0; L < d_.n_layers; ++L) list_rows(kLayer, layers_[static_cast<size_t>(L)], L, d_, out);
-        return out;
-    }
+    BertEncoder(const nlohmann::json& c, Dims d) : TableModel(d, make_info(c, d), hook_shape(d), kGlobals, kLayer) {}
 
     at::Tensor forward(const ForwardInput& in, HookDispatcher* hooks) override {
         const int64_t B = in.input_ids.size(0), P = in.input_ids.size(1);
@@ -162,12 +134,7 @@ public:
             run_hook(hooks, h.attn_out, attn_out);  // [b, p, d] (before the residual add and LayerNorm)
             resid = at::layer_norm(attn_out + resid, {d_.d}, w.ln1_w, w.ln1_b, d_.eps);
             run_hook(hooks, h.resid_mid, resid);  // [b, p, d] (post-LN)
-            at::Tensor pre = dense(resid, w.i_w, w.i_b);
-            run_hook(hooks, h.mlp_pre, pre);  // [b, p, m]
-            at::Tensor post = activation(d_.act, pre);
-            run_hook(hooks, h.mlp_post, post);  // [b, p, m]
-            at::Tensor mlp_out = dense(post, w.out_w, w.out_b);
-            run_hook(hooks, h.mlp_out, mlp_out);  // [b, p, d]
+            const at::Tensor mlp_out = plain_mlp(hooks, h, resid, d_.act, w.i_w, w.i_b, w.out_w, w.out_b);
             resid = at::layer_norm(mlp_out + resid, {d_.d}, w.ln2_w, w.ln2_b, d_.eps);
             run_hook(hooks, h.resid_post, resid);  // [b, p, d]
         }
@@ -180,17 +147,12 @@ public:
         return logits;
     }
 
-private:
-    Dims d_;
-    ModelInfo info_;
-    HookLayout layout_;
-    Globals g_;
-    std::vector<Layer> layers_;
 };
 
 class BertFactory : public AdapterFactory<BertEncoder, Dims, read_dims, make_info, hook_shape> {
 public:
     std::vector<std::string> architectures() const override { return {"BertForMaskedLM", "BertModel", "bert"}; }
+    WeightNaming weight_naming() const override { return {{"bert."}, {"cls."}, {"embeddings.position_ids"}}; }
 };
 
 }  // namespace

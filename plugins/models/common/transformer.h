@@ -3,9 +3,12 @@
 // - HookLayout: the canonical hook list (docs/architecture.md) in forward order, with the id of every point.
 // - Weight tables: one table per architecture maps HF tensor names to the adapter's fields (llama.cpp
 //   style); `load_table` / `init_table` / `list_table` walk it to load, initialise or list parameters.
-// - Ops: additive attention mask, multi-head attention with hooks, rotary, RMSNorm.
+// - Ops: additive attention mask, multi-head attention with hooks, (partial) rotary, RMSNorm.
+// - TableModel / AdapterFactory: the skeleton of an adapter, so an architecture is its folder: dims from
+//   config.json, a weight table, a hook shape, the checkpoint naming and the forward.
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <limits>
@@ -13,6 +16,7 @@
 #include <vector>
 
 #include <ATen/ATen.h>
+#include <ATen/CPUGeneratorImpl.h>
 #include <nlohmann/json.hpp>
 
 #include "nscope/error.h"
@@ -51,6 +55,30 @@ inline std::string cfg_str_or(const nlohmann::json& c, const char* key, const st
     if (!c.contains(key) || c[key].is_null()) return dflt;
     if (!c[key].is_string()) throw InputError(std::string("config.json: \"") + key + "\" must be a string");
     return c[key].get<std::string>();
+}
+
+/// Position divisor of `rope_scaling` (1 when absent): `linear` is implemented; any other type is refused
+/// rather than run with different numbers than HF's.
+inline double rope_position_scale(const nlohmann::json& c) {
+    if (!c.contains("rope_scaling") || c["rope_scaling"].is_null()) return 1.0;
+    const auto& rs = c["rope_scaling"];
+    if (!rs.is_object()) throw InputError("config.json: \"rope_scaling\" must be an object or null");
+    const std::string type = rs.value("type", rs.value("rope_type", std::string("default")));
+    if (type == "linear") return cfg_num_or(rs, "factor", 1.0);
+    if (type == "default") return 1.0;
+    throw InputError("config.json: rope_scaling type '" + type + "' is not supported (supported: linear)");
+}
+
+/// Refuse config options of a known architecture that this adapter does not implement: each listed key
+/// must be absent, null or equal to its neutral value (false / 0), else InputError naming it and `why`.
+inline void refuse_options(const nlohmann::json& c, const std::vector<std::pair<const char*, const char*>>& keys) {
+    for (const auto& [key, why] : keys) {
+        if (!c.contains(key)) continue;
+        const auto& v = c[key];
+        if (v.is_null() || (v.is_boolean() && !v.get<bool>()) || (v.is_number() && v.get<double>() == 0.0)) continue;
+        throw InputError(std::string("config.json: \"") + key + "\" = " + v.dump() + " is not supported by this adapter (" +
+                         why + "); refusing rather than computing different numbers");
+    }
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -244,13 +272,26 @@ inline std::pair<at::Tensor, at::Tensor> rotary_tables(int64_t P, int64_t dh, do
     return {emb.cos().to(dtype), emb.sin().to(dtype)};
 }
 
-/// Apply rotary to x [b, p, h, dh] with cos/sin [p, dh]: x*cos + rotate_half(x)*sin.
+/// Apply rotary to x [b, p, h, dh] with cos/sin [p, rot]: x*cos + rotate_half(x)*sin on the first `rot`
+/// dims of each head; the other dh - rot dims pass through (partial rotary: Phi, GPT-NeoX).
 inline at::Tensor apply_rotary(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin) {
-    const int64_t half = x.size(-1) / 2;
+    const int64_t P = x.size(1), dh = x.size(-1), rot = cos.size(-1);
+    if (rot < dh)
+        return at::cat({apply_rotary(x.narrow(-1, 0, rot), cos, sin), x.narrow(-1, rot, dh - rot)}, -1);
+    const int64_t half = dh / 2;
     at::Tensor x1 = x.narrow(-1, 0, half), x2 = x.narrow(-1, half, half);
-    at::Tensor rot = at::cat({-x2, x1}, -1);
-    const int64_t P = x.size(1), dh = x.size(-1);
-    return x * cos.view({1, P, 1, dh}) + rot * sin.view({1, P, 1, dh});
+    at::Tensor r = at::cat({-x2, x1}, -1);
+    return x * cos.view({1, P, 1, dh}) + r * sin.view({1, P, 1, dh});
+}
+
+/// Rotary dims of a head from a fraction (HF: int(head_dim * fraction)); must be even and > 0.
+inline int64_t rotary_dims(int64_t dh, double fraction, const char* key) {
+    const auto rot = static_cast<int64_t>(static_cast<double>(dh) * fraction);
+    if (fraction <= 0.0 || fraction > 1.0 || rot <= 0 || rot % 2 != 0)
+        throw InputError(std::string("config.json: \"") + key + "\" = " + std::to_string(fraction) + " gives " +
+                         std::to_string(rot) + " rotary dims of a " + std::to_string(dh) +
+                         "-dim head; it must be in (0, 1] and give an even, positive number");
+    return rot;
 }
 
 /// Attention from per-head q [b,p,h,dh], k/v [b,p,hkv,dh] (hooks q/k/v already fired): scores (+mask),
@@ -274,6 +315,49 @@ inline at::Tensor attention(HookDispatcher* hooks, const LayerHooks& ids, const 
     at::Tensor z = at::matmul(pattern, vh).transpose(1, 2);  // [b, p, h, dh]
     run_hook(hooks, ids.z, z);  // [b, p, h, dh]
     return z.reshape({B, P, H * dh});
+}
+
+/// The attention of a rotary model from q [b,p,h,dh], k/v [b,p,hkv,dh] (projected, not yet rotated): rotary
+/// on q and k, their hooks (q, k after rotary), then `attention`. Returns z merged to [b, p, h*dh].
+inline at::Tensor rotary_attention(HookDispatcher* hooks, const LayerHooks& h, const at::Tensor& q_in,
+                                   const at::Tensor& k_in, at::Tensor v, const at::Tensor& cos, const at::Tensor& sin,
+                                   const at::Tensor& mask, double scale_div, bool softmax_fp32) {
+    at::Tensor q = apply_rotary(q_in, cos, sin), k = apply_rotary(k_in, cos, sin);
+    run_hook(hooks, h.q, q);  // [b, p, h, dh] (after rotary)
+    run_hook(hooks, h.k, k);  // [b, p, h_kv, dh] (after rotary)
+    run_hook(hooks, h.v, v);  // [b, p, h_kv, dh]
+    return attention(hooks, h, q, k, v, mask, scale_div, softmax_fp32);
+}
+
+/// The MLP nonlinearity named by an HF config; defined below.
+inline at::Tensor activation(const std::string& name, const at::Tensor& x);
+
+/// MLP sub-layer `out(act(in(x)))` (HF nn.Linear weights, biases may be undefined) with its hooks;
+/// returns hook_mlp_out's value.
+inline at::Tensor plain_mlp(HookDispatcher* hooks, const LayerHooks& h, const at::Tensor& x, const std::string& act,
+                            const at::Tensor& w_in, const at::Tensor& b_in, const at::Tensor& w_out,
+                            const at::Tensor& b_out) {
+    at::Tensor pre = dense(x, w_in, b_in);
+    run_hook(hooks, h.mlp_pre, pre);  // [b, p, m]
+    at::Tensor post = activation(act, pre);
+    run_hook(hooks, h.mlp_post, post);  // [b, p, m]
+    at::Tensor out = dense(post, w_out, b_out);
+    run_hook(hooks, h.mlp_out, out);  // [b, p, d]
+    return out;
+}
+
+/// Gated MLP sub-layer `down(act(gate(x)) * up(x))` (LLaMA SwiGLU, Gemma GeGLU) with its hooks.
+inline at::Tensor gated_mlp(HookDispatcher* hooks, const LayerHooks& h, const at::Tensor& x, const std::string& act,
+                            const at::Tensor& gate_w, const at::Tensor& up_w, const at::Tensor& down_w) {
+    at::Tensor gate = dense(x, gate_w);
+    run_hook(hooks, h.mlp_pre, gate);  // [b, p, m]
+    at::Tensor up = dense(x, up_w);
+    run_hook(hooks, h.mlp_pre_linear, up);  // [b, p, m]
+    at::Tensor post = activation(act, gate) * up;
+    run_hook(hooks, h.mlp_post, post);  // [b, p, m]
+    at::Tensor out = dense(post, down_w);
+    run_hook(hooks, h.mlp_out, out);  // [b, p, d]
+    return out;
 }
 
 /// Whether the forward must compute the unembedding (see ForwardInput::logits).
@@ -316,9 +400,97 @@ inline int64_t count_params(const std::vector<std::pair<std::string, at::Tensor>
     return n;
 }
 
+// ---------------------------------------------------------------------------------------------------------
+// Adapter skeleton.
+
+/// The config's `architectures[0]`, or `dflt`.
+inline std::string config_architecture(const nlohmann::json& c, const char* dflt) {
+    if (c.contains("architectures") && c["architectures"].is_array() && !c["architectures"].empty() &&
+        c["architectures"][0].is_string())
+        return c["architectures"][0].get<std::string>();
+    return dflt;
+}
+
+/// The ModelInfo fields every table-driven adapter fills alike: architecture, dims from the hook shape,
+/// parameter count from the weight tables (tied weights are not rows, so they count once). The adapter
+/// adds model_type, max_positions, activation, norm, positional, causal and extra.
+template <class Dims, class Globals, class Layer>
+ModelInfo table_info(const nlohmann::json& c, const char* default_arch, const Dims& d, const HookShape& s,
+                     const std::vector<TensorRow<Dims, Globals>>& globals,
+                     const std::vector<TensorRow<Dims, Layer>>& layer) {
+    ModelInfo i;
+    i.architecture = config_architecture(c, default_arch);
+    i.n_layers = s.n_layers, i.d_model = s.d_model, i.n_heads = s.n_heads, i.n_kv_heads = s.n_kv_heads;
+    i.d_head = s.d_head, i.d_mlp = s.d_mlp, i.vocab_size = s.vocab;
+    i.n_params = count_rows(globals, d) + s.n_layers * count_rows(layer, d);
+    i.gated_mlp = s.gated;
+    return i;
+}
+
+/// What every table-driven adapter shares: its dims, info, hook layout and weights (globals + one Layer per
+/// block) filled from its tensor tables by `load` / `init`, listed by `named_parameters`. An architecture
+/// derives from it and writes `forward` (and `check_weights` for checkpoint/config consistency checks, and
+/// `resid_init_std` when residual projections initialise differently). `Dims` has `n_layers` and `init_std`.
+template <class Dims, class Globals, class Layer>
+class TableModel : public ModelAdapter {
+public:
+    using GlobalTable = std::vector<TensorRow<Dims, Globals>>;
+    using LayerTable = std::vector<TensorRow<Dims, Layer>>;
+
+    TableModel(Dims d, ModelInfo info, const HookShape& shape, const GlobalTable& globals, const LayerTable& layer)
+        : d_(std::move(d)), info_(std::move(info)), layout_(shape), globals_(globals), layer_(layer) {}
+
+    void load(const WeightSource& w, const ModelOptions& o) {
+        check_weights(w);
+        load_rows(globals_, g_, -1, d_, w, o);
+        layers_.resize(static_cast<size_t>(d_.n_layers));
+        for (int64_t L = 0; L < d_.n_layers; ++L) load_rows(layer_, layers_[static_cast<size_t>(L)], L, d_, w, o);
+    }
+    void init(uint64_t seed, const ModelOptions& o) {
+        at::Generator gen = at::detail::createCPUGenerator(seed);
+        init_rows(globals_, g_, d_, d_.init_std, resid_init_std(), gen, o);
+        layers_.resize(static_cast<size_t>(d_.n_layers));
+        for (auto& l : layers_) init_rows(layer_, l, d_, d_.init_std, resid_init_std(), gen, o);
+    }
+
+    const ModelInfo& info() const override { return info_; }
+    const std::vector<HookPoint>& hook_points() const override { return layout_.points; }
+    std::vector<std::pair<std::string, at::Tensor>> named_parameters() override {
+        std::vector<std::pair<std::string, at::Tensor>> out;
+        list_rows(globals_, g_, -1, d_, out);
+        for (int64_t L = 0; L < d_.n_layers; ++L) list_rows(layer_, layers_[static_cast<size_t>(L)], L, d_, out);
+        return out;
+    }
+
+protected:
+    /// Called before loading: refuse a checkpoint that contradicts its config (e.g. tied vs stored head).
+    virtual void check_weights(const WeightSource& w) const { (void)w; }
+    /// Init std of the projections into the residual stream (Init::NormalResid rows).
+    virtual double resid_init_std() const { return d_.init_std; }
+
+    const Dims d_;
+    const ModelInfo info_;
+    const HookLayout layout_;
+    const GlobalTable& globals_;
+    const LayerTable& layer_;
+    Globals g_;
+    std::vector<Layer> layers_;
+};
+
+/// Refuse a checkpoint whose stored head contradicts `tie_word_embeddings` (HF would silently use one or
+/// the other; we make the user fix the config).
+inline void check_tied_head(const WeightSource& w, bool tied, const std::string& head) {
+    if (tied && w.contains(head))
+        throw InputError("config.json says tie_word_embeddings = true but the checkpoint stores its own " + head +
+                         "; fix the config");
+    if (!tied && !w.contains(head))
+        throw InputError("weight '" + head + "' is missing and config.json has tie_word_embeddings = false; "
+                         "set \"tie_word_embeddings\": true if the output layer shares the embedding");
+}
+
 /// The ModelFactory of a standard adapter: everything derives from the adapter's three config functions
 /// (`read_dims`, `make_info`, `hook_shape`) and its model class, constructed from (config, dims) with
-/// `load(weights, options)` / `init(seed, options)`. An adapter only adds `architectures()`.
+/// `load(weights, options)` / `init(seed, options)`. An adapter adds `architectures()` and `weight_naming()`.
 template <typename Model, typename Dims, Dims (*ReadDims)(const nlohmann::json&),
           ModelInfo (*MakeInfo)(const nlohmann::json&, const Dims&), HookShape (*Shape)(const Dims&)>
 class AdapterFactory : public ModelFactory {

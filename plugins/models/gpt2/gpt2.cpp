@@ -1,7 +1,5 @@
 // GPT-2 (GPT2LMHeadModel / GPT2Model): learned positions, pre-LN, Conv1D weights stored [in, out]
 // (used with addmm as stored, no transpose), fused qkv split with views, gelu_new, lm_head tied to wte.
-#include <ATen/CPUGeneratorImpl.h>
-
 #include "plugins/models/common/transformer.h"
 
 namespace nscope::models {
@@ -73,16 +71,11 @@ HookShape hook_shape(const Dims& d) {
 }
 
 ModelInfo make_info(const nlohmann::json& c, const Dims& d) {
-    ModelInfo i;
-    i.architecture = (c.contains("architectures") && c["architectures"].is_array() && !c["architectures"].empty())
-                         ? c["architectures"][0].get<std::string>()
-                         : "GPT2LMHeadModel";
+    ModelInfo i = table_info(c, "GPT2LMHeadModel", d, hook_shape(d), kGlobals, kLayer);  // lm_head tied to wte
     i.model_type = "gpt2";
     i.adapter = "gpt2";
-    i.n_layers = d.n_layers, i.d_model = d.d, i.n_heads = d.heads, i.n_kv_heads = d.heads, i.d_head = d.dh;
-    i.d_mlp = d.m, i.vocab_size = d.vocab, i.max_positions = d.n_pos;
-    i.n_params = count_rows(kGlobals, d) + d.n_layers * count_rows(kLayer, d);  // lm_head tied to wte
-    i.causal = true, i.gated_mlp = false, i.activation = d.act, i.norm = "layernorm", i.positional = "learned";
+    i.max_positions = d.n_pos;
+    i.causal = true, i.activation = d.act, i.norm = "layernorm", i.positional = "learned";
     i.extra = {{"tied_embeddings", true}, {"layer_norm_epsilon", d.eps}};
     return i;
 }
@@ -94,32 +87,12 @@ at::Tensor conv1d(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b)
     return at::addmm(b, x.reshape({-1, x.size(-1)}), w).view(sizes);
 }
 
-class Gpt2Model : public ModelAdapter {
+class Gpt2Model : public TableModel<Dims, Globals, Layer> {
 public:
-    Gpt2Model(const nlohmann::json& c, Dims d) : d_(std::move(d)), info_(make_info(c, d_)), layout_(hook_shape(d_)) {}
+    Gpt2Model(const nlohmann::json& c, Dims d) : TableModel(d, make_info(c, d), hook_shape(d), kGlobals, kLayer) {}
 
-    void load(const WeightSource& w, const ModelOptions& o) {
-        load_rows(kGlobals, g_, -1, d_, w, o);
-        layers_.resize(static_cast<size_t>(d_.n_layers));
-        for (int64_t L = 0; L < d_.n_layers; ++L) load_rows(kLayer, layers_[static_cast<size_t>(L)], L, d_, w, o);
-    }
-    void init(uint64_t seed, const ModelOptions& o) {
-        at::Generator gen = at::detail::createCPUGenerator(seed);
-        const double resid = d_.init_std / std::sqrt(2.0 * static_cast<double>(d_.n_layers));
-        init_rows(kGlobals, g_, d_, d_.init_std, resid, gen, o);
-        layers_.resize(static_cast<size_t>(d_.n_layers));
-        for (auto& l : layers_) init_rows(kLayer, l, d_, d_.init_std, resid, gen, o);
-    }
-
-    const ModelInfo& info() const override { return info_; }
-    const std::vector<HookPoint>& hook_points() const override { return layout_.points; }
-
-    std::vector<std::pair<std::string, at::Tensor>> named_parameters() override {
-        std::vector<std::pair<std::string, at::Tensor>> out;
-        list_rows(kGlobals, g_, -1, d_, out);
-        for (int64_t L = 0; L < d_.n_layers; ++L) list_rows(kLayer, layers_[static_cast<size_t>(L)], L, d_, out);
-        return out;
-    }
+    // HF's GPT-2 init: residual projections scaled by 1/sqrt(2 * n_layer).
+    double resid_init_std() const override { return d_.init_std / std::sqrt(2.0 * static_cast<double>(d_.n_layers)); }
 
     at::Tensor forward(const ForwardInput& in, HookDispatcher* hooks) override {
         const int64_t B = in.input_ids.size(0), P = in.input_ids.size(1);
@@ -170,17 +143,15 @@ public:
         return logits;
     }
 
-private:
-    Dims d_;
-    ModelInfo info_;
-    HookLayout layout_;
-    Globals g_;
-    std::vector<Layer> layers_;
 };
 
 class Gpt2Factory : public AdapterFactory<Gpt2Model, Dims, read_dims, make_info, hook_shape> {
 public:
     std::vector<std::string> architectures() const override { return {"GPT2LMHeadModel", "GPT2Model", "gpt2"}; }
+    // attn.bias / attn.masked_bias are the causal-mask buffers of older checkpoints, not parameters.
+    WeightNaming weight_naming() const override {
+        return {{"transformer."}, {"lm_head."}, {".attn.bias", ".attn.masked_bias"}};
+    }
 };
 
 }  // namespace

@@ -1,8 +1,6 @@
 // Llama family (LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM): RMSNorm, rotary (half-split,
 // rope_theta), grouped-query attention with repeated kv heads, SiLU-gated MLP, q/k/v bias where the
 // config says (Qwen2 always), tied or untied lm_head, Mistral / Qwen2 sliding window.
-#include <ATen/CPUGeneratorImpl.h>
-
 #include "plugins/models/common/transformer.h"
 
 namespace nscope::models {
@@ -37,13 +35,7 @@ Dims read_dims(const nlohmann::json& c) {
     d.init_std = cfg_num_or(c, "initializer_range", 0.02);
     d.act = cfg_str_or(c, "hidden_act", "silu");
     check_activation(d.act);
-    if (c.contains("rope_scaling") && !c["rope_scaling"].is_null()) {
-        const auto& rs = c["rope_scaling"];
-        const std::string type = rs.value("type", rs.value("rope_type", std::string("default")));
-        if (type == "linear") d.pos_scale = cfg_num_or(rs, "factor", 1.0);
-        else if (type != "default")
-            throw InputError("config.json: rope_scaling type '" + type + "' is not supported (supported: linear)");
-    }
+    d.pos_scale = rope_position_scale(c);
     d.tied = cfg_bool_or(c, "tie_word_embeddings", false);
     const bool attn_bias = cfg_bool_or(c, "attention_bias", false);
     d.qkv_bias = d.model_type == "qwen2" || attn_bias;
@@ -97,52 +89,21 @@ HookShape hook_shape(const Dims& d) {
 }
 
 ModelInfo make_info(const nlohmann::json& c, const Dims& d) {
-    ModelInfo i;
-    i.architecture = (c.contains("architectures") && c["architectures"].is_array() && !c["architectures"].empty())
-                         ? c["architectures"][0].get<std::string>()
-                         : "LlamaForCausalLM";
+    ModelInfo i = table_info(c, "LlamaForCausalLM", d, hook_shape(d), kGlobals, kLayer);
     i.model_type = d.model_type;
     i.adapter = "llama";
-    i.n_layers = d.n_layers, i.d_model = d.d, i.n_heads = d.heads, i.n_kv_heads = d.kv_heads, i.d_head = d.dh;
-    i.d_mlp = d.m, i.vocab_size = d.vocab, i.max_positions = d.n_pos;
-    i.n_params = count_rows(kGlobals, d) + d.n_layers * count_rows(kLayer, d);
-    i.causal = true, i.gated_mlp = true, i.activation = d.act, i.norm = "rmsnorm", i.positional = "rotary";
+    i.max_positions = d.n_pos;
+    i.causal = true, i.activation = d.act, i.norm = "rmsnorm", i.positional = "rotary";
     i.extra = {{"tied_embeddings", d.tied}, {"rope_theta", d.theta}, {"rms_norm_eps", d.eps},
                {"qkv_bias", d.qkv_bias}, {"sliding_window", d.window}};
     return i;
 }
 
-class LlamaModel : public ModelAdapter {
+class LlamaModel : public TableModel<Dims, Globals, Layer> {
 public:
-    LlamaModel(const nlohmann::json& c, Dims d) : d_(std::move(d)), info_(make_info(c, d_)), layout_(hook_shape(d_)) {}
+    LlamaModel(const nlohmann::json& c, Dims d) : TableModel(d, make_info(c, d), hook_shape(d), kGlobals, kLayer) {}
 
-    void load(const WeightSource& w, const ModelOptions& o) {
-        if (d_.tied && w.contains("lm_head.weight"))
-            throw InputError("config.json says tie_word_embeddings = true but the checkpoint stores its own "
-                             "lm_head.weight; fix the config");
-        if (!d_.tied && !w.contains("lm_head.weight"))
-            throw InputError("weight 'lm_head.weight' is missing and config.json has tie_word_embeddings = false; "
-                             "set \"tie_word_embeddings\": true if the output layer shares the embedding");
-        load_rows(kGlobals, g_, -1, d_, w, o);
-        layers_.resize(static_cast<size_t>(d_.n_layers));
-        for (int64_t L = 0; L < d_.n_layers; ++L) load_rows(kLayer, layers_[static_cast<size_t>(L)], L, d_, w, o);
-    }
-    void init(uint64_t seed, const ModelOptions& o) {
-        at::Generator gen = at::detail::createCPUGenerator(seed);
-        init_rows(kGlobals, g_, d_, d_.init_std, d_.init_std, gen, o);
-        layers_.resize(static_cast<size_t>(d_.n_layers));
-        for (auto& l : layers_) init_rows(kLayer, l, d_, d_.init_std, d_.init_std, gen, o);
-    }
-
-    const ModelInfo& info() const override { return info_; }
-    const std::vector<HookPoint>& hook_points() const override { return layout_.points; }
-
-    std::vector<std::pair<std::string, at::Tensor>> named_parameters() override {
-        std::vector<std::pair<std::string, at::Tensor>> out;
-        list_rows(kGlobals, g_, -1, d_, out);
-        for (int64_t L = 0; L < d_.n_layers; ++L) list_rows(kLayer, layers_[static_cast<size_t>(L)], L, d_, out);
-        return out;
-    }
+    void check_weights(const WeightSource& w) const override { check_tied_head(w, d_.tied, "lm_head.weight"); }
 
     at::Tensor forward(const ForwardInput& in, HookDispatcher* hooks) override {
         const int64_t B = in.input_ids.size(0), P = in.input_ids.size(1);
@@ -159,27 +120,17 @@ public:
             run_hook(hooks, h.resid_pre, resid);  // [b, p, d]
             at::Tensor x = rms_norm(resid, w.ln1, d_.eps);
             run_hook(hooks, h.ln1, x);  // [b, p, d]
-            at::Tensor q = apply_rotary(dense(x, w.q_w, w.q_b).view({B, P, d_.heads, d_.dh}), cos, sin);
-            at::Tensor k = apply_rotary(dense(x, w.k_w, w.k_b).view({B, P, d_.kv_heads, d_.dh}), cos, sin);
-            at::Tensor v = dense(x, w.v_w, w.v_b).view({B, P, d_.kv_heads, d_.dh});
-            run_hook(hooks, h.q, q);  // [b, p, h, dh] (after rotary)
-            run_hook(hooks, h.k, k);  // [b, p, h_kv, dh] (after rotary)
-            run_hook(hooks, h.v, v);  // [b, p, h_kv, dh]
-            at::Tensor z = attention(hooks, h, q, k, v, mask, scale, /*softmax_fp32=*/true);
+            at::Tensor z = rotary_attention(hooks, h, dense(x, w.q_w, w.q_b).view({B, P, d_.heads, d_.dh}),
+                                            dense(x, w.k_w, w.k_b).view({B, P, d_.kv_heads, d_.dh}),
+                                            dense(x, w.v_w, w.v_b).view({B, P, d_.kv_heads, d_.dh}), cos, sin, mask,
+                                            scale, /*softmax_fp32=*/true);
             at::Tensor attn_out = dense(z, w.o_w, w.o_b);
             run_hook(hooks, h.attn_out, attn_out);  // [b, p, d]
             resid = resid + attn_out;
             run_hook(hooks, h.resid_mid, resid);  // [b, p, d]
             x = rms_norm(resid, w.ln2, d_.eps);
             run_hook(hooks, h.ln2, x);  // [b, p, d]
-            at::Tensor gate = dense(x, w.gate);
-            run_hook(hooks, h.mlp_pre, gate);  // [b, p, m]
-            at::Tensor up = dense(x, w.up);
-            run_hook(hooks, h.mlp_pre_linear, up);  // [b, p, m]
-            at::Tensor post = activation(d_.act, gate) * up;
-            run_hook(hooks, h.mlp_post, post);  // [b, p, m]
-            at::Tensor mlp_out = dense(post, w.down);
-            run_hook(hooks, h.mlp_out, mlp_out);  // [b, p, d]
+            const at::Tensor mlp_out = gated_mlp(hooks, h, x, d_.act, w.gate, w.up, w.down);
             resid = resid + mlp_out;
             run_hook(hooks, h.resid_post, resid);  // [b, p, d]
         }
@@ -191,12 +142,6 @@ public:
         return logits;
     }
 
-private:
-    Dims d_;
-    ModelInfo info_;
-    HookLayout layout_;
-    Globals g_;
-    std::vector<Layer> layers_;
 };
 
 class LlamaFactory : public AdapterFactory<LlamaModel, Dims, read_dims, make_info, hook_shape> {
@@ -204,6 +149,7 @@ public:
     std::vector<std::string> architectures() const override {
         return {"LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "llama", "mistral", "qwen2"};
     }
+    WeightNaming weight_naming() const override { return {{"model."}, {"lm_head."}, {"rotary_emb.inv_freq"}}; }
 };
 
 }  // namespace

@@ -48,7 +48,7 @@ inline void run_hook(HookDispatcher* hooks, int id, at::Tensor& t) {
 class WeightSource {
 public:
     virtual ~WeightSource() = default;
-    /// True if a tensor with exactly this (canonical, prefix-normalised) name exists.
+    /// True if a tensor with exactly this (canonical: base prefix dropped, see WeightNaming) name exists.
     virtual bool contains(const std::string& name) const = 0;
     /// The tensor, on CPU, in its stored dtype; may alias a copy-on-write mmap. Throws InputError that names
     /// the tensor, the files searched and the nearest existing names when it is missing.
@@ -104,8 +104,18 @@ public:
     /// `input.logits` is false and hook_logits is not wanted. Calls `run_hook` at every
     /// hook point in forward order. Must not keep references to the inputs.
     virtual at::Tensor forward(const ForwardInput& input, HookDispatcher* hooks) = 0;
-    /// Parameters by HF tensor name (without the `transformer.` / `model.` prefix); tied weights once.
+    /// Parameters by HF tensor name without the base prefix (ModelFactory::weight_naming); tied weights once.
     virtual std::vector<std::pair<std::string, at::Tensor>> named_parameters() = 0;
+};
+
+/// How an architecture's HuggingFace checkpoints name tensors, so that core needs no per-architecture table:
+/// on load core drops one leading `base_prefixes` entry from every stored name and skips stored buffers that
+/// end with an `ignored_buffers` entry; on save it puts `base_prefixes[0]` in front of every parameter name
+/// except those that start with a `head_prefixes` entry (heads that live outside the base model).
+struct WeightNaming {
+    std::vector<std::string> base_prefixes;    ///< "transformer.", "model.": stripped when present
+    std::vector<std::string> head_prefixes;    ///< "lm_head.", "cls.": saved without a base prefix
+    std::vector<std::string> ignored_buffers;  ///< name suffixes of non-parameter buffers ("rotary_emb.inv_freq")
 };
 
 class ModelFactory {
@@ -120,6 +130,8 @@ public:
     /// Build the model from weights. Throws InputError for a missing tensor or a shape mismatch.
     virtual std::unique_ptr<ModelAdapter> load(const nlohmann::json& config, const WeightSource& weights,
                                                const ModelOptions& options) const = 0;
+    /// The checkpoint naming of this architecture (names as stored, no prefix handling, by default).
+    virtual WeightNaming weight_naming() const { return {}; }
     /// Build the model with freshly initialised weights (training from scratch). Optional.
     virtual std::unique_ptr<ModelAdapter> init_random(const nlohmann::json& config, uint64_t seed,
                                                       const ModelOptions& options) const {
