@@ -176,6 +176,66 @@ public:
     std::map<std::string, std::vector<std::vector<float>>> values;  ///< hook -> prompt -> [len, width]
 };
 
+/// Batches that carry given per-token values: `tokens[hook]` is [N, width] row-major (token t of the corpus
+/// is row t), cut into prompts of the given lengths (cycled until N tokens are used), `batch_size` prompts
+/// per batch, right-padded by 1 position with `pad` written at padded positions (real runs write zeros; a
+/// loud value shows whether an analyzer lets padding in). `prompts` receives the PromptInfos the batches
+/// point to.
+inline std::vector<SynthBatch> token_batches(const std::map<std::string, std::vector<float>>& tokens,
+                                             const std::map<std::string, int64_t>& widths,
+                                             const std::vector<size_t>& lengths, size_t batch_size,
+                                             std::vector<std::unique_ptr<PromptInfo>>& prompts, float pad = 0.0f,
+                                             size_t first_prompt = 0) {
+    const size_t n = tokens.begin()->second.size() / static_cast<size_t>(widths.at(tokens.begin()->first));
+    std::vector<std::pair<size_t, size_t>> spans;  // [start, length) in tokens
+    for (size_t t = 0, i = 0; t < n; t += spans.back().second, ++i)
+        spans.emplace_back(t, std::min(lengths[i % lengths.size()], n - t));
+    std::vector<SynthBatch> out;
+    for (size_t s0 = 0; s0 < spans.size(); s0 += batch_size) {
+        SynthBatch b;
+        b.rows = std::min(batch_size, spans.size() - s0);
+        size_t longest = 0;
+        for (size_t r = 0; r < b.rows; ++r) longest = std::max(longest, spans[s0 + r].second);
+        b.positions = longest + 1;
+        b.ids.assign(b.rows * b.positions, 0);
+        b.mask.assign(b.rows * b.positions, 0);
+        for (size_t r = 0; r < b.rows; ++r) {
+            prompts.push_back(std::make_unique<PromptInfo>());
+            prompts.back()->index = first_prompt + s0 + r;
+            b.prompts.push_back(prompts.back().get());
+            for (size_t p = 0; p < spans[s0 + r].second; ++p) {
+                b.mask[r * b.positions + p] = 1;
+                b.ids[r * b.positions + p] = static_cast<int64_t>((spans[s0 + r].first + p) % 50);
+            }
+        }
+        for (const auto& [hook, values] : tokens) {
+            const auto w = static_cast<size_t>(widths.at(hook));
+            auto& data = b.acts[hook];
+            data.assign(b.rows * b.positions * w, pad);
+            for (size_t r = 0; r < b.rows; ++r)
+                std::copy_n(values.begin() + static_cast<int64_t>(spans[s0 + r].first * w), spans[s0 + r].second * w,
+                            data.begin() + static_cast<int64_t>(r * b.positions * w));
+            b.shapes[hook] = {static_cast<int64_t>(b.rows), static_cast<int64_t>(b.positions), widths.at(hook)};
+        }
+        out.push_back(std::move(b));
+    }
+    return out;
+}
+
+/// The message of the InputError that `f` throws, or a note saying it threw nothing / something else
+/// (for CHECK_THAT(input_error([&] { ... }), Catch::Contains("...")).
+template <class F>
+std::string input_error(F&& f) {
+    try {
+        f();
+    } catch (const InputError& e) {
+        return e.what();
+    } catch (const std::exception& e) {
+        return std::string("<not an InputError: ") + e.what() + ">";
+    }
+    return "<no exception>";
+}
+
 /// JSON equality with floating-point numbers compared to a relative / absolute tolerance.
 inline bool json_close(const nlohmann::json& a, const nlohmann::json& b, double tol = 1e-9) {
     if (a.is_number() && b.is_number()) {

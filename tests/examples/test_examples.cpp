@@ -4,6 +4,7 @@
 
 #include <cmath>
 #include <filesystem>
+#include <map>
 #include <set>
 #include <fstream>
 
@@ -170,6 +171,63 @@ TEST_CASE("example: heads scores every head against uniform attention on repeate
     double top = 0;
     for (const auto& row : table["rows"]) top = std::max(top, cell(table, row, "prev_token").get<double>());
     CHECK(s["best"]["prev_token"]["score"].get<double>() == top);
+TEST_CASE("example: structure projects, compares and clusters the activation space of the bundled model",
+          "[example][pca][cka][cluster]") {
+    const fs::path run = run_example("structure.yaml", "structure");
+    CHECK(fs::exists(run / "report.html"));
+    // pca: the sampled points' spread along each component is that component's variance over all 66k tokens
+    // (a sample of 1500 estimates it to a few percent), and PC1 spreads them more than PC2.
+    const auto pca = result(run, "pca");
+    const auto& comps = pca["tables"]["components"];
+    REQUIRE(comps["rows"].size() == 5 * 10);
+    for (const std::string hook : {"hook_embed", "blocks.1.hook_resid_post", "blocks.3.hook_resid_post"}) {
+        INFO(hook);
+        const nscope::NpyArray proj = nscope::read_npy(run / "results" / ("pca." + hook + ".projection.npy"));
+        REQUIRE(proj.shape == std::vector<int64_t>{1500, 10});
+        const auto v = proj.to_f32();
+        std::vector<double> var(2, 0.0), mean(2, 0.0);
+        for (int64_t i = 0; i < 1500; ++i)
+            for (int c = 0; c < 2; ++c) mean[c] += v[static_cast<size_t>(i * 10 + c)] / 1500.0;
+        for (int64_t i = 0; i < 1500; ++i)
+            for (int c = 0; c < 2; ++c) var[c] += std::pow(v[static_cast<size_t>(i * 10 + c)] - mean[c], 2) / 1500.0;
+        for (const auto& row : comps["rows"])
+            if (cell(comps, row, "hook") == hook && cell(comps, row, "component").get<int>() < 2) {
+                const int c = cell(comps, row, "component");
+                CHECK(var[c] == Approx(cell(comps, row, "explained_variance").get<double>()).epsilon(0.2));
+            }
+        CHECK(var[0] > var[1]);
+    }
+    // cka: 1 on the diagonal, symmetric; neighbouring blocks are far more alike than the embedding and the
+    // last block.
+    const auto cka = result(run, "cka");
+    REQUIRE(cka["rows"].size() == 5);
+    CHECK(cka["rows"][0] == "hook_embed");
+    const auto& z = cka["figures"]["cka"]["z"];
+    for (size_t i = 0; i < 5; ++i) {
+        CHECK(z[i][i].get<double>() == Approx(1.0).margin(1e-5));
+        for (size_t j = 0; j < 5; ++j) CHECK(z[i][j].get<double>() == Approx(z[j][i].get<double>()).margin(1e-6));
+    }
+    CHECK(z[2][3].get<double>() > z[0][4].get<double>() + 0.2);
+    // cluster: both MLP layers have clusters that separate (silhouette > 0), and the labels array agrees with
+    // the cluster table.
+    const auto clusters = result(run, "clusters");
+    const auto& layers = clusters["tables"]["layers"];
+    REQUIRE(layers["rows"].size() == 2);
+    for (const auto& row : layers["rows"]) {
+        const std::string hook = cell(layers, row, "hook");
+        INFO(hook);
+        CHECK(cell(layers, row, "clusters").get<int64_t>() > 10);
+        CHECK(cell(layers, row, "silhouette").get<double>() > 0.1);
+        const auto labels = nscope::read_npy(run / "results" / ("clusters." + hook + ".labels.npy")).to_i64();
+        REQUIRE(labels.size() == 1024);
+        std::map<int64_t, int64_t> sizes;
+        for (int64_t l : labels) ++sizes[l];
+        const auto& table = clusters["tables"]["clusters"];
+        for (const auto& c : table["rows"])
+            if (cell(table, c, "hook") == hook)
+                CHECK(sizes[cell(table, c, "cluster").get<int64_t>()] == cell(table, c, "size").get<int64_t>());
+        CHECK(1024 - sizes[-1] == cell(layers, row, "clustered").get<int64_t>());
+    }
 }
 
 TEST_CASE("example Lua scripts run on the bundled model", "[example][lua]") {

@@ -118,4 +118,34 @@ private:
     std::map<std::string, std::string> skipped_;
 };
 
+/// A token-wise hook as the run declares it, before any batch: its name and width (0 when unknown).
+struct PlannedHook {
+    std::string name;
+    int64_t width = 0;
+};
+
+/// The token-wise hooks of `ctx.hooks` that `filter` selects, in model order. Throws InputError naming
+/// `plugin` when a pattern of the filter matches none of the run's hooks (a typo would otherwise yield an
+/// empty result). With no declared hooks (a context built by hand) it returns nothing and checks nothing.
+inline std::vector<PlannedHook> planned_hooks(const std::string& plugin, const RunContext& ctx,
+                                              const HookFilter& filter) {
+    std::vector<std::string> names;
+    for (const auto& h : ctx.hooks) names.push_back(h.name);
+    for (const auto& pattern : filter.patterns()) {
+        if (names.empty()) break;
+        if (std::none_of(names.begin(), names.end(), [&](const auto& n) { return glob_match(pattern, n); }))
+            throw InputError(plugin + ": parameter 'hooks': pattern '" + pattern + "' matches none of the hooks " +
+                             "this analysis receives" + did_you_mean(pattern, names) + "; hooks: " + join(names));
+    }
+    std::vector<PlannedHook> out;
+    for (const auto& h : ctx.hooks) {
+        if (!filter.selected(h.name) || is_attention_map(h.name) || h.shape.size() < 2) continue;
+        int64_t width = 1;
+        for (size_t i = 2; i < h.shape.size(); ++i) width = h.shape[i] > 0 ? width * h.shape[i] : 0;
+        out.push_back({h.name, width});
+    }
+    std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) { return hook_order(a.name, b.name); });
+    return out;
+}
+
 }  // namespace nscope::common

@@ -1,0 +1,156 @@
+// Points of the activation space for projections (pca, and later embed): token points (one per real token)
+// or per-prompt pooled points (mean over the prompt's real tokens, or its last real token), and a bounded,
+// seeded, mergeable sample of them.
+//
+// The sample is a bottom-k sample: every point gets a pseudo-random key hashed from (seed, prompt index,
+// position) and the sample keeps the `cap` points with the smallest keys. That is a uniform sample without
+// replacement, and it depends only on the seed and the set of points offered — not on batch sizes, order,
+// threads or sharding — so a merge of shards equals one pass exactly. Memory: cap × width floats. Cost per
+// offered point O(1), plus O(log cap + width) when it enters the sample.
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <nscope/sdk.h>
+
+namespace nscope::common {
+
+/// How activations become points: every real token, or one pooled point per prompt.
+enum class PointMode { Tokens, Mean, Last };
+
+inline PointMode point_mode(const std::string& s) {
+    return s == "mean" ? PointMode::Mean : s == "last" ? PointMode::Last : PointMode::Tokens;
+}
+
+/// One point: its origin (prompt index, position; position −1 for a mean-pooled point), the token id at that
+/// position (−1 when pooled by mean) and the prompt (valid for the run).
+struct PointOrigin {
+    int64_t prompt = 0;
+    int64_t position = 0;
+    int64_t token = -1;
+    const PromptInfo* info = nullptr;
+};
+
+/// The points of one [rows, positions, width] activation of a batch, appended row-major to `x` (cleared first)
+/// with their origins.
+inline void batch_points(const Batch& batch, const float* data, int64_t width, PointMode mode, std::vector<float>& x,
+                         std::vector<PointOrigin>& origin) {
+    x.clear();
+    origin.clear();
+    const auto w = static_cast<size_t>(width);
+    for (size_t r = 0; r < batch.rows; ++r) {
+        const PromptInfo* info = r < batch.prompts.size() ? batch.prompts[r] : nullptr;
+        const int64_t prompt = info ? static_cast<int64_t>(info->index) : -1;
+        const float* row = data + r * batch.positions * w;
+        int64_t last = -1, n = 0;
+        if (mode == PointMode::Mean) x.resize(x.size() + w, 0.0f);
+        std::vector<double> sum(mode == PointMode::Mean ? w : 0, 0.0);
+        for (size_t p = 0; p < batch.positions; ++p) {
+            if (!batch.valid(r, p)) continue;
+            const float* v = row + p * w;
+            const int64_t token = batch.input_ids ? batch.input_ids[r * batch.positions + p] : -1;
+            if (mode == PointMode::Tokens) {
+                x.insert(x.end(), v, v + w);
+                origin.push_back({prompt, static_cast<int64_t>(p), token, info});
+            } else if (mode == PointMode::Mean) {
+                for (size_t j = 0; j < w; ++j) sum[j] += v[j];
+            }
+            last = static_cast<int64_t>(p), ++n;
+        }
+        if (mode == PointMode::Tokens || n == 0) {
+            if (mode == PointMode::Mean) x.resize(x.size() - w);
+            continue;
+        }
+        if (mode == PointMode::Mean) {
+            float* out = x.data() + x.size() - w;
+            for (size_t j = 0; j < w; ++j) out[j] = static_cast<float>(sum[j] / static_cast<double>(n));
+            origin.push_back({prompt, -1, -1, info});
+        } else {
+            const float* v = row + static_cast<size_t>(last) * w;
+            x.insert(x.end(), v, v + w);
+            origin.push_back({prompt, last, batch.input_ids ? batch.input_ids[r * batch.positions + last] : -1, info});
+        }
+    }
+}
+
+/// splitmix64 finaliser: a well-mixed 64-bit hash of a 64-bit value.
+inline uint64_t mix64(uint64_t z) {
+    z += 0x9E3779B97F4A7C15ull;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+struct SampledPoint {
+    uint64_t key = 0;
+    PointOrigin origin;
+    std::vector<float> x;
+};
+
+class PointSample {
+public:
+    void init(size_t cap, uint64_t seed) {
+        cap_ = cap;
+        seed_ = seed;
+        heap_.clear();
+        offered = 0;
+    }
+
+    uint64_t key(const PointOrigin& o) const {
+        return mix64(mix64(seed_) ^ mix64(static_cast<uint64_t>(o.prompt) * 0x100000001B3ull +
+                                          static_cast<uint64_t>(o.position + 1)));
+    }
+
+    /// Offer one point of `width` floats; kept if its key is among the `cap` smallest seen.
+    void offer(const PointOrigin& o, const float* x, int64_t width) {
+        ++offered;
+        if (cap_ == 0) return;
+        const uint64_t k = key(o);
+        if (heap_.size() == cap_ && !less(k, o, heap_.front())) return;
+        SampledPoint p{k, o, std::vector<float>(x, x + width)};
+        push(std::move(p));
+    }
+
+    void merge(const PointSample& other) {
+        offered += other.offered;
+        for (const auto& p : other.heap_)
+            if (heap_.size() < cap_ || less(p.key, p.origin, heap_.front())) push(SampledPoint(p));
+    }
+
+    /// The sample in (prompt, position) order.
+    std::vector<SampledPoint> sorted() const {
+        std::vector<SampledPoint> out = heap_;
+        std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) {
+            return std::pair(a.origin.prompt, a.origin.position) < std::pair(b.origin.prompt, b.origin.position);
+        });
+        return out;
+    }
+
+    uint64_t offered = 0;
+
+private:
+    // Ties of the hash (practically never) are broken by origin, so the sample stays a function of the set.
+    static bool less(uint64_t k, const PointOrigin& o, const SampledPoint& p) {
+        if (k != p.key) return k < p.key;
+        return std::pair(o.prompt, o.position) < std::pair(p.origin.prompt, p.origin.position);
+    }
+    void push(SampledPoint p) {
+        auto cmp = [](const SampledPoint& a, const SampledPoint& b) { return less(a.key, a.origin, b); };
+        if (heap_.size() == cap_) {
+            std::pop_heap(heap_.begin(), heap_.end(), cmp);
+            heap_.pop_back();
+        }
+        heap_.push_back(std::move(p));
+        std::push_heap(heap_.begin(), heap_.end(), cmp);
+    }
+
+    size_t cap_ = 0;
+    uint64_t seed_ = 0;
+    std::vector<SampledPoint> heap_;  // max-heap on key: front is the largest kept key
+};
+
+}  // namespace nscope::common
