@@ -171,6 +171,8 @@ TEST_CASE("example: heads scores every head against uniform attention on repeate
     double top = 0;
     for (const auto& row : table["rows"]) top = std::max(top, cell(table, row, "prev_token").get<double>());
     CHECK(s["best"]["prev_token"]["score"].get<double>() == top);
+}
+
 TEST_CASE("example: structure projects, compares and clusters the activation space of the bundled model",
           "[example][pca][cka][cluster]") {
     const fs::path run = run_example("structure.yaml", "structure");
