@@ -56,7 +56,7 @@ TEST_CASE("hostile npy headers are InputErrors, never other exceptions or wrappe
     const auto u8max = parse_npy(npy("{'descr': '<u8', 'fortran_order': False, 'shape': (1,), }", std::string(8, '\xff')), "u");
     CHECK_THROWS_WITH(u8max.to_i64(), Catch::Contains("is not an int64"));
     CHECK(u8max.to_f32()[0] == Approx(1.8446744e19f));
-    const auto nan = parse_npy(npy("{'descr': '<f4', 'fortran_order': False, 'shape': (1,), }", "\x00\x00\xc0\x7f"), "f");
+    const auto nan = parse_npy(npy("{'descr': '<f4', 'fortran_order': False, 'shape': (1,), }", std::string("\x00\x00\xc0\x7f", 4)), "f");
     CHECK_THROWS_AS(nan.to_i64(), InputError);
 }
 
