@@ -19,6 +19,11 @@ packages=(
   libsqlite3-dev          # neuron database exporter
   chromium                # headless browser: the report.html test renders the page
 )
+if [ "${NSCOPE_WITH_FUZZ:-0}" = 1 ]; then
+  # scripts/fuzz.sh: clang 16 (clang 14 rejects C++20 parts of the host in the C++17 fuzz build), libFuzzer
+  # and the sanitizer runtimes, llvm-symbolizer for readable reports
+  packages+=(clang-16 libclang-rt-16-dev llvm-16)
+fi
 if [ "${NSCOPE_WITH_BENCH:-0}" = 1 ]; then
   packages+=(python3-torch python3-numpy time)   # bench/run.sh, bench/analysis.sh
 fi

@@ -3,6 +3,8 @@
 // errors are reported differently; both are InputErrors (exit 2).
 #include "core/lua/script.h"
 
+#include <algorithm>
+#include <cstdlib>
 #include <memory>
 
 #include <spdlog/spdlog.h>
@@ -90,6 +92,36 @@ void open_libraries(lua_State* L, bool unsafe) {
     }
 }
 
+// ---- limits (ScriptOptions::max_instructions / max_memory) ----------------------------------------------
+
+struct MemoryLimit {
+    int64_t used = 0;  // since the limit was installed: blocks allocated before may drive it below 0
+    int64_t limit = 0;
+};
+
+// lua_Alloc with a ceiling (the same realloc / free as luaL_newstate's, so blocks allocated before it was
+// installed are freed correctly): refusing a (re)allocation makes Lua raise "not enough memory".
+void* limited_alloc(void* ud, void* ptr, size_t osize, size_t nsize) {
+    auto* m = static_cast<MemoryLimit*>(ud);
+    const int64_t old = ptr != nullptr ? static_cast<int64_t>(osize) : 0;  // without a block, osize is a type tag
+    if (nsize == 0) {
+        std::free(ptr);
+        m->used -= old;
+        return nullptr;
+    }
+    const int64_t grown = m->used - old + static_cast<int64_t>(nsize);
+    if (static_cast<int64_t>(nsize) > old && grown > m->limit) return nullptr;
+    void* p = std::realloc(ptr, nsize);
+    if (p != nullptr) m->used = grown;
+    return p;
+}
+
+// Past the limit every further instruction fails too, so a script cannot pcall its way around it.
+void instruction_limit_hook(lua_State* L, lua_Debug*) {
+    lua_sethook(L, instruction_limit_hook, LUA_MASKCOUNT, 1);
+    luaL_error(L, "instruction limit reached");
+}
+
 /// The message of a failed load or call (top of the stack), popped.
 std::string pop_message(lua_State* L) {
     std::string msg = to_display(L, -1);
@@ -107,9 +139,14 @@ int run_script(const PluginRegistry& plugins, const ScriptOptions& options) {
         throw InputError("script '" + options.script.string() + "' is a directory, not a .lua file");
 
     ScriptHost script_host(plugins, options);
+    MemoryLimit memory{0, static_cast<int64_t>(options.max_memory)};  // outlives the state, which frees through it
     std::unique_ptr<lua_State, StateCloser> state(luaL_newstate());
     if (!state) throw RuntimeError("cannot create a Lua state (out of memory)");
     lua_State* L = state.get();
+    if (options.max_memory > 0) lua_setallocf(L, limited_alloc, &memory);
+    if (options.max_instructions > 0)  // coroutines created later inherit the hook
+        lua_sethook(L, instruction_limit_hook, LUA_MASKCOUNT,
+                    static_cast<int>(std::min<uint64_t>(options.max_instructions, INT32_MAX)));
     set_host(L, &script_host);
     open_libraries(L, options.unsafe);
 

@@ -4,6 +4,8 @@
 // script's folder and written only inside the script's run directory, runs/<script-name>/<run-id>/.
 #pragma once
 
+#include <cstddef>
+#include <cstdint>
 #include <filesystem>
 #include <string>
 #include <vector>
@@ -19,6 +21,10 @@ struct ScriptOptions {
     std::filesystem::path out_root = "runs";  ///< root of run directories (--out)
     int threads = 0;                      ///< recorded in the script's manifest
     std::string command_line;             ///< recorded in the script's manifest
+    /// Bounds for scripts nobody has read (the fuzz harness in tests/fuzz): 0 = unlimited. Past a limit the
+    /// script fails with a Lua error ("instruction limit" / "not enough memory"), like any other error.
+    uint64_t max_instructions = 0;
+    size_t max_memory = 0;                ///< bytes held by the Lua state
 };
 
 /// Run the script to completion. Returns 0. A syntax error throws InputError

@@ -6,6 +6,7 @@
 #include <set>
 #include <sstream>
 
+#include "core/util/text.h"
 #include "nscope/error.h"
 
 namespace fs = std::filesystem;
@@ -72,6 +73,10 @@ ModelFiles read_model_dir(const fs::path& dir, const std::string& name) {
                 throw InputError(index.string() + ": weight_map[\"" + it.key() + "\"] is not a file name");
             const std::string f = it.value().get<std::string>();
             if (!seen.insert(f).second) continue;
+            // Shards are files in the model folder: a path would let an index point anywhere on the disk.
+            if (f.empty() || f == "." || f == ".." || f.find('/') != std::string::npos || f.find('\0') != std::string::npos)
+                throw InputError(index.string() + ": weight_map[\"" + valid_utf8(it.key()) + "\"] = \"" + valid_utf8(f) +
+                                 "\" is not a file name in the model folder (shards sit next to the index)");
             if (!fs::is_regular_file(dir / f))
                 throw InputError(index.string() + ": shard '" + f + "' (holding '" + it.key() + "') is missing from " +
                                  dir.string() + ". Download every shard listed in the index.");

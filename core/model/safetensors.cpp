@@ -161,13 +161,23 @@ SafetensorsFile::SafetensorsFile(const fs::path& path) : path_(path) {
         e.name = it.key();
         e.dtype = v["dtype"].get<std::string>();
         const at::ScalarType st = safetensors_scalar_type(e.dtype, tw);
+        // The byte length is computed without wrapping: a shape whose product overflows would otherwise match
+        // a small (or empty) data span and reach at::empty / from_blob with absurd sizes.
         uint64_t numel = 1;
+        bool overflow = false;
         for (const auto& d : v["shape"]) {
             if (!d.is_number_unsigned())
                 throw InputError(tw + ": corrupt shape " + v["shape"].dump() + " (dimensions must be >= 0 integers)");
-            e.shape.push_back(d.get<int64_t>());
-            numel *= d.get<uint64_t>();
+            const uint64_t dim = d.get<uint64_t>();
+            overflow |= dim > static_cast<uint64_t>(INT64_MAX) || __builtin_mul_overflow(numel, dim, &numel);
+            e.shape.push_back(static_cast<int64_t>(dim));
         }
+        uint64_t want = 0;
+        overflow |= __builtin_mul_overflow(numel, static_cast<uint64_t>(element_size(st)), &want) ||
+                    want > static_cast<uint64_t>(INT64_MAX);
+        if (overflow)
+            throw InputError(tw + ": corrupt shape " + v["shape"].dump() + ": its size in bytes does not fit in 64 bits. "
+                             "The header is corrupt; re-save the file.");
         for (const auto& o : v["data_offsets"])
             if (!o.is_number_unsigned())
                 throw InputError(tw + ": corrupt data_offsets " + v["data_offsets"].dump());
@@ -176,7 +186,6 @@ SafetensorsFile::SafetensorsFile(const fs::path& path) : path_(path) {
         if (e.end < e.begin)
             throw InputError(tw + ": corrupt data_offsets [" + std::to_string(e.begin) + ", " + std::to_string(e.end) +
                              "] (end before begin)");
-        const uint64_t want = numel * element_size(st);
         if (e.end - e.begin != want)
             throw InputError(tw + ": shape " + shape_str(e.shape) + " x " + e.dtype + " needs " + std::to_string(want) +
                              " bytes but data_offsets [" + std::to_string(e.begin) + ", " + std::to_string(e.end) +

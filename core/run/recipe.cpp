@@ -75,6 +75,21 @@ void check_keys(const Ctx& c, const YAML::Node& map, const std::string& path, co
     }
 }
 
+// YAML allows a list or a mapping as a key ("? [a, b]: 1"); recipes name things by key, so every key must be a
+// plain value. Checked once for the whole tree, so the as<std::string>() on keys below cannot throw a
+// yaml-cpp conversion error (an "internal error", found by tests/fuzz/fuzz_recipe.cpp).
+void check_plain_keys(const Ctx& c, const YAML::Node& n, const std::string& path) {
+    if (n.IsMap()) {
+        for (auto it = n.begin(); it != n.end(); ++it) {
+            if (!it->first.IsScalar())
+                c.fail(it->first, path, "a mapping key must be a plain name, not " + kind_name(it->first));
+            check_plain_keys(c, it->second, path.empty() ? it->first.Scalar() : path + "." + it->first.Scalar());
+        }
+    } else if (n.IsSequence()) {
+        for (size_t i = 0; i < n.size(); ++i) check_plain_keys(c, n[i], path + "[" + std::to_string(i) + "]");
+    }
+}
+
 void require_map(const Ctx& c, const YAML::Node& n, const std::string& path, const std::string& what) {
     if (!n.IsMap()) c.fail(n, path, what + " must be a mapping, not " + kind_name(n));
 }
@@ -213,40 +228,8 @@ void read_text_file_prompts(const Ctx& c, const YAML::Node& where, const std::st
                             const nlohmann::json& labels, std::vector<PromptSpec>& out) {
     std::ifstream in(file);
     if (!in) c.fail(where, path, "prompt file '" + file.string() + "' does not exist or cannot be read");
-    std::string line;
-    size_t lineno = 0;
     const bool jsonl = file.extension() == ".jsonl" || file.extension() == ".ndjson";
-    while (std::getline(in, line)) {
-        ++lineno;
-        if (!line.empty() && line.back() == '\r') line.pop_back();
-        if (line.find_first_not_of(" \t") == std::string::npos) continue;
-        PromptSpec p;
-        p.loc = {file.string() + ":" + std::to_string(lineno)};
-        if (jsonl) {
-            nlohmann::json j;
-            try {
-                j = nlohmann::json::parse(line);
-            } catch (const std::exception& e) {
-                throw InputError(p.loc.text + ": not valid JSON (" + e.what() + ")");
-            }
-            if (!j.is_object() || !j.contains("text") || !j["text"].is_string())
-                throw InputError(p.loc.text + ": each line must be an object with a string \"text\" (and optional \"labels\")");
-            for (const auto& [k, v] : j.items())
-                if (k != "text" && k != "labels")
-                    throw InputError(p.loc.text + ": unknown key '" + k + "' (accepted: text, labels)");
-            p.text = j["text"];
-            p.labels = labels;
-            if (j.contains("labels")) {
-                if (!j["labels"].is_object()) throw InputError(p.loc.text + ": \"labels\" must be an object");
-                if (p.labels.is_null()) p.labels = nlohmann::json::object();
-                p.labels.update(j["labels"]);
-            }
-        } else {
-            p.text = line;
-            p.labels = labels;
-        }
-        out.push_back(std::move(p));
-    }
+    for (auto& p : parse_prompt_lines(in, file.string(), jsonl, labels)) out.push_back(std::move(p));
 }
 
 void expand_template(const Ctx& c, const YAML::Node& item, const std::string& path, const nlohmann::json& labels,
@@ -765,6 +748,45 @@ void apply_override(YAML::Node root, const std::string& text) {
 
 }  // namespace
 
+std::vector<PromptSpec> parse_prompt_lines(std::istream& in, const std::string& file, bool jsonl,
+                                           const nlohmann::json& labels) {
+    std::vector<PromptSpec> out;
+    std::string line;
+    size_t lineno = 0;
+    while (std::getline(in, line)) {
+        ++lineno;
+        if (!line.empty() && line.back() == '\r') line.pop_back();
+        if (line.find_first_not_of(" \t") == std::string::npos) continue;
+        PromptSpec p;
+        p.loc = {file + ":" + std::to_string(lineno)};
+        if (jsonl) {
+            nlohmann::json j;
+            try {
+                j = nlohmann::json::parse(line);
+            } catch (const std::exception& e) {
+                throw InputError(p.loc.text + ": not valid JSON (" + e.what() + ")");
+            }
+            if (!j.is_object() || !j.contains("text") || !j["text"].is_string())
+                throw InputError(p.loc.text + ": each line must be an object with a string \"text\" (and optional \"labels\")");
+            for (const auto& [k, v] : j.items())
+                if (k != "text" && k != "labels")
+                    throw InputError(p.loc.text + ": unknown key '" + k + "' (accepted: text, labels)");
+            p.text = j["text"];
+            p.labels = labels;
+            if (j.contains("labels")) {
+                if (!j["labels"].is_object()) throw InputError(p.loc.text + ": \"labels\" must be an object");
+                if (p.labels.is_null()) p.labels = nlohmann::json::object();
+                p.labels.update(j["labels"]);
+            }
+        } else {
+            p.text = line;
+            p.labels = labels;
+        }
+        out.push_back(std::move(p));
+    }
+    return out;
+}
+
 Recipe parse_recipe(const YAML::Node& input, const std::string& source, const fs::path& base_dir,
                     const std::vector<std::string>& overrides) {
     YAML::Node root = input;  // shares the caller's node: overrides edit it in place (YAML::Clone drops marks)
@@ -774,6 +796,7 @@ Recipe parse_recipe(const YAML::Node& input, const std::string& source, const fs
         c.add_override(o.substr(0, o.find('=')));
     }
     if (!root.IsMap()) c.fail(root, "", "a recipe must be a mapping of keys (name, model, prompts, ...), not " + kind_name(root));
+    check_plain_keys(c, root, "");
     check_keys(c, root, "",
                {"name", "description", "seed", "model", "models", "prompts", "batch_size", "max_tokens", "dtype",
                 "threads", "add_special_tokens", "hooks", "interventions", "analyses", "exports"},
@@ -835,25 +858,35 @@ std::vector<InterventionEntry> parse_interventions(const YAML::Node& list, const
                                                   const fs::path& base_dir, int index_base) {
     Ctx c(source, base_dir);
     require_seq(c, list, "interventions", "'interventions'");
+    check_plain_keys(c, list, "interventions");
     std::vector<InterventionEntry> out;
     for (size_t i = 0; i < list.size(); ++i)
         parse_intervention(c, list[i], "interventions[" + std::to_string(i + index_base) + "]", out);
     return out;
 }
 
+Recipe parse_recipe_text(const std::string& yaml, const std::string& source, const fs::path& base_dir,
+                         const std::vector<std::string>& overrides) {
+    YAML::Node root;
+    try {
+        root = YAML::Load(yaml);
+    } catch (const YAML::ParserException& e) {
+        throw InputError(source + ":" + std::to_string(e.mark.line + 1) + ":" + std::to_string(e.mark.column + 1) +
+                         ": YAML syntax error: " + e.msg);
+    } catch (const YAML::Exception& e) {
+        throw InputError(source + ": cannot read the recipe: " + e.msg);
+    }
+    return parse_recipe(root, source, base_dir, overrides);
+}
+
 Recipe load_recipe(const fs::path& file, const std::vector<std::string>& overrides) {
     if (!fs::exists(file)) throw InputError("recipe '" + file.string() + "' does not exist");
     if (fs::is_directory(file)) throw InputError("recipe '" + file.string() + "' is a directory, not a YAML file");
-    YAML::Node root;
-    try {
-        root = YAML::LoadFile(file.string());
-    } catch (const YAML::ParserException& e) {
-        throw InputError(file.string() + ":" + std::to_string(e.mark.line + 1) + ":" +
-                         std::to_string(e.mark.column + 1) + ": YAML syntax error: " + e.msg);
-    } catch (const YAML::Exception& e) {
-        throw InputError(file.string() + ": cannot read the recipe: " + e.msg);
-    }
-    Recipe r = parse_recipe(root, file.string(), fs::absolute(file).parent_path(), overrides);
+    std::ifstream in(file, std::ios::binary);
+    if (!in) throw InputError(file.string() + ": cannot read the recipe");
+    std::stringstream text;
+    text << in.rdbuf();
+    Recipe r = parse_recipe_text(text.str(), file.string(), fs::absolute(file).parent_path(), overrides);
     r.file = fs::absolute(file);
     return r;
 }

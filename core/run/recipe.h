@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <functional>
+#include <istream>
 #include <optional>
 #include <string>
 #include <vector>
@@ -97,6 +98,17 @@ struct Recipe {
 /// Read and validate a recipe file. `overrides` are `key.path=value` strings from --set (value parsed as YAML).
 /// Throws InputError "file:line:col: message".
 Recipe load_recipe(const std::filesystem::path& file, const std::vector<std::string>& overrides = {});
+
+/// Read and validate a recipe given as YAML text (what load_recipe does after reading the file). `source`
+/// names it in errors; relative paths resolve against `base_dir`. Throws InputError "source:line:col: message".
+Recipe parse_recipe_text(const std::string& yaml, const std::string& source, const std::filesystem::path& base_dir,
+                         const std::vector<std::string>& overrides = {});
+
+/// The prompts of a prompt file's text (a recipe's `prompts: [{file: F}]`): one per non-blank line, or with
+/// `jsonl` one JSON object {"text": .., "labels": {..}} per line. `file` names the source in errors and
+/// locations; `labels` (object or null) are merged under each line's own. Throws InputError "file:line: ...".
+std::vector<PromptSpec> parse_prompt_lines(std::istream& in, const std::string& file, bool jsonl,
+                                           const nlohmann::json& labels);
 
 /// Validate a recipe given as a YAML node (e.g. converted from a Lua table). `source` names it in errors.
 Recipe parse_recipe(const YAML::Node& root, const std::string& source, const std::filesystem::path& base_dir,

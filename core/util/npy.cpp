@@ -1,6 +1,10 @@
 #include "core/util/npy.h"
 
+#include <charconv>
 #include <cstring>
+#include <optional>
+#include <string_view>
+#include <type_traits>
 #include <fstream>
 #include <sstream>
 
@@ -31,10 +35,25 @@ std::string dict_value(const std::string& header, const std::string& key, const 
     return header.substr(start, end - start);
 }
 
+/// A non-negative decimal integer (the whole of `s` after trimming spaces), or nothing.
+std::optional<uint64_t> parse_count(std::string_view s) {
+    while (!s.empty() && s.front() == ' ') s.remove_prefix(1);
+    while (!s.empty() && (s.back() == ' ' || s.back() == 'L')) s.remove_suffix(1);  // Python 2 wrote 3L
+    uint64_t v = 0;
+    const auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+    if (s.empty() || ec != std::errc() || end != s.data() + s.size()) return std::nullopt;
+    return v;
+}
+
 size_t elem_size(const std::string& descr, const std::string& what) {
     if (descr.size() < 3) throw InputError(what + ": unsupported .npy dtype '" + descr + "'");
     if (descr[0] == '>') throw InputError(what + ": big-endian .npy arrays are not supported (dtype '" + descr + "')");
-    return static_cast<size_t>(std::stoul(descr.substr(2)));
+    // Element sizes of numeric dtypes; anything else (and a 0-byte size, which would let any shape pass the
+    // length check) is refused here rather than when converting.
+    const auto size = parse_count(std::string_view(descr).substr(2));
+    if (!size || (*size != 1 && *size != 2 && *size != 4 && *size != 8 && *size != 16))
+        throw InputError(what + ": unsupported .npy dtype '" + descr + "'");
+    return static_cast<size_t>(*size);
 }
 
 template <typename Out>
@@ -56,6 +75,12 @@ std::vector<Out> convert(const NpyArray& a) {
         else if (kind == 'u' && size == 4) { uint32_t x; std::memcpy(&x, p, 4); v = x; }
         else if (kind == 'u' && size == 2) { uint16_t x; std::memcpy(&x, p, 2); v = x; }
         else throw InputError("unsupported .npy dtype '" + a.descr + "' (use float32/float64 or an integer type)");
+        // Casting NaN, an infinity or a value beyond int64 to an integer is undefined behaviour (found by
+        // tests/fuzz/fuzz_npy.cpp with a uint64 max): refuse it.
+        if constexpr (std::is_integral_v<Out>)
+            if (!(v >= -9223372036854775808.0 && v < 9223372036854775808.0))
+                throw InputError(".npy value " + std::to_string(v) + " at index " + std::to_string(i) + " (dtype '" +
+                                 a.descr + "') is not an int64");
         out[i] = static_cast<Out>(v);
     }
     return out;
@@ -96,14 +121,22 @@ NpyArray parse_npy(const std::string& data, const std::string& what) {
     if (dict_value(header, "fortran_order", what).find("True") != std::string::npos)
         throw InputError(what + ": Fortran-ordered .npy arrays are not supported (save with np.ascontiguousarray)");
     const std::string shape = dict_value(header, "shape", what);
+    if (shape.size() < 2 || shape.front() != '(' || shape.back() != ')')
+        throw InputError(what + ": malformed .npy shape '" + shape + "' (expected a tuple such as (2, 3))");
+    // Dimensions are checked and multiplied without wrapping: the byte count below is what bounds the read.
+    const size_t esize = elem_size(a.descr, what);
+    uint64_t need = esize;
     std::stringstream ss(shape.substr(1, shape.size() - 2));
     std::string item;
     while (std::getline(ss, item, ',')) {
         if (item.find_first_not_of(' ') == std::string::npos) continue;
-        a.shape.push_back(std::stoll(item));
+        const auto dim = parse_count(item);
+        if (!dim || *dim > static_cast<uint64_t>(INT64_MAX))
+            throw InputError(what + ": malformed .npy shape " + shape + " (dimensions must be integers >= 0)");
+        if (__builtin_mul_overflow(need, *dim, &need))
+            throw InputError(what + ": .npy shape " + shape + " is too large");
+        a.shape.push_back(static_cast<int64_t>(*dim));
     }
-    const size_t esize = elem_size(a.descr, what);
-    const size_t need = static_cast<size_t>(a.numel()) * esize;
     const size_t have = data.size() - offset - header_len;
     if (have < need)
         throw InputError(what + ": truncated .npy data (" + std::to_string(have) + " of " + std::to_string(need) +

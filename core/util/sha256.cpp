@@ -5,6 +5,7 @@
 #include <vector>
 
 #if defined(__x86_64__) && defined(__GNUC__)
+#include <cpuid.h>
 #include <immintrin.h>
 #endif
 
@@ -92,7 +93,14 @@ __attribute__((target("sha,sse4.1"))) void compress_shani(uint32_t* state, const
 
 bool Sha256::cpu_has_sha() {
 #if defined(__x86_64__) && defined(__GNUC__)
-    static const bool has = __builtin_cpu_supports("sha") && __builtin_cpu_supports("sse4.1");
+    // CPUID directly: clang (before 16) does not know "sha" in __builtin_cpu_supports, and the fuzz and
+    // sanitizer builds use clang. Leaf 7 EBX bit 29 = SHA extensions, leaf 1 ECX bit 19 = SSE4.1.
+    static const bool has = [] {
+        unsigned a = 0, b = 0, c = 0, d = 0;
+        if (!__get_cpuid(1, &a, &b, &c, &d) || !(c & (1u << 19))) return false;
+        if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return false;
+        return (b & (1u << 29)) != 0;
+    }();
     return has;
 #else
     return false;

@@ -27,6 +27,39 @@ TEST_CASE("truncated or foreign npy data is an InputError naming the source", "[
     CHECK_THROWS_AS(parse_npy("hello world, not numpy", "y.npy"), InputError);
 }
 
+TEST_CASE("hostile npy headers are InputErrors, never other exceptions or wrapped sizes", "[npy][fuzz]") {
+    // A version 1.0 file with this header dict and `data` after it.
+    auto npy = [](const std::string& dict, const std::string& data = "") {
+        const std::string h = dict + "\n";
+        return std::string("\x93NUMPY\x01\x00", 8) + static_cast<char>(h.size() & 0xff) +
+               static_cast<char>(h.size() >> 8) + h + data;
+    };
+    CHECK(parse_npy(npy("{'descr': '<i2', 'fortran_order': False, 'shape': (2,), }", "abcd"), "ok").shape ==
+          std::vector<int64_t>{2});
+    // Each of these threw std::out_of_range / std::invalid_argument (exit 3, "internal error"), or wrapped a
+    // negative or huge shape into a small byte count (found by tests/fuzz/fuzz_npy.cpp).
+    const char* bad[] = {
+        "{'descr': '<f4', 'fortran_order': False, 'shape':}",                      // empty shape
+        "{'descr': '<f4', 'fortran_order': False, 'shape': 7, }",                  // not a tuple
+        "{'descr': '<f4', 'fortran_order': False, 'shape': (x,), }",               // not a number
+        "{'descr': '<f4', 'fortran_order': False, 'shape': (-1,), }",              // negative
+        "{'descr': '<f4', 'fortran_order': False, 'shape': (99999999999999999999,), }",  // > 64 bits
+        "{'descr': '<f4', 'fortran_order': False, 'shape': (4294967296, 4294967296), }", // product wraps
+        "{'descr': '<fz', 'fortran_order': False, 'shape': (1,), }",               // element size not a number
+        "{'descr': '<f0', 'fortran_order': False, 'shape': (1000000000000,), }",   // 0-byte elements
+    };
+    for (const char* dict : bad) {
+        INFO(dict);
+        CHECK_THROWS_AS(parse_npy(npy(dict, "abcdefgh"), "bad.npy"), InputError);
+    }
+    // Values that have no int64 (a uint64 max, NaN) were cast anyway: undefined behaviour under UBSan.
+    const auto u8max = parse_npy(npy("{'descr': '<u8', 'fortran_order': False, 'shape': (1,), }", std::string(8, '\xff')), "u");
+    CHECK_THROWS_WITH(u8max.to_i64(), Catch::Contains("is not an int64"));
+    CHECK(u8max.to_f32()[0] == Approx(1.8446744e19f));
+    const auto nan = parse_npy(npy("{'descr': '<f4', 'fortran_order': False, 'shape': (1,), }", std::string("\x00\x00\xc0\x7f", 4)), "f");
+    CHECK_THROWS_AS(nan.to_i64(), InputError);
+}
+
 #include "core/util/sha256.h"
 
 namespace {

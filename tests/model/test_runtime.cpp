@@ -339,6 +339,12 @@ TEST_CASE("safetensors: truncated file, corrupt header, overlapping offsets, bad
                       Catch::Contains("tensor 'w'") && Catch::Contains("needs 6 bytes"));
     write_bytes(d2 + "/dtype.safetensors", R"({"w":{"dtype":"F8","shape":[1],"data_offsets":[0,1]}})", 1);
     CHECK_THROWS_WITH(SafetensorsFile(d2 + "/dtype.safetensors"), Catch::Contains("unsupported dtype 'F8'"));
+    // Shapes whose element count wraps around 2^64 must not pass as "0 bytes" (they reached at::empty).
+    write_bytes(d2 + "/wrap.safetensors", R"({"w":{"dtype":"F32","shape":[4294967296,4294967296],"data_offsets":[0,0]}})", 0);
+    CHECK_THROWS_WITH(SafetensorsFile(d2 + "/wrap.safetensors"),
+                      Catch::Contains("tensor 'w'") && Catch::Contains("does not fit in 64 bits"));
+    write_bytes(d2 + "/neg.safetensors", R"({"w":{"dtype":"U8","shape":[9223372036854775808,0],"data_offsets":[0,0]}})", 0);
+    CHECK_THROWS_WITH(SafetensorsFile(d2 + "/neg.safetensors"), Catch::Contains("does not fit in 64 bits"));
 }
 
 TEST_CASE("safetensors: a tensor name that is not UTF-8 is bad input with a readable message, and the run's manifest stays valid JSON",
@@ -423,6 +429,12 @@ TEST_CASE("sharded checkpoints load through model.safetensors.index.json", "[mod
     fs::remove(dir + "/model-00002-of-00002.safetensors");
     CHECK_THROWS_WITH(resolve_model(dir), Catch::Contains("shard 'model-00002-of-00002.safetensors'") &&
                                               Catch::Contains("missing"));
+    // An index cannot point outside the model folder (found by tests/fuzz/fuzz_model_index.cpp's check).
+    for (const std::string shard : {"../sharded-elsewhere.safetensors", "/etc/passwd", ".."}) {
+        map.begin().value() = shard;
+        std::ofstream(dir + "/model.safetensors.index.json") << nlohmann::json{{"weight_map", map}}.dump();
+        CHECK_THROWS_WITH(resolve_model(dir), Catch::Contains("is not a file name in the model folder"));
+    }
 }
 
 TEST_CASE("config.json problems: missing field, unknown architecture", "[model][errors]") {

@@ -3,6 +3,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <sstream>
 
 #include "core/run/recipe.h"
 #include "nscope/error.h"
@@ -113,4 +114,26 @@ exports: [ json, { use: csv } ]
     REQUIRE(r.exports.size() == 2);
     CHECK(r.exports[0].use == "json");
     CHECK(r.exports[1].use == "csv");
+}
+
+TEST_CASE("a list or mapping used as a YAML key is bad input with its location, not an internal error", "[recipe][fuzz]") {
+    // yaml-cpp's conversion error escaped as "internal error" (exit 3); found by tests/fuzz/fuzz_recipe.cpp.
+    const std::string base = "name: t\nmodel: { path: m }\nprompts: [ { text: hi } ]\n";
+    CHECK_THROWS_WITH(parse_recipe_text(base + "? [a, b]\n: 1\n", "k.yaml", "."),
+                      Catch::StartsWith("k.yaml:4:3:") && Catch::Contains("a mapping key must be a plain name"));
+    CHECK_THROWS_WITH(parse_recipe_text(base + "analyses: [ { use: stats, { x: 1 }: 2 } ]\n", "k.yaml", "."),
+                      Catch::Contains("k.yaml:4:") && Catch::Contains("not a mapping"));
+    CHECK_THROWS_AS(parse_recipe_text("prompts:\n? - file: x.jsonl\n", "k.yaml", "."), InputError);
+    // The text form reports YAML syntax errors like load_recipe does.
+    CHECK_THROWS_WITH(parse_recipe_text("name: [", "s.yaml", "."), Catch::Contains("s.yaml:") && Catch::Contains("YAML syntax error"));
+}
+
+TEST_CASE("parse_prompt_lines reads JSONL prompts with merged labels and file:line errors", "[recipe]") {
+    std::istringstream ok("{\"text\": \"a\", \"labels\": {\"x\": 1}}\r\n\n{\"text\": \"b\"}\n");
+    const auto p = parse_prompt_lines(ok, "p.jsonl", true, {{"set", "s"}});
+    REQUIRE(p.size() == 2);
+    CHECK(p[0].labels == nlohmann::json{{"set", "s"}, {"x", 1}});
+    CHECK(p[1].loc.text == "p.jsonl:3");
+    std::istringstream bad("{\"text\": \"a\"}\n{\"text\": 2}\n");
+    CHECK_THROWS_WITH(parse_prompt_lines(bad, "p.jsonl", true, nullptr), Catch::StartsWith("p.jsonl:2:"));
 }

@@ -13,6 +13,7 @@
 
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstdio>
 #include <cstring>
 #include <map>
@@ -100,11 +101,12 @@ public:
     /// Patch the header for `shape`, close, and let the host publish the file as `final_path` (fsync, rename).
     void commit(const std::vector<int64_t>& shape, const fs::path& final_path, const nscope::HostServices& host) {
         const std::string header = npy_header(int64_, shape);
+        errno = 0;
         const bool ok = std::fflush(f_) == 0 && std::fseek(f_, 0, SEEK_SET) == 0 &&
                         std::fwrite(header.data(), 1, header.size(), f_) == header.size() && std::fflush(f_) == 0;
         const bool closed = std::fclose(f_) == 0;
         f_ = nullptr;
-        if (!ok || !closed) throw nscope::RuntimeError("activations: cannot write " + tmp_.string() + " (disk full?)");
+        if (!ok || !closed) throw nscope::RuntimeError("activations: cannot write " + tmp_.string() + ": " + reason());
         host.commit_file(tmp_, final_path);
         done_ = true;
     }
@@ -120,9 +122,12 @@ public:
 
 private:
     void put(const char* p, size_t n) {
+        errno = 0;
         if (n && std::fwrite(p, 1, n, f_) != n)
-            throw nscope::RuntimeError("activations: cannot write " + tmp_.string() + " (disk full?)");
+            throw nscope::RuntimeError("activations: cannot write " + tmp_.string() + ": " + reason());
     }
+    /// The system's reason for the failed write (e.g. "No space left on device"), not a guess.
+    static std::string reason() { return std::strerror(errno != 0 ? errno : EIO); }
     void fill(const char* src, const std::vector<int64_t>& s, const std::vector<int64_t>& d,
               const std::vector<uint8_t>& valid, size_t dim, char* dst) const {
         int64_t ss = 1, ds = 1;

@@ -1,0 +1,2 @@
+-- Sandbox escape: the debug library (upvalues, registry).
+print(debug.getregistry())

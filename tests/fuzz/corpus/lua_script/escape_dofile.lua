@@ -1,0 +1,2 @@
+-- Sandbox escape: run another file.
+dofile("/etc/hostname")

@@ -1,0 +1,2 @@
+-- Sandbox escape: run a shell command.
+os.execute("echo escaped")

@@ -1,0 +1,2 @@
+-- Sandbox escape: rename a file outside the run directory.
+os.rename("/etc/hostname", "/tmp/nscope-hostname")
