@@ -79,7 +79,7 @@ struct PairHash {
 
 // Drop bytes of invalid UTF-8 so PCRE2 (UTF mode) accepts the text; the byte-level model still covers
 // every byte at encode time.
-std::string valid_utf8(std::string_view s) {
+std::string without_invalid_utf8(std::string_view s) {
     std::string out;
     out.reserve(s.size());
     for (size_t i = 0; i < s.size();) {
@@ -117,7 +117,7 @@ BpeTrainer::BpeTrainer(BpeTrainerOptions options) : options_(std::move(options))
 
 void BpeTrainer::add_text(std::string_view text) {
     static thread_local Regex regex;
-    const std::string clean = valid_utf8(text);
+    const std::string clean = without_invalid_utf8(text);
     const auto& sym = gpt2_byte_symbols();
     regex.for_each(clean, [&](std::string_view word) {
         std::string mapped;

@@ -5,6 +5,8 @@
 #include <string_view>
 #include <vector>
 
+#include "nscope/utf8.h"  // valid_utf8: text from input files before it reaches a message, a log or a manifest
+
 namespace nscope {
 
 /// Levenshtein edit distance.
@@ -17,11 +19,6 @@ std::vector<std::string> nearest(std::string_view word, const std::vector<std::s
 std::string did_you_mean(std::string_view word, const std::vector<std::string>& candidates);
 
 std::string join(const std::vector<std::string>& items, std::string_view sep);
-
-/// `s` as valid UTF-8: every byte that does not start a well-formed sequence (overlong forms and
-/// surrogates included) becomes U+FFFD. For text taken from input files before it reaches a message, a log
-/// or a manifest.
-std::string valid_utf8(std::string_view s);
 
 /// Glob match with `*` (any run of characters) and `?` (one character).
 bool glob_match(std::string_view pattern, std::string_view text);

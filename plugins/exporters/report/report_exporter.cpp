@@ -11,6 +11,7 @@
 // <script type="application/json"> block in which '<', '>' and '&' are written as \u003c, \u003e, \u0026,
 // so no string (a prompt containing "</script>", say) can end the element.
 #include <nscope/sdk.h>
+#include <nscope/utf8.h>
 
 #include <algorithm>
 #include <cctype>
@@ -37,40 +38,19 @@ using nscope::common::TableView;
 
 // ---- text ---------------------------------------------------------------------------------------------------
 
-/// Valid UTF-8 with C0 controls other than tab / newline shown as \xNN; invalid bytes become U+FFFD.
-std::string clean_text(std::string_view s) {
+/// Valid UTF-8 (invalid bytes become U+FFFD) with C0 controls other than tab / newline shown as \xNN.
+std::string clean_text(std::string_view raw) {
+    const std::string s = nscope::valid_utf8(raw);
     std::string out;
     out.reserve(s.size());
-    for (size_t i = 0; i < s.size();) {
-        const auto c = static_cast<unsigned char>(s[i]);
-        if (c < 0x80) {
-            if ((c < 0x20 && c != '\t' && c != '\n') || c == 0x7f) {
-                char buf[8];
-                std::snprintf(buf, sizeof buf, "\\x%02x", c);
-                out += buf;
-            } else {
-                out += static_cast<char>(c);
-            }
-            ++i;
-            continue;
-        }
-        const size_t len = c >= 0xf0 && c <= 0xf4 ? 4 : c >= 0xe0 ? 3 : c >= 0xc2 && c < 0xe0 ? 2 : 0;
-        bool ok = len != 0 && i + len <= s.size();
-        for (size_t k = 1; ok && k < len; ++k) ok = (static_cast<unsigned char>(s[i + k]) & 0xc0) == 0x80;
-        if (ok && len == 3) {  // no overlongs, no surrogates
-            const auto c1 = static_cast<unsigned char>(s[i + 1]);
-            ok = !(c == 0xe0 && c1 < 0xa0) && !(c == 0xed && c1 >= 0xa0);
-        }
-        if (ok && len == 4) {
-            const auto c1 = static_cast<unsigned char>(s[i + 1]);
-            ok = !(c == 0xf0 && c1 < 0x90) && !(c == 0xf4 && c1 >= 0x90);
-        }
-        if (ok) {
-            out.append(s.substr(i, len));
-            i += len;
+    for (const char ch : s) {
+        const auto c = static_cast<unsigned char>(ch);
+        if ((c < 0x20 && c != '\t' && c != '\n') || c == 0x7f) {
+            char buf[8];
+            std::snprintf(buf, sizeof buf, "\\x%02x", c);
+            out += buf;
         } else {
-            out += "\xef\xbf\xbd";
-            ++i;
+            out += ch;
         }
     }
     return out;
