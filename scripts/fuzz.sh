@@ -17,6 +17,12 @@ export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1:symbolize=1}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 export OMP_NUM_THREADS=1   # LibTorch kernels (tensor materialisation) stay on this thread
 # -close_fd_mask=1: scripts' print() output is not interesting; -max_len fits the seeds (tokenizers ~14 kB).
+# Seeds that live elsewhere in the tree (read, never written): the example scripts and the sandbox-escape fixtures.
+seed_dirs() {
+  echo "$ROOT/tests/fuzz/corpus/$1"
+  if [ "$1" = lua_script ]; then echo "$ROOT/scripts/lua"; echo "$ROOT/tests/fixtures/scripts/bad"; fi
+}
+
 COMMON=(-close_fd_mask=1 -max_len=16384 -timeout=25 -rss_limit_mb=4096 -print_final_stats=1)
 
 case "${1:-}" in
@@ -30,7 +36,8 @@ case "${1:-}" in
     for n in "${NAMES[@]}"; do
       scratch=$(mktemp -d)   # new inputs go here, never into the checked-in seeds
       echo "== fuzz_$n: $runs runs"
-      (cd "$scratch" && "$ROOT/$BUILD/bin/fuzz_$n" "${COMMON[@]}" -seed=1 -runs="$runs" . "$ROOT/tests/fuzz/corpus/$n" \
+      mapfile -t seeds < <(seed_dirs "$n")
+      (cd "$scratch" && "$ROOT/$BUILD/bin/fuzz_$n" "${COMMON[@]}" -seed=1 -runs="$runs" . "${seeds[@]}" \
         > log.txt 2>&1) || { tail -n 60 "$scratch/log.txt"; echo "fuzz_$n FAILED (input: $scratch)"; exit 1; }
       grep -E "^(stat::number_of_executed_units|Done)" "$scratch/log.txt" || true
       rm -rf "$scratch"
@@ -41,7 +48,8 @@ case "${1:-}" in
     shift 2
     mkdir -p "$WORK/$n"
     cd "$WORK"
-    exec "$ROOT/$BUILD/bin/fuzz_$n" "${COMMON[@]}" "$@" "$n" "$ROOT/tests/fuzz/corpus/$n"
+    mapfile -t seeds < <(seed_dirs "$n")
+    exec "$ROOT/$BUILD/bin/fuzz_$n" "${COMMON[@]}" "$@" "$n" "${seeds[@]}"
     ;;
   *)
     sed -n '2,8p' "$0"

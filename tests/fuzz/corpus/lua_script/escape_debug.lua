@@ -1,2 +1,0 @@
--- Sandbox escape: the debug library (upvalues, registry).
-print(debug.getregistry())

@@ -1,2 +1,0 @@
--- Sandbox escape: run another file.
-dofile("/etc/hostname")

@@ -1,2 +1,0 @@
--- Sandbox escape: run a shell command.
-os.execute("echo escaped")
