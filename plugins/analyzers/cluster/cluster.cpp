@@ -84,9 +84,7 @@ public:
 
     nscope::Result finish() override {
         nscope::Result res;
-        std::vector<std::string> names;
-        for (const auto& [hook, s] : hooks_) names.push_back(hook);
-        std::sort(names.begin(), names.end(), nscope::common::hook_order);
+        const std::vector<std::string> names = nscope::common::hooks_in_order(hooks_);
         nscope::Table layers, clusters;
         layers.columns = {"hook", "layer", "neurons", "tokens", "constant", "clustered", "clusters", "largest",
                           "silhouette"};

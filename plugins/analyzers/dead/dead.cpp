@@ -39,9 +39,7 @@ public:
 
     nscope::Result finish() override {
         nscope::Result res;
-        std::vector<std::string> names;
-        for (const auto& [hook, m] : moments_.hooks()) names.push_back(hook);
-        std::sort(names.begin(), names.end(), nscope::common::hook_order);
+        const std::vector<std::string> names = nscope::common::hooks_in_order(moments_.hooks());
 
         nscope::Table layers, neurons;
         layers.columns = {"hook", "layer", "neurons", "tokens", "dead", "always_on", "flat",

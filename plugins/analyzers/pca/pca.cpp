@@ -104,9 +104,7 @@ public:
 
     nscope::Result finish() override {
         nscope::Result res;
-        std::vector<std::string> names;
-        for (const auto& [hook, s] : hooks_) names.push_back(hook);
-        std::sort(names.begin(), names.end(), nscope::common::hook_order);
+        const std::vector<std::string> names = nscope::common::hooks_in_order(hooks_);
 
         nscope::Table layers, components;
         layers.columns = {"hook", "layer", "neurons", "points", "k", "evr_1", "evr_cumulative", "dims_90",

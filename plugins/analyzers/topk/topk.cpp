@@ -508,9 +508,7 @@ public:
         ngmax.columns = {"source", "layer", "neuron", "n", "rank", "ngram", "ids", "max", "prompt", "position"};
         ngmean.columns = {"source", "layer", "neuron", "n", "rank", "ngram", "ids", "mean", "count", "exact"};
 
-        std::vector<std::string> names;
-        for (const auto& [hook, tr] : tracks_) names.push_back(hook);
-        std::sort(names.begin(), names.end(), nscope::common::hook_order);
+        const std::vector<std::string> names = nscope::common::hooks_in_order(tracks_);
         for (const auto& hook : names) {
             const int layer = nscope::common::hook_layer(hook);
             emit(tracks_.at(hook), hook, res, acts, ngmax, ngmean,

@@ -47,6 +47,15 @@ inline bool hook_order(const std::string& a, const std::string& b) {
     return la != lb ? la < lb : a < b;
 }
 
+/// The keys of a map by hook name (per-hook analyzer state), in model order.
+template <typename Map>
+std::vector<std::string> hooks_in_order(const Map& by_hook) {
+    std::vector<std::string> names;
+    for (const auto& entry : by_hook) names.push_back(entry.first);
+    std::sort(names.begin(), names.end(), hook_order);
+    return names;
+}
+
 /// A captured hook viewed as a [rows, positions, neurons] float32 tensor.
 struct TokenLayout {
     int64_t rows = 0;
