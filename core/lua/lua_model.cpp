@@ -12,7 +12,9 @@
 #include "core/lua/lua_util.h"
 #include "core/model/hook_match.h"
 #include "core/model/model_loader.h"
+#include "core/model/metric.h"
 #include "core/model/session.h"
+#include "core/run/model_access.h"
 #include "core/plugin/call_plugin.h"
 #include "core/plugin/registry.h"
 #include "core/run/recipe.h"
@@ -156,6 +158,19 @@ int model_index(lua_State* L) {
     return 1;
 }
 
+int model_unembed(lua_State* L) {
+    // stack: model, tensor [..., d_model] -> logits [..., vocab] (final norm + unembedding: the logit lens)
+    const LuaModel& m = arg_model(L, 1, "model:unembed");
+    const at::Tensor& x = arg_tensor(L, 2, "model:unembed");
+    const int64_t d = m.loaded.handle.info.d_model;
+    if (x.dim() == 0 || x.size(-1) != d)
+        throw std::invalid_argument("model:unembed: expects residual-stream vectors [..., " + std::to_string(d) +
+                                    "], got a tensor of shape " + sizes_str(x.sizes()));
+    at::NoGradGuard no_grad;
+    push_tensor(L, m.loaded.adapter->unembed(x.to(m.loaded.options.dtype)).to(at::kFloat).contiguous());
+    return 1;
+}
+
 int model_hooks(lua_State* L) {
     // stack: model, [pattern]
     const LuaModel& m = arg_model(L, 1, "model:hooks");
@@ -250,6 +265,7 @@ struct RunArgs {
     size_t max_tokens = 128;
     bool logits = true;
     bool add_special = true;
+    std::optional<Metric> gradient;  ///< `gradient = {metric=..., target=..., tokens={...}, position=...}`
 };
 
 int64_t opt_int_field(lua_State* L, int idx, const char* key, int64_t def, int64_t lo, int64_t hi, const char* fn) {
@@ -269,12 +285,54 @@ int64_t opt_int_field(lua_State* L, int idx, const char* key, int64_t def, int64
     return v;
 }
 
+/// A token of a Lua metric: its id, or its text (exactly one token under the model's tokenizer).
+int64_t lua_token(const nlohmann::json& t, const LuaModel& m, const std::string& where) {
+    if (t.is_number_integer()) {
+        const int64_t id = t.get<int64_t>();
+        const int64_t vocab = m.loaded.handle.info.vocab_size;
+        if (id < 0 || (vocab > 0 && id >= vocab))
+            throw std::invalid_argument(where + ": token id " + std::to_string(id) + " is outside the vocabulary (0.." +
+                                        std::to_string(vocab - 1) + ")");
+        return id;
+    }
+    if (t.is_string()) return single_token_id(m.require_tokenizer("model:run gradient"), t.get<std::string>(), where);
+    throw std::invalid_argument(where + " must be a token's text or its id");
+}
+
+/// `gradient = {metric="logprob", target=" Paris"}` / `{metric="logit_diff", tokens={a, b}}` / `{metric="loss"}`.
+Metric parse_lua_metric(const nlohmann::json& g, const LuaModel& m) {
+    const std::string fn = "model:run gradient";
+    if (!g.is_object()) throw std::invalid_argument(fn + " must be a table {metric=..., target=...}");
+    static const std::vector<std::string> keys = {"metric", "target", "tokens", "position"};
+    for (const auto& [k, v] : g.items())
+        if (std::find(keys.begin(), keys.end(), k) == keys.end())
+            throw std::invalid_argument(fn + ": unknown key '" + k + "'" + did_you_mean(k, keys) + " (keys: " + join(keys, ", ") + ")");
+    if (!g.contains("metric") || !g["metric"].is_string())
+        throw std::invalid_argument(fn + " needs metric = one of " + join(metric_kinds(), ", "));
+    Metric metric;
+    metric.kind = g["metric"].get<std::string>();
+    if (g.contains("target")) metric.tokens.push_back(lua_token(g["target"], m, fn + ".target"));
+    if (g.contains("tokens")) {
+        if (!g["tokens"].is_array()) throw std::invalid_argument(fn + ".tokens must be a list of two tokens");
+        for (size_t i = 0; i < g["tokens"].size(); ++i)
+            metric.tokens.push_back(lua_token(g["tokens"][i], m, fn + ".tokens[" + std::to_string(i + 1) + "]"));
+    }
+    if (g.contains("position")) {
+        if (!g["position"].is_number_integer()) throw std::invalid_argument(fn + ".position must be an integer");
+        const int64_t p = g["position"].get<int64_t>();
+        metric.position = p > 0 ? p - 1 : p;  // Lua counts positions from 1; negative ones from the end (-1 = last)
+        if (p == 0) throw std::invalid_argument(fn + ".position counts from 1 (or from the end: -1 = last)");
+    }
+    validate_metric(metric, m.loaded.handle.info.vocab_size, 1, fn);
+    return metric;
+}
+
 RunArgs parse_run_options(lua_State* L, int idx, const LuaModel& m) {
     RunArgs a;
     if (lua_isnoneornil(L, idx)) return a;
     if (lua_type(L, idx) != LUA_TTABLE) arg_fail(idx, "model:run", "options table expected, got " + type_name_at(L, idx));
     static const std::vector<std::string> known = {"hooks", "interventions", "batch_size", "max_tokens", "logits",
-                                                   "add_special_tokens"};
+                                                   "add_special_tokens", "gradient"};
     lua_pushnil(L);
     while (lua_next(L, idx) != 0) {
         const std::string key = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : "?";
@@ -319,6 +377,14 @@ RunArgs parse_run_options(lua_State* L, int idx, const LuaModel& m) {
             }
         }
         lua_pop(L, 1);  // hooks
+    } else {
+        lua_pop(L, 1);
+    }
+
+    if (raw_field(L, idx, "gradient") != LUA_TNIL) {
+        const nlohmann::json g = to_json(L, -1, "gradient");
+        lua_pop(L, 1);
+        a.gradient = parse_lua_metric(g, m);
     } else {
         lua_pop(L, 1);
     }
@@ -426,6 +492,12 @@ int model_run(lua_State* L) {
     req.capture = a.capture_patterns.empty() ? std::vector<std::string>{} : match_hooks(m.hooks(), a.capture_patterns);
     req.interventions = a.interventions;
     req.keep_logits = a.logits;
+    if (a.gradient) {
+        if (req.capture.empty())
+            throw std::invalid_argument("model:run: gradient is delivered at the captured hooks; list them in hooks={...}");
+        req.metric = a.gradient;
+        req.gradients = req.capture;
+    }
     std::vector<size_t> batch_prompts;  // global prompt indices of the batch being run (for hook contexts)
     for (const auto& [pattern, fn_idx] : a.hook_fns) {
         const int fn = fn_idx;
@@ -473,8 +545,8 @@ int model_run(lua_State* L) {
     const auto n = static_cast<int64_t>(prompts.size());
     int64_t P = 0;
     for (const auto& p : prompts) P = std::max<int64_t>(P, static_cast<int64_t>(p.ids.size()));
-    std::map<std::string, std::vector<at::Tensor>> parts;
-    std::vector<at::Tensor> logits;
+    std::map<std::string, std::vector<at::Tensor>> parts, grad_parts;
+    std::vector<at::Tensor> logits, metric;
     for (size_t start = 0; start < prompts.size(); start += a.batch_size) {
         const size_t end = std::min(prompts.size(), start + a.batch_size);
         std::vector<std::vector<int64_t>> rows;
@@ -485,7 +557,9 @@ int model_run(lua_State* L) {
         }
         ForwardOutput out = m.session->forward(rows, nullptr, batch_prompts, req);
         for (const auto& name : req.capture) parts[name].push_back(out.captures.at(name));
+        for (const auto& [name, g] : out.gradients) grad_parts[name].push_back(g);
         if (a.logits) logits.push_back(out.logits);
+        if (out.metric.defined()) metric.push_back(out.metric);
     }
 
     // The cache table.
@@ -499,6 +573,18 @@ int model_run(lua_State* L) {
     if (a.logits) {
         push_tensor(L, assemble(logits, {"batch", "pos", "vocab"}, n, P));
         lua_setfield(L, cache, "logits");
+    }
+    if (!grad_parts.empty()) {  // cache.grad[hook]: d(metric summed over prompts)/d(activation); cache.metric [n]
+        lua_createtable(L, 0, static_cast<int>(grad_parts.size()));
+        for (const auto& [name, g] : grad_parts) {
+            push_tensor(L, assemble(g, dims_of(&m, name, g.front().dim()), n, P));
+            lua_setfield(L, -2, name.c_str());
+        }
+        lua_setfield(L, cache, "grad");
+    }
+    if (!metric.empty()) {
+        push_tensor(L, at::cat(metric));
+        lua_setfield(L, cache, "metric");
     }
     at::Tensor ids = at::zeros({n, P}, at::kLong), mask = at::zeros({n, P}, at::kLong);
     for (int64_t i = 0; i < n; ++i) {
@@ -815,7 +901,16 @@ int f_analyze(lua_State* L) {
     for (const auto& p : call_plugin(role, "required_hooks", [&] { return analyzer->required_hooks(); }))
         add_matching(p, true);
 
-    const RunContext ctx = cache_context(L, cache, fed);
+    RunContext ctx = cache_context(L, cache, fed);
+    // The cache's model serves the analyzer's own forwards and the unembedding (logit lens, ablations).
+    std::optional<SessionModelAccess> access;
+    if (cache.model != nullptr && cache.model->session) {
+        const LuaModel* m = cache.model;
+        access.emplace(*m->session, m->tokenizer ? std::function<std::vector<int64_t>(const std::string&)>(
+                                                       [m](const std::string& t) { return m->tokenizer->encode(t, false).ids; })
+                                                 : nullptr);
+        ctx.model = access->access();
+    }
     call_plugin(role, "begin", [&] { analyzer->begin(ctx); });
     for_each_batch(cache, fed, batch_size, [&](const Batch& b) { call_plugin(role, "consume", [&] { analyzer->consume(b); }); });
     Result result = call_plugin(role, "finish", [&] { return analyzer->finish(); });
@@ -935,6 +1030,7 @@ int f_recipe(lua_State* L) {
 
 const luaL_Reg kModelMethods[] = {
     {"run", guarded<model_run>},           {"hooks", guarded<model_hooks>},
+    {"unembed", guarded<model_unembed>},
     {"tokenize", guarded<model_tokenize>}, {"decode", guarded<model_decode>},
     {"token_text", guarded<model_token_text>}, {"token_id", guarded<model_token_id>},
     {nullptr, nullptr}};

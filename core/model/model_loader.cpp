@@ -63,6 +63,7 @@ LoadedModel load_model(const PluginRegistry& registry, const std::string& path_o
     m.handle = describe_model(registry, path_or_id);
     m.weights = std::make_shared<SafetensorsWeights>(m.handle.files.weight_files, m.handle.factory->weight_naming());
     m.adapter = m.handle.factory->load(m.handle.files.config, *m.weights, options);
+    m.options = options;
     return m;
 }
 
@@ -74,6 +75,7 @@ LoadedModel init_random_model(const PluginRegistry& registry, const nlohmann::js
     files.config = config;
     m.handle = describe_model_files(registry, std::move(files));
     m.adapter = m.handle.factory->init_random(config, seed, options);
+    m.options = options;
     return m;
 }
 

@@ -34,6 +34,7 @@ struct LoadedModel {
     ModelHandle handle;
     std::shared_ptr<WeightSource> weights;  ///< the safetensors (null for a randomly initialised model)
     std::unique_ptr<ModelAdapter> adapter;
+    ModelOptions options;  ///< as loaded (compute dtype)
 };
 
 /// Describe, open the safetensors (mmap) and build the adapter.

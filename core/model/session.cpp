@@ -6,6 +6,7 @@
 #include "core/model/hook_match.h"
 #include "core/model/intervention_edit.h"
 #include "core/model/interventions.h"
+#include "core/model/metric.h"
 #include "core/util/text.h"
 #include "nscope/error.h"
 
@@ -107,7 +108,10 @@ void ModelSession::register_prompt(size_t index, std::vector<int64_t> ids, std::
         it = it->first.first == index ? clean_.erase(it) : std::next(it);
 }
 
-void ModelSession::clear_cache() { clean_.clear(); }
+void ModelSession::clear_cache() {
+    clean_.clear();
+    reference_ = reference_ids_ = reference_mask_ = at::Tensor();
+}
 
 int ModelSession::hook_id(const std::string& name) const {
     const auto& hooks = model_.adapter->hook_points();
@@ -121,7 +125,8 @@ int ModelSession::hook_id(const std::string& name) const {
 
 at::Tensor ModelSession::clean_capture(size_t prompt, int hook, const Prompt& p) {
     const auto key = std::make_pair(prompt, hook);
-    if (auto it = clean_.find(key); it != clean_.end()) return it->second;
+    // The same index may name other tokens in a later call (Lua runs, analyzers' own rows): check the ids.
+    if (auto it = clean_.find(key); it != clean_.end() && it->second.first == p.ids) return it->second.second;
     std::vector<std::vector<int64_t>> rows{p.ids}, types{p.types};
     PaddedBatch b = make_batch(rows, p.types.empty() ? nullptr : &types);
     HostHookDispatcher d(model_.adapter->hook_points().size());
@@ -130,8 +135,19 @@ at::Tensor ModelSession::clean_capture(size_t prompt, int hook, const Prompt& p)
     at::NoGradGuard no_grad;
     model_.adapter->forward({b.ids, b.mask, b.types, /*logits=*/false}, &d);
     if (!got.defined()) throw RuntimeError("the adapter never fired hook " + model_.adapter->hook_points()[hook].name);
-    clean_[key] = got;
+    clean_[key] = {p.ids, got};
     return got;
+}
+
+at::Tensor ModelSession::reference_logits(const at::Tensor& ids, const at::Tensor& mask, const at::Tensor& types) {
+    if (!types.defined() && reference_ids_.defined() && reference_ids_.sizes() == ids.sizes() &&
+        reference_ids_.equal(ids) && reference_mask_.equal(mask))
+        return reference_;
+    at::NoGradGuard no_grad;
+    at::Tensor ref = float32_contiguous(model_.adapter->forward({ids, mask, types, /*logits=*/true}, nullptr));
+    if (types.defined()) return ref;  // token types (BERT pairs) are not part of the key: not cached
+    reference_ = ref, reference_ids_ = ids.clone(), reference_mask_ = mask.clone();
+    return reference_;
 }
 
 ForwardOutput ModelSession::forward(const std::vector<std::vector<int64_t>>& rows,
@@ -142,12 +158,23 @@ ForwardOutput ModelSession::forward(const std::vector<std::vector<int64_t>>& row
         throw InputError("forward: " + std::to_string(prompt_indices.size()) + " prompt indices for " +
                          std::to_string(rows.size()) + " rows");
     const auto& hooks = model_.adapter->hook_points();
+    const bool want_grad = !request.gradients.empty();
+    if (request.metric) validate_metric(*request.metric, model_.handle.info.vocab_size, rows.size(), "metric");
+    for (const auto& m : request.more_metrics) validate_metric(m, model_.handle.info.vocab_size, rows.size(), "metric");
+    if (want_grad) {
+        if (!request.metric)
+            throw InputError("gradients need a metric to differentiate (" + join(metric_kinds(), ", ") + ")");
+        if (model_.options.dtype != at::kFloat)
+            throw InputError(std::string("gradients need the model in float32, and it is loaded as ") +
+                             c10::toString(model_.options.dtype) + "; set `dtype: float32` on the model");
+    }
     PaddedBatch b = make_batch(rows, token_type_ids);
     const int64_t B = b.ids.size(0), P = b.ids.size(1);
     HostHookDispatcher d(hooks.size());
     ForwardOutput out;
     out.input_ids = b.ids;
     out.attention_mask = b.mask;
+    out.lengths = b.lengths;
 
     // Interventions: validate, expand patterns, and register editors (they run before observers).
     for (const auto& spec : request.interventions) {
@@ -216,6 +243,20 @@ ForwardOutput ModelSession::forward(const std::vector<std::vector<int64_t>>& row
         }
     }
 
+    // Gradient taps: `t + delta` with a zero delta that requires grad, after every edit, so that d(metric)/d(delta)
+    // is the gradient w.r.t. the activation that flows downstream (through all later hooks too).
+    std::map<int, at::Tensor> taps;
+    for (const auto& name : request.gradients) {
+        const int id = hook_id(name);
+        if (taps.count(id)) continue;
+        taps[id] = at::Tensor();
+        d.add_editor(id, [&taps](int i, at::Tensor& t) {
+            at::Tensor delta = at::zeros_like(t, at::MemoryFormat::Contiguous).requires_grad_(true);
+            taps[i] = delta;
+            t = t + delta;
+        });
+    }
+
     // Captures: what flows downstream after the edits, float32, zero at padded positions.
     std::vector<int> capture_ids;
     for (const auto& name : request.capture) capture_ids.push_back(hook_id(name));
@@ -223,19 +264,29 @@ ForwardOutput ModelSession::forward(const std::vector<std::vector<int64_t>>& row
     for (int id : capture_ids)
         d.add_observer(id, [&got](int i, const at::Tensor& t) { got[i] = float32_contiguous(t.detach()); });
 
+    // kl's reference: the same rows without this request's edits.
+    bool any_metric = request.metric.has_value(), needs_reference = request.metric && request.metric->kind == "kl";
+    for (const auto& m : request.more_metrics) any_metric = true, needs_reference |= m.kind == "kl";
+    const at::Tensor reference = needs_reference ? reference_logits(b.ids, b.mask, b.types) : at::Tensor();
+
     at::Tensor logits;
     {
+        at::AutoGradMode grad_mode(want_grad);  // without gradients the forward stays under no-grad
+        logits = model_.adapter->forward({b.ids, b.mask, b.types, request.keep_logits || any_metric}, &d);
+        if (request.metric) {
+            out.metric = metric_per_row(*request.metric, logits.to(at::kFloat), b.ids, b.lengths, reference);
+            if (want_grad) out.metric.sum().backward();
+            out.metric = out.metric.detach();
+        }
         at::NoGradGuard no_grad;
-        logits = model_.adapter->forward({b.ids, b.mask, b.types, request.keep_logits}, &d);
+        for (const auto& m : request.more_metrics)
+            out.more_metrics.push_back(metric_per_row(m, logits.detach().to(at::kFloat), b.ids, b.lengths, reference));
+        if (logits.defined()) logits = logits.detach();
     }
     const at::Tensor valid = b.mask.to(at::kBool);  // [b, p]
-    const bool padded = !capture_ids.empty() && !valid.all().item<bool>();
-    for (int id : capture_ids) {
-        const HookPoint& h = hooks[static_cast<size_t>(id)];
-        auto it = got.find(id);
-        if (it == got.end()) throw RuntimeError("the model adapter never fired hook " + h.name);
-        at::Tensor c = it->second;
-        // Zero padded positions (a copy: in float32 the capture is the model's own tensor).
+    const bool padded = !valid.all().item<bool>();
+    // `t` with padded positions zeroed (a copy: in float32 a capture is the model's own tensor).
+    auto without_padding = [&](const HookPoint& h, at::Tensor c) {
         for (size_t a = 0; padded && a < h.dims.size() && a < static_cast<size_t>(c.dim()); ++a) {
             if (h.dims[a] != "pos" && h.dims[a] != "query_pos" && h.dims[a] != "key_pos") continue;
             std::vector<int64_t> s(static_cast<size_t>(c.dim()), 1);
@@ -243,7 +294,20 @@ ForwardOutput ModelSession::forward(const std::vector<std::vector<int64_t>>& row
             s[a] = P;
             c = c.masked_fill(valid.logical_not().view(s), 0.0);
         }
-        out.captures[h.name] = c.contiguous();
+        return c.contiguous();
+    };
+    for (int id : capture_ids) {
+        const HookPoint& h = hooks[static_cast<size_t>(id)];
+        auto it = got.find(id);
+        if (it == got.end()) throw RuntimeError("the model adapter never fired hook " + h.name);
+        out.captures[h.name] = without_padding(h, it->second);
+    }
+    for (const auto& [id, delta] : taps) {
+        const HookPoint& h = hooks[static_cast<size_t>(id)];
+        if (!delta.defined()) throw RuntimeError("the model adapter never fired hook " + h.name);
+        // A hook the metric does not depend on (e.g. after the metric's position) has no gradient: zeros.
+        const at::Tensor g = delta.grad().defined() ? delta.grad() : at::zeros_like(delta);
+        out.gradients[h.name] = without_padding(h, float32_contiguous(g.detach()));
     }
     if (request.keep_logits) out.logits = float32_contiguous(logits);
     return out;

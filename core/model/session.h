@@ -7,6 +7,9 @@
 //   ForwardOutput out = s.forward(rows, nullptr, {0, 1}, req);
 //   out.captures["blocks.0.mlp.hook_post"];                 // float32 [b, p, d_mlp], zero at padding
 //
+// With `req.metric` the output carries the metric per row; with `req.gradients` too, the gradient of the
+// metric (summed over rows) w.r.t. those hooks' activations, by one backward pass (float32 models only).
+//
 // Rows are right-padded here (pad id 0, attention_mask 0). Position ids are 0..p-1 in every row.
 // `patch` interventions take values from the source prompt's clean run: the session runs that prompt alone
 // (from this batch, or from prompts given to `register_prompt`), caches the hook, then patches.
@@ -14,12 +17,14 @@
 
 #include <functional>
 #include <map>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
 
 #include "core/model/model_loader.h"
 #include "core/model/interventions.h"
+#include "nscope/model_access.h"
 
 namespace nscope {
 
@@ -33,12 +38,22 @@ struct ForwardRequest {
     /// (hook name or pattern, callback); a pattern that matches no hook is an InputError.
     std::vector<std::pair<std::string, HookCallback>> callbacks;
     bool keep_logits = true;
+    /// Computed per row (ForwardOutput::metric) when set; validated against the vocabulary.
+    std::optional<Metric> metric;
+    std::vector<Metric> more_metrics;  ///< computed from the same logits (ForwardOutput::more_metrics)
+    /// Exact hook names: d(metric summed over rows)/d(activation), after the edits. Needs `metric` and a
+    /// float32 model; the forward then runs with autograd (without, it stays under no-grad).
+    std::vector<std::string> gradients;
 };
 
 struct ForwardOutput {
     at::Tensor input_ids, attention_mask;          ///< int64 [b, p]
+    std::vector<int64_t> lengths;                  ///< real tokens per row
     std::map<std::string, at::Tensor> captures;    ///< float32, CPU, contiguous, zero at padded positions
+    std::map<std::string, at::Tensor> gradients;   ///< the same layout as captures
     at::Tensor logits;                             ///< float32 [b, p, vocab] (undefined if !keep_logits)
+    at::Tensor metric;                             ///< float32 [b] when a metric was asked
+    std::vector<at::Tensor> more_metrics;          ///< float32 [b] each
 };
 
 class ModelSession {
@@ -67,9 +82,14 @@ private:
     };
     at::Tensor clean_capture(size_t prompt, int hook, const Prompt& p);
 
+    /// Unedited logits of the last rows a `kl` metric ran on (ablation sweeps reuse them call after call).
+    at::Tensor reference_logits(const at::Tensor& ids, const at::Tensor& mask, const at::Tensor& types);
+
     LoadedModel& model_;
     std::map<size_t, Prompt> prompts_;
-    std::map<std::pair<size_t, int>, at::Tensor> clean_;  // (prompt, hook id) -> [1, p, ...] compute dtype
+    at::Tensor reference_ids_, reference_mask_, reference_;
+    /// (prompt, hook id) -> (the prompt's ids, its clean activation [1, p, ...] in the compute dtype)
+    std::map<std::pair<size_t, int>, std::pair<std::vector<int64_t>, at::Tensor>> clean_;
 };
 
 }  // namespace nscope

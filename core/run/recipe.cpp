@@ -7,6 +7,7 @@
 #include "core/util/npy.h"
 #include "core/util/text.h"
 #include "nscope/error.h"
+#include "nscope/model_access.h"
 
 namespace nscope {
 namespace fs = std::filesystem;
@@ -621,6 +622,55 @@ bool valid_analysis_id(const std::string& id) {
     });
 }
 
+// A token: its text, its id (an integer), or {label: KEY} (the prompt label holding its text).
+TokenRef parse_token_ref(const Ctx& c, const YAML::Node& n, const std::string& path) {
+    TokenRef t;
+    t.loc = c.loc(n, path);
+    if (n.IsMap()) {
+        check_keys(c, n, path, {"label"}, "a token reference");
+        if (!n["label"].IsDefined()) c.fail(n, path, "a token given as a mapping needs 'label' (the prompt label key)");
+        t.label = get_string(c, n["label"], path + ".label");
+        return t;
+    }
+    if (!n.IsScalar()) c.fail(n, path, "'" + path + "' must be a token's text, its id, or {label: KEY}");
+    const std::string& v = n.Scalar();
+    // Quoted in YAML (" 12") stays text; a bare integer is an id.
+    const bool integer = n.Tag() != "!" && !v.empty() &&
+                         std::all_of(v.begin(), v.end(), [](char ch) { return std::isdigit(static_cast<unsigned char>(ch)); });
+    if (integer) t.id = get_int(c, n, path, 0, INT64_MAX);
+    else t.text = v;
+    if (!t.id && t.text.empty()) c.fail(n, path, "'" + path + "' is empty: name a token");
+    return t;
+}
+
+GradientSpec parse_gradient(const Ctx& c, const YAML::Node& n) {
+    require_map(c, n, "gradient", "'gradient'");
+    check_keys(c, n, "gradient", {"metric", "target", "tokens", "position"}, "'gradient'");
+    GradientSpec g;
+    g.loc = c.loc(n, "gradient");
+    if (!n["metric"].IsDefined())
+        c.fail(n, "gradient.metric", "'gradient' needs a 'metric' (" + join(metric_kinds(), ", ") + ")");
+    g.metric = get_string(c, n["metric"], "gradient.metric");
+    const auto& kinds = metric_kinds();
+    if (std::find(kinds.begin(), kinds.end(), g.metric) == kinds.end())
+        c.fail(n["metric"], "gradient.metric",
+               "unknown metric '" + g.metric + "'" + did_you_mean(g.metric, kinds) + " (metrics: " + join(kinds, ", ") + ")");
+    if (n["target"].IsDefined()) g.tokens.push_back(parse_token_ref(c, n["target"], "gradient.target"));
+    if (n["tokens"].IsDefined()) {
+        require_seq(c, n["tokens"], "gradient.tokens", "'gradient.tokens'");
+        for (size_t i = 0; i < n["tokens"].size(); ++i)
+            g.tokens.push_back(parse_token_ref(c, n["tokens"][i], "gradient.tokens[" + std::to_string(i) + "]"));
+    }
+    if (g.metric == "logprob" && (g.tokens.size() != 1 || !n["target"].IsDefined()))
+        c.fail(n, "gradient", "metric 'logprob' needs exactly one 'target' token (and no 'tokens')");
+    if (g.metric == "logit_diff" && (g.tokens.size() != 2 || n["target"].IsDefined()))
+        c.fail(n, "gradient", "metric 'logit_diff' needs 'tokens: [A, B]' (the difference is A − B)");
+    if ((g.metric == "loss" || g.metric == "kl") && !g.tokens.empty())
+        c.fail(n, "gradient", "metric '" + g.metric + "' takes no target tokens");
+    if (n["position"].IsDefined()) g.position = get_int(c, n["position"], "gradient.position", -(1 << 20), (1 << 20));
+    return g;
+}
+
 std::vector<AnalysisSpec> parse_analyses(const Ctx& c, const YAML::Node& list) {
     require_seq(c, list, "analyses", "'analyses'");
     std::vector<AnalysisSpec> out;
@@ -799,7 +849,7 @@ Recipe parse_recipe(const YAML::Node& input, const std::string& source, const fs
     check_plain_keys(c, root, "");
     check_keys(c, root, "",
                {"name", "description", "seed", "model", "models", "prompts", "batch_size", "max_tokens", "dtype",
-                "threads", "add_special_tokens", "hooks", "interventions", "analyses", "exports"},
+                "threads", "add_special_tokens", "hooks", "interventions", "gradient", "analyses", "exports"},
                "the recipe");
     Recipe r;
     r.base_dir = base_dir;
@@ -848,6 +898,7 @@ Recipe parse_recipe(const YAML::Node& input, const std::string& source, const fs
         for (size_t i = 0; i < root["interventions"].size(); ++i)
             parse_intervention(c, root["interventions"][i], "interventions[" + std::to_string(i) + "]", r.interventions);
     }
+    if (root["gradient"].IsDefined()) r.gradient = parse_gradient(c, root["gradient"]);
     if (root["analyses"].IsDefined()) r.analyses = parse_analyses(c, root["analyses"]);
     if (root["exports"].IsDefined()) r.exports = parse_exports(c, root["exports"]);
     r.resolved = yaml_to_json(root);

@@ -76,6 +76,24 @@ struct InterventionEntry {
     SourceLoc loc;
 };
 
+/// A token named in a recipe: its text (one token under the model's tokenizer), its id, or the name of a
+/// prompt label whose value is that text (per prompt).
+struct TokenRef {
+    std::string text;
+    std::optional<int64_t> id;
+    std::string label;
+    SourceLoc loc;
+};
+
+/// `gradient: {metric, target | tokens, position}`: every captured hook also delivers the gradient of the
+/// metric (summed over a batch's rows) w.r.t. its activation.
+struct GradientSpec {
+    std::string metric;             ///< logprob, logit_diff, loss, kl (nscope/model_access.h)
+    std::vector<TokenRef> tokens;   ///< logprob: the target; logit_diff: the two tokens (first − second)
+    std::optional<int64_t> position;
+    SourceLoc loc;
+};
+
 struct Recipe {
     std::filesystem::path file;      ///< the recipe file ("" for recipes built in Lua)
     std::filesystem::path base_dir;  ///< relative paths (models, prompt files) resolve against this
@@ -90,6 +108,7 @@ struct Recipe {
     std::vector<std::string> hooks;
     std::vector<SourceLoc> hook_locs;  ///< where each pattern of `hooks` was written
     std::vector<InterventionEntry> interventions;
+    std::optional<GradientSpec> gradient;
     std::vector<AnalysisSpec> analyses;
     std::vector<ExportSpec> exports;
     nlohmann::json resolved;         ///< the recipe after overrides, as JSON (for the manifest and rerun)

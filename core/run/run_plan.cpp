@@ -184,6 +184,28 @@ RunPlan plan_run(const PluginRegistry& plugins, Recipe recipe) {
                 throw InputError(p.loc.text + ": random prompts: range [" + std::to_string(p.random->lo) + ", " +
                                  std::to_string(p.random->hi) + ") is outside the vocabulary of " + spec.ref + " (size " +
                                  std::to_string(mp.handle.info.vocab_size) + ")");
+        if (recipe.gradient) {
+            const GradientSpec& g = *recipe.gradient;
+            if (spec.dtype != "float32")
+                throw InputError(g.loc.text + ": gradients need the model in float32, and " + spec.ref + " runs in " +
+                                 spec.dtype + "; set `dtype: float32`");
+            if (mp.captured.empty())
+                throw InputError(g.loc.text + ": 'gradient' is delivered at the captured hooks, and the recipe captures "
+                                 "none; add `hooks:` (for example blocks.*.mlp.hook_post)");
+            for (const auto& t : g.tokens) {
+                if (t.id && *t.id >= mp.handle.info.vocab_size)
+                    throw InputError(t.loc.text + ": token id " + std::to_string(*t.id) + " is outside the vocabulary of " +
+                                     spec.ref + " (size " + std::to_string(mp.handle.info.vocab_size) + ")");
+                if (!t.id && mp.handle.files.tokenizer_json.empty())
+                    throw InputError(t.loc.text + ": a token given as text needs a tokenizer, and " + spec.ref +
+                                     " has no tokenizer.json; give its id");
+                if (!t.label.empty())
+                    for (const auto& p : recipe.prompts)
+                        if (!p.labels.is_object() || !p.labels.contains(t.label) || !p.labels[t.label].is_string())
+                            throw InputError(t.loc.text + ": the token comes from prompt label '" + t.label + "', and " +
+                                             p.loc.text + " has no such text label");
+            }
+        }
         if (mp.handle.files.tokenizer_json.empty()) {
             for (const auto& p : recipe.prompts)
                 if (!p.has_ids && !p.random)
@@ -208,6 +230,7 @@ void print_plan(const RunPlan& plan, std::ostream& os) {
         for (const auto& h : m.captured) os << "    " << h << "\n";
         for (const auto& iv : m.interventions) os << "  intervention: " << iv.op << " at " << iv.hook << "\n";
     }
+    if (r.gradient) os << "gradient: d " << r.gradient->metric << " / d activation at every captured hook\n";
     for (size_t w = 0; w < plan.waves.size(); ++w) {
         os << "pass " << (w + 1) << ":";
         for (size_t i : plan.waves[w]) os << " " << r.analyses[i].id << " (" << r.analyses[i].use << ")";

@@ -17,6 +17,7 @@
 #include "core/plugin/call_plugin.h"
 #include "core/plugin/registry.h"
 #include "core/run/interrupt.h"
+#include "core/run/model_access.h"
 #include "core/run/progress.h"
 #include "core/run/run_dir.h"
 #include "core/run/run_plan.h"
@@ -99,6 +100,7 @@ public:
         record_["prompts"] = prompts_.infos.size();
         record_["tokens"] = prompts_.tokens;
         record_["timings"]["tokenize_s"] = seconds_since(t0);
+        if (r.gradient) resolve_gradient(*r.gradient);  // a bad target token fails before the weights load
 
         t0 = Clock::now();
         ModelOptions options;
@@ -124,6 +126,11 @@ public:
             session.register_prompt(i, prompts_.ids[i], prompts_.type_ids.empty() ? std::vector<int64_t>{}
                                                                                   : prompts_.type_ids[i]);
         build_context(loaded);
+        const Tokenizer* tok = tokenizer_ ? &*tokenizer_ : nullptr;
+        SessionModelAccess access(session, tok ? std::function<std::vector<int64_t>(const std::string&)>(
+                                                     [tok](const std::string& text) { return tok->encode(text, false).ids; })
+                                               : nullptr);
+        ctx_.model = access.access();
 
         std::vector<std::unique_ptr<Exporter>> exporters;
         for (const auto& e : r.exports) {
@@ -183,6 +190,28 @@ public:
     }
 
 private:
+    /// The recipe's `gradient:` as a Metric, with per-prompt tokens when a token comes from a prompt label.
+    void resolve_gradient(const GradientSpec& g) {
+        gradient_ = Metric{g.metric, {}, {}, g.position};
+        bool per_prompt = false;
+        for (const auto& t : g.tokens) per_prompt |= !t.label.empty();
+        auto id_of = [&](const TokenRef& t, const std::string& text) {
+            if (t.id) return *t.id;
+            if (!tokenizer_) throw InputError(t.loc.text + ": a token given as text needs the model's tokenizer.json");
+            return single_token_id(*tokenizer_, text, t.loc.text);
+        };
+        if (!per_prompt) {
+            for (const auto& t : g.tokens) gradient_->tokens.push_back(id_of(t, t.text));
+            return;
+        }
+        for (const auto& p : prompts_.infos) {
+            std::vector<int64_t> ids;
+            for (const auto& t : g.tokens)
+                ids.push_back(id_of(t, t.label.empty() ? t.text : p.labels[t.label].get<std::string>()));
+            gradient_tokens_.push_back(std::move(ids));
+        }
+    }
+
     void build_context(const LoadedModel& loaded) {
         ctx_.run_dir = out_dir_.string();
         ctx_.model_name = model_.spec.ref;
@@ -208,8 +237,12 @@ private:
     static Batch batch_of(const Batch& full, const std::vector<std::string>& names) {
         Batch b = full;
         b.activations.clear();
+        b.gradients.clear();
+        auto wanted = [&](const NamedActivation& a) { return std::find(names.begin(), names.end(), a.hook) != names.end(); };
         for (const auto& a : full.activations)
-            if (std::find(names.begin(), names.end(), a.hook) != names.end()) b.activations.push_back(a);
+            if (wanted(a)) b.activations.push_back(a);
+        for (const auto& g : full.gradients)
+            if (wanted(g)) b.gradients.push_back(g);
         return b;
     }
 
@@ -222,6 +255,7 @@ private:
         request.capture = model_.captured;
         request.interventions = model_.interventions;
         request.keep_logits = false;
+        if (gradient_) request.gradients = model_.captured;
         Progress progress(label, prompts_.tokens);
         const size_t n = prompts_.ids.size();
         for (size_t start = 0; start < n; start += r.batch_size) {
@@ -233,6 +267,11 @@ private:
                 types.assign(prompts_.type_ids.begin() + start, prompts_.type_ids.begin() + end);
             std::vector<size_t> indices;
             for (size_t i = start; i < end; ++i) indices.push_back(i);
+            if (gradient_) {
+                request.metric = gradient_;
+                if (!gradient_tokens_.empty())
+                    request.metric->row_tokens.assign(gradient_tokens_.begin() + start, gradient_tokens_.begin() + end);
+            }
             ForwardOutput out = session.forward(rows, types.empty() ? nullptr : &types, indices, request);
 
             Batch batch;
@@ -245,6 +284,8 @@ private:
                 const at::Tensor& t = out.captures.at(name);
                 batch.activations.push_back({name, {t.data_ptr<float>(), DType::Float32, t.sizes().vec()}});
             }
+            for (const auto& [name, g] : out.gradients)
+                batch.gradients.push_back({name, {g.data_ptr<float>(), DType::Float32, g.sizes().vec()}});
             // Each consumer sees its own hooks (an analyzer's required_hooks reach only that analyzer).
             std::vector<Batch> views;
             views.reserve(analyzers.size() + 1);
@@ -284,6 +325,8 @@ private:
     std::optional<Tokenizer> tokenizer_;
     PromptSet prompts_;
     RunContext ctx_;
+    std::optional<Metric> gradient_;                     ///< the recipe's gradient metric, resolved
+    std::vector<std::vector<int64_t>> gradient_tokens_;  ///< per prompt, when tokens come from labels
 };
 
 nlohmann::json plugin_list(const PluginRegistry& plugins) {

@@ -350,6 +350,16 @@ std::string token_text_or_id(const Tokenizer* tok, int64_t id) {
     return s;
 }
 
+int64_t single_token_id(const Tokenizer& tok, const std::string& text, const std::string& where) {
+    const Encoding e = tok.encode(text, /*add_special_tokens=*/false);
+    if (e.ids.size() == 1) return e.ids[0];
+    std::string pieces;
+    for (size_t i = 0; i < e.ids.size(); ++i) pieces += (i ? ", '" : "'") + tok.token_text(e.ids[i]) + "'";
+    throw InputError(where + ": '" + text + "' is " + std::to_string(e.ids.size()) +
+                     " tokens under this model's tokenizer" + (pieces.empty() ? "" : " (" + pieces + ")") +
+                     "; name a single token (`nscope tokenize --text` shows the pieces) or give its id");
+}
+
 size_t Tokenizer::vocab_size() const {
     size_t n = impl_->model->vocab_r.size();
     for (const auto& a : impl_->added) n = std::max(n, static_cast<size_t>(a.id) + 1);

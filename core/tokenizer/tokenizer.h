@@ -103,4 +103,8 @@ private:
 /// The text of token `id`, or "#id" when there is no tokenizer (prompts given as ids only).
 std::string token_text_or_id(const Tokenizer* tok, int64_t id);
 
+/// The id of `text` when it is exactly one token (no special tokens added); otherwise InputError, prefixed
+/// with `where`, listing the pieces it splits into and how to name a single token.
+int64_t single_token_id(const Tokenizer& tok, const std::string& text, const std::string& where);
+
 }  // namespace nscope

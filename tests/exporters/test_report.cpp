@@ -289,6 +289,10 @@ TEST_CASE("report exporter: any analyzer's figures (every kind, series, 3-D, fra
     syn.set_figure("heat", {{"kind", "heatmap"}, {"title", "heatmap centred"}, {"x", {"n1", "n2", "n3"}},
                             {"y", {" the", " cat", " the"}}, {"z", {{1, -2, 0.5}, {0, nullptr, 2}, {-1, 1, 3}}},
                             {"zmid", 0}, {"z_label", "activation"}});
+    syn.set_figure("heat_text", {{"kind", "heatmap"}, {"title", "heatmap with cell labels"}, {"x", {0, 1}},
+                                 {"y", json::array({"embed", "layer 0"})}, {"z", {{0.9, 0.1}, {0.5, 0.7}}},
+                                 {"text", json::array({json::array({" the", kEvil}), json::array({" cat", nullptr})})}});
+    syn.set_figure("bad_text", {{"kind", "heatmap"}, {"z", {{1, 2}}}, {"text", json::array({json::array({"a"})})}});
     syn.set_figure("hist_values", {{"kind", "histogram"}, {"title", "histogram of values"},
                                    {"values", {0.1, 0.2, 0.2, 0.5, nullptr, 0.9}}});
     syn.set_figure("hist_counts", {{"kind", "histogram"}, {"title", "histogram of counts"}, {"x", {-1, 0, 1}},
@@ -339,7 +343,7 @@ TEST_CASE("report exporter: any analyzer's figures (every kind, series, 3-D, fra
 
     const auto data = page_data(page);
     CHECK(figure_names(data) == std::set<std::string>{"anim_bar", "anim_heat", "bad_frame", "bad_kind",
-                                                       "bad_ragged", "bad_types", "bar", "heat", "hist_counts",
+                                                       "bad_ragged", "bad_text", "bad_types", "bar", "heat", "heat_text", "hist_counts",
                                                        "hist_values", "line_series", "scatter_3d",
                                                        "scatter_categories", "scatter_scale"});
     const std::string generic = section(page, "analysis-syn");
@@ -359,18 +363,19 @@ TEST_CASE("report exporter: any analyzer's figures (every kind, series, 3-D, fra
     INFO("status: " << dom.substr(dom.find("nscope-status") == std::string::npos ? 0 : dom.find("nscope-status"), 900));
     CHECK(attr(dom, "data-done") == "1");
     CHECK(attr(dom, "data-errors") == "0");
-    // 10 valid generic figures + the 2 stats charts; the 4 malformed ones are notes.
-    CHECK(attr(dom, "data-expected") == "12");
-    CHECK(attr(dom, "data-plots") == "12");
-    CHECK(attr(dom, "data-invalid") == "4");
-    CHECK(count(dom, "class=\"note invalid\"") == 4);
+    // 11 valid generic figures + the 2 stats charts; the 5 malformed ones are notes.
+    CHECK(attr(dom, "data-expected") == "13");
+    CHECK(attr(dom, "data-plots") == "13");
+    CHECK(attr(dom, "data-invalid") == "5");
+    CHECK(count(dom, "class=\"note invalid\"") == 5);
     for (const char* why : {"bad_kind: this figure cannot be shown (unknown kind \"pie\"",
                             "bad_types: this figure cannot be shown (y[0] must be a number or null, not a string)",
                             "bad_ragged: this figure cannot be shown (ragged heatmap: z[0] has 2 values but z[1] has 1)",
-                            "bad_frame: this figure cannot be shown (frames[1]: y must be an array, not a string)"})
+                            "bad_frame: this figure cannot be shown (frames[1]: y must be an array, not a string)",
+                            "bad_text: this figure cannot be shown (text[0] has 1 labels but z[0] has 2)"})
         CHECK(dom.find(why) != std::string::npos);
     for (const char* title : {"lines", "scatter by category", "scatter on a colour scale", "scatter in 3-D",
-                              "heatmap centred", "histogram of values", "histogram of counts", "bars over checkpoints",
+                              "heatmap centred", "heatmap with cell labels", "histogram of values", "histogram of counts", "bars over checkpoints",
                               "heatmap over checkpoints"})
         CHECK(drawn_title(dom, title));
     // Plotly's pseudo-HTML is neutralised: the title shows "<b>bold</b>" as text instead of bold type.
@@ -378,6 +383,7 @@ TEST_CASE("report exporter: any analyzer's figures (every kind, series, 3-D, fra
     CHECK(count(dom, "class=\"slider-container\"") == 2);  // the two animated figures: slider and play button
     CHECK(count(dom, "class=\"updatemenu-button\"") >= 4);
     CHECK(dom.find("class=\"gl-container\"") != std::string::npos);  // the 3-D scatter's WebGL scene
+    CHECK((dom.find(">\u00a0cat<") != std::string::npos || dom.find("> cat<") != std::string::npos));  // a cell label
     CHECK(dom.find("<script>window.__pwned") == std::string::npos);
 }
 

@@ -230,6 +230,17 @@
       trace.colorscale = 'RdBu';  // Plotly's RdBu: high values red, low blue
       trace.reversescale = false;
     }
+    if (spec.text !== undefined && spec.text !== null) {  // a label written in each cell (and on hover)
+      var cells = array(spec.text, 'text');
+      if (cells.length !== z.length) fail('text has ' + cells.length + ' rows but z has ' + z.length);
+      trace.text = cells.map(function (r, i) {
+        var row = strings(r, 'text[' + i + ']');
+        if (row.length !== z[i].length) fail('text[' + i + '] has ' + row.length + ' labels but z[' + i + '] has ' + z[i].length);
+        return row;
+      });
+      trace.texttemplate = '%{text}';
+      trace.hovertemplate = '%{x}, %{y}: %{text} (%{z})<extra></extra>';
+    }
     var zLabel = optionalString(spec, 'z_label', '');
     if (zLabel) trace.colorbar = {title: {text: zLabel}};
     layout.height = Math.min(800, Math.max(300, 110 + 18 * z.length));

@@ -139,12 +139,22 @@ public:
             run_hook(hooks, h.resid_post, resid);  // [b, p, d]
         }
         if (!d_.mlm) return resid;  // BertModel: no head, the last hidden state
-        if (!logits_needed(in, hooks, ids.logits)) return {};
-        at::Tensor x = at::layer_norm(activation(d_.act, dense(resid, g_.t_w, g_.t_b)), {d_.d}, g_.t_ln_w, g_.t_ln_b,
-                                      d_.eps);
-        at::Tensor logits = dense(x, g_.word, g_.out_bias);
-        run_hook(hooks, ids.logits, logits);  // [b, p, vocab]
-        return logits;
+        return output(in, hooks, resid);
+    }
+
+    at::Tensor unembed(const at::Tensor& resid) const override {
+        if (!d_.mlm) throw InputError("this BERT checkpoint (BertModel) has no masked-LM head to unembed with");
+        return head(final_norm(resid));
+    }
+
+protected:
+    // Post-LN: the blocks' output is already normalised (no ln_final hook); the masked-LM head transforms it
+    // (dense, activation, LayerNorm) before the decoder tied to the word embeddings.
+    at::Tensor final_norm(const at::Tensor& resid) const override { return resid; }
+    at::Tensor head(const at::Tensor& x) const override {
+        const at::Tensor t = at::layer_norm(activation(d_.act, dense(x, g_.t_w, g_.t_b)), {d_.d}, g_.t_ln_w, g_.t_ln_b,
+                                            d_.eps);
+        return dense(t, g_.word, g_.out_bias);
     }
 
 };

@@ -455,6 +455,7 @@ public:
 
     const ModelInfo& info() const override { return info_; }
     const std::vector<HookPoint>& hook_points() const override { return layout_.points; }
+    at::Tensor unembed(const at::Tensor& resid) const override { return head(final_norm(resid)); }
     std::vector<std::pair<std::string, at::Tensor>> named_parameters() override {
         std::vector<std::pair<std::string, at::Tensor>> out;
         list_rows(globals_, g_, -1, d_, out);
@@ -463,6 +464,20 @@ public:
     }
 
 protected:
+    /// The norm after the last block (ln_final), and the unembedding of its output.
+    virtual at::Tensor final_norm(const at::Tensor& resid) const = 0;
+    virtual at::Tensor head(const at::Tensor& x) const = 0;
+
+    /// The end of every forward: ln_final and its hook, then (when needed) the head and hook_logits.
+    at::Tensor output(const ForwardInput& in, HookDispatcher* hooks, const at::Tensor& resid) const {
+        at::Tensor x = final_norm(resid);
+        run_hook(hooks, layout_.ln_final, x);  // [b, p, d]
+        if (!logits_needed(in, hooks, layout_.logits)) return {};
+        at::Tensor logits = head(x);
+        run_hook(hooks, layout_.logits, logits);  // [b, p, vocab]
+        return logits;
+    }
+
     /// Called before loading: refuse a checkpoint that contradicts its config (e.g. tied vs stored head).
     virtual void check_weights(const WeightSource& w) const { (void)w; }
     /// Init std of the projections into the residual stream (Init::NormalResid rows).

@@ -141,13 +141,12 @@ public:
             resid = resid + gated_mlp(hooks, h, x, d_.act, w.gate, w.up, w.down);
             run_hook(hooks, h.resid_post, resid);  // [b, p, d]
         }
-        at::Tensor x = gemma_rms_norm(resid, g_.norm, d_.eps);
-        run_hook(hooks, ids.ln_final, x);  // [b, p, d]
-        if (!logits_needed(in, hooks, ids.logits)) return {};
-        at::Tensor logits = dense(x, d_.tied ? g_.embed : g_.lm_head);
-        run_hook(hooks, ids.logits, logits);  // [b, p, vocab]
-        return logits;
+        return output(in, hooks, resid);
     }
+
+protected:
+    at::Tensor final_norm(const at::Tensor& resid) const override { return gemma_rms_norm(resid, g_.norm, d_.eps); }
+    at::Tensor head(const at::Tensor& x) const override { return dense(x, d_.tied ? g_.embed : g_.lm_head); }
 };
 
 class GemmaFactory : public AdapterFactory<GemmaModel, Dims, read_dims, make_info, hook_shape> {

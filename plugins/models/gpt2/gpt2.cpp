@@ -135,13 +135,12 @@ public:
             resid = resid + mlp_out;
             run_hook(hooks, h.resid_post, resid);  // [b, p, d]
         }
-        at::Tensor x = at::layer_norm(resid, {d_.d}, g_.lnf_w, g_.lnf_b, d_.eps);
-        run_hook(hooks, ids.ln_final, x);  // [b, p, d]
-        if (!logits_needed(in, hooks, ids.logits)) return {};
-        at::Tensor logits = at::matmul(x, g_.wte.t());
-        run_hook(hooks, ids.logits, logits);  // [b, p, vocab]
-        return logits;
+        return output(in, hooks, resid);
     }
+
+protected:
+    at::Tensor final_norm(const at::Tensor& resid) const override { return at::layer_norm(resid, {d_.d}, g_.lnf_w, g_.lnf_b, d_.eps); }
+    at::Tensor head(const at::Tensor& x) const override { return at::matmul(x, g_.wte.t()); }
 
 };
 

@@ -128,13 +128,12 @@ public:
             resid = resid + plain_mlp(hooks, h, x, d_.act, w.fc1_w, w.fc1_b, w.fc2_w, w.fc2_b);
             run_hook(hooks, h.resid_post, resid);  // [b, p, d]
         }
-        at::Tensor x = at::layer_norm(resid, {d_.d}, g_.lnf_w, g_.lnf_b, d_.eps);
-        run_hook(hooks, ids.ln_final, x);  // [b, p, d]
-        if (!logits_needed(in, hooks, ids.logits)) return {};
-        at::Tensor logits = dense(x, d_.tied ? g_.embed : g_.head_w, g_.head_b);
-        run_hook(hooks, ids.logits, logits);  // [b, p, vocab]
-        return logits;
+        return output(in, hooks, resid);
     }
+
+protected:
+    at::Tensor final_norm(const at::Tensor& resid) const override { return at::layer_norm(resid, {d_.d}, g_.lnf_w, g_.lnf_b, d_.eps); }
+    at::Tensor head(const at::Tensor& x) const override { return dense(x, d_.tied ? g_.embed : g_.head_w, g_.head_b); }
 };
 
 class PhiFactory : public AdapterFactory<PhiModel, Dims, read_dims, make_info, hook_shape> {

@@ -58,10 +58,18 @@ struct Batch {
     const int64_t* attention_mask = nullptr;  ///< [rows, positions], 1 = real token
     std::vector<const PromptInfo*> prompts;   ///< one per row
     std::vector<NamedActivation> activations;
+    /// With a recipe `gradient:`: d(metric summed over rows)/d(activation) per captured hook, same shapes.
+    std::vector<NamedActivation> gradients;
 
     /// The activation for `hook`, or nullptr when that hook was not captured.
     const ActivationView* find(std::string_view hook) const {
         for (const auto& a : activations)
+            if (a.hook == hook) return &a.view;
+        return nullptr;
+    }
+    /// The gradient at `hook`, or nullptr when no gradient was asked for.
+    const ActivationView* find_gradient(std::string_view hook) const {
+        for (const auto& a : gradients)
             if (a.hook == hook) return &a.view;
         return nullptr;
     }

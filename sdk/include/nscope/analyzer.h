@@ -18,6 +18,7 @@
 #include "nscope/error.h"
 #include "nscope/hook.h"
 #include "nscope/host.h"
+#include "nscope/model_access.h"
 #include "nscope/result.h"
 
 namespace nscope {
@@ -47,6 +48,9 @@ struct RunContext {
     ParallelFor parallel_for;
     /// File services of the host (nscope/host.h); set by the host for the whole run.
     const HostServices* host = nullptr;
+    /// The run's model for further forwards, metrics, gradients and the unembedding (nscope/model_access.h);
+    /// null when there is none (unit tests, merged shards). Analyzers that need it say so in `begin`.
+    const ModelAccess* model = nullptr;
 };
 
 /// `parallel_for(n, task)` if the host provided one, else task(0), ..., task(n - 1) on this thread.

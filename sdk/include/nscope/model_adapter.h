@@ -104,6 +104,13 @@ public:
     /// `input.logits` is false and hook_logits is not wanted. Calls `run_hook` at every
     /// hook point in forward order. Must not keep references to the inputs.
     virtual at::Tensor forward(const ForwardInput& input, HookDispatcher* hooks) = 0;
+    /// The output head on residual-stream vectors [..., d_model] -> logits [..., vocab]: the final norm (its
+    /// statistics computed on `resid` itself) and the unembedding, exactly as `forward` applies them to the
+    /// last block's output, without hooks (the logit lens). Throws InputError when the model has no head.
+    virtual at::Tensor unembed(const at::Tensor& resid) const {
+        (void)resid;
+        throw InputError("model adapter '" + info().adapter + "' has no output head to unembed with");
+    }
     /// Parameters by HF tensor name without the base prefix (ModelFactory::weight_naming); tied weights once.
     virtual std::vector<std::pair<std::string, at::Tensor>> named_parameters() = 0;
 };

@@ -18,7 +18,8 @@
 //             scatter also: "text": [...] hover label per point, "color": [...] numbers (colour scale) or
 //             strings (one colour per category), "z": [...] for a 3-D scatter (and "z_label")
 //       K = "heatmap":   "z": [[...], ...] rows of values, "x": column labels, "y": row labels,
-//                        optional "zmid": 0 for a diverging colour scale centred there, "z_label"
+//                        optional "zmid": 0 for a diverging colour scale centred there, "z_label", and
+//                        "text": [[...], ...] a label written in each cell (same shape as z)
 //       K = "histogram": "values": [...] (binned by the viewer), or "x": bin centres + "y": counts
 //                        (+ optional "width")
 //       Animation (a series over checkpoints or steps): "frames": [{"name": "step 1000", <the same data
