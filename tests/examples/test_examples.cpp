@@ -2,6 +2,7 @@
 // and produce the results their documentation (docs/examples.md) describes.
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <map>
@@ -230,6 +231,58 @@ TEST_CASE("example: structure projects, compares and clusters the activation spa
                 CHECK(sizes[cell(table, c, "cluster").get<int64_t>()] == cell(table, c, "size").get<int64_t>());
         CHECK(1024 - sizes[-1] == cell(layers, row, "clustered").get<int64_t>());
     }
+}
+
+namespace {
+/// Spearman rank correlation (average ranks for ties).
+double spearman(const std::vector<float>& a, const std::vector<float>& b) {
+    auto ranks = [](const std::vector<float>& v) {
+        std::vector<size_t> idx(v.size());
+        for (size_t i = 0; i < v.size(); ++i) idx[i] = i;
+        std::sort(idx.begin(), idx.end(), [&](size_t x, size_t y) { return v[x] < v[y]; });
+        std::vector<double> r(v.size());
+        for (size_t i = 0; i < idx.size();) {
+            size_t j = i;
+            while (j + 1 < idx.size() && v[idx[j + 1]] == v[idx[i]]) ++j;
+            for (size_t k = i; k <= j; ++k) r[idx[k]] = (static_cast<double>(i + j) / 2.0) + 1.0;
+            i = j + 1;
+        }
+        return r;
+    };
+    const auto ra = ranks(a), rb = ranks(b);
+    const double n = static_cast<double>(a.size()), mean = (n + 1) / 2;
+    double num = 0, da = 0, db = 0;
+    for (size_t i = 0; i < a.size(); ++i) {
+        num += (ra[i] - mean) * (rb[i] - mean);
+        da += (ra[i] - mean) * (ra[i] - mean);
+        db += (rb[i] - mean) * (rb[i] - mean);
+    }
+    return num / std::sqrt(da * db);
+}
+}  // namespace
+
+TEST_CASE("example: causal reads the layers through the unembedding and patches pairs; attribution agrees",
+          "[example][causal]") {
+    const fs::path run = run_example("causal.yaml", "causal");
+    const auto lens = result(run, "lens");
+    const auto& layers = lens["tables"]["layers"]["rows"];
+    REQUIRE(layers.size() == 5);
+    CHECK(layers[4][2].get<double>() < 1e-6);                          // the last layer is the output
+    CHECK(layers[0][2].get<double>() > layers[2][2].get<double>());    // KL to the final shrinks with depth
+    CHECK(layers[2][2].get<double>() > layers[3][2].get<double>());
+    const auto patch = result(run, "patch");
+    CHECK(patch["summary"]["pairs"] == 3);
+    // The pairs differ in one word (position 7): patching it at the embedding restores the clean run.
+    CHECK(std::abs(patch["figures"]["resid"]["z"][0][7].get<double>() - 1.0) < 1e-4);
+    const auto heads = nscope::read_npy((run / "results" / "patch.heads.effect.npy").string()).to_f32();
+    const auto est = nscope::read_npy((run / "results" / "attr.heads.effect.npy").string()).to_f32();
+    REQUIRE(heads.size() == 16);
+    REQUIRE(est.size() == 16);
+    const double rho = spearman(heads, est);
+    INFO("Spearman(attribution, patching) over heads = " << rho);
+    CHECK(rho >= 0.7);
+    const auto h = result(run, "heads");
+    CHECK(h["tables"]["heads"]["columns"].size() == 9);  // with the two ablation columns
 }
 
 TEST_CASE("example Lua scripts run on the bundled model", "[example][lua]") {

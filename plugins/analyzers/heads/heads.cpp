@@ -44,15 +44,21 @@ std::string label(char prefix, size_t n) {
 class Heads : public nscope::Analyzer {
 public:
     void configure(const nscope::Params& params) override {
-        nscope::common::ParamReader p("heads", params, {"layers"});
+        nscope::common::ParamReader p("heads", params, {"layers", "ablation"});
         layers_ = p.strings("layers");  // hook patterns: restrict to some layers ("blocks.{0..3}.attn.hook_pattern")
+        ablation_ = p.boolean("ablation", false);
     }
 
     std::vector<std::string> required_hooks() const override {
         return layers_.empty() ? std::vector<std::string>{"blocks.*.attn.hook_pattern"} : layers_;
     }
 
-    void begin(const nscope::RunContext& ctx) override { parallel_for_ = ctx.parallel_for; }
+    void begin(const nscope::RunContext& ctx) override {
+        parallel_for_ = ctx.parallel_for;
+        if (ablation_ && (ctx.model == nullptr || !ctx.model->run))
+            throw nscope::InputError("heads: ablation: true needs the run's model (one forward per head and batch)");
+        model_ = ctx.model;
+    }
 
     void consume(const nscope::Batch& batch) override {
         std::vector<std::pair<int, const nscope::ActivationView*>> maps;
@@ -71,12 +77,17 @@ public:
             if (sums_[layer].size() < static_cast<size_t>(v->shape[1])) sums_[layer].resize(static_cast<size_t>(v->shape[1]));
         add_uniform(batch);
         nscope::run_tasks(parallel_for_, maps.size(), [&](size_t m) { add(batch, maps[m].first, *maps[m].second); });
+        if (ablation_) ablate(batch, maps);
     }
 
     bool mergeable() const override { return true; }
     void merge(const nscope::Analyzer& other) override {
         const auto& o = static_cast<const Heads&>(other);
         for (size_t s = 0; s < kNumScores; ++s) uniform_.sum[s] += o.uniform_.sum[s], uniform_.count[s] += o.uniform_.count[s];
+        for (const auto& [key, a] : o.ablation_sums_) {
+            AblationSums& m = ablation_sums_[key];
+            m.kl += a.kl, m.loss_change += a.loss_change, m.rows += a.rows;
+        }
         for (const auto& [layer, heads] : o.sums_) {
             auto& mine = sums_[layer];
             if (mine.size() < heads.size()) mine.resize(heads.size());
@@ -137,6 +148,37 @@ public:
                         if (v > top) top = v, at = {{"layer", layer}, {"head", h}, {"score", v}};
                     }
             best[kScores[s]] = at;
+        }
+        if (ablation_) {
+            // Ablation effects: mean over prompts of KL(clean || ablated) and of the loss change.
+            const char* names[] = {"ablation_kl", "ablation_loss"};
+            for (int which = 0; which < 2; ++which) {
+                std::vector<float> arr(static_cast<size_t>(L * H), static_cast<float>(nan));
+                nlohmann::json zz = nlohmann::json::array();
+                size_t row = 0;
+                for (const auto& [layer, heads] : sums_) {
+                    nlohmann::json zr = nlohmann::json::array();
+                    for (size_t h = 0; h < n_heads; ++h) {
+                        const auto it = ablation_sums_.find({layer, h});
+                        const bool has = it != ablation_sums_.end() && it->second.rows > 0;
+                        const double v = !has ? nan
+                                         : (which == 0 ? it->second.kl : it->second.loss_change) /
+                                               static_cast<double>(it->second.rows);
+                        arr[row * n_heads + h] = static_cast<float>(v);
+                        zr.push_back(has ? nlohmann::json(v) : nlohmann::json(nullptr));
+                    }
+                    zz.push_back(std::move(zr));
+                    ++row;
+                }
+                res.set_array(std::string("scores.") + names[which], nscope::NdArray::floats({L, H}, std::move(arr)));
+                res.set_figure(std::string("heads_") + names[which],
+                               {{"kind", "heatmap"},
+                                {"title", which == 0 ? "zero-ablation: KL(clean || ablated) per head"
+                                                     : "zero-ablation: loss change per head"},
+                                {"x", head_names}, {"y", layer_names}, {"z", zz}, {"x_label", "head"},
+                                {"y_label", "layer"}, {"z_label", which == 0 ? "KL (nats)" : "Δ loss (nats)"}});
+            }
+            add_ablation_columns(res);
         }
         res.data["layers"] = layer_names;
         res.data["scores"] = nlohmann::json(std::vector<std::string>(std::begin(kScores), std::end(kScores)));
@@ -200,6 +242,58 @@ private:
         }
     }
 
+    struct AblationSums {
+        double kl = 0, loss_change = 0;
+        uint64_t rows = 0;
+    };
+
+    /// Zero each head's `hook_z` in turn on this batch's prompts: mean KL(clean || ablated) of the next-token
+    /// distributions over each prompt's positions, and the change of its mean next-token loss.
+    void ablate(const nscope::Batch& batch, const std::vector<std::pair<int, const nscope::ActivationView*>>& maps) {
+        nscope::ModelCall call;
+        for (size_t r = 0; r < batch.rows; ++r) {
+            const int64_t* ids = batch.input_ids + r * batch.positions;
+            call.rows.emplace_back(ids, ids + batch.length(r));
+            if (call.rows.back().size() < 2) return;  // one-token prompts have no next-token loss to compare
+        }
+        call.metric = nscope::Metric{"loss", {}, {}, {}};
+        const std::vector<double> base = model_->run(call).metric;
+        call.metric = nscope::Metric{"kl", {}, {}, {}};
+        call.more_metrics = {nscope::Metric{"loss", {}, {}, {}}};
+        for (const auto& [layer, view] : maps) {
+            const auto H = static_cast<size_t>(view->shape[1]);
+            for (size_t h = 0; h < H; ++h) {
+                call.interventions = nlohmann::json::array(
+                    {{{"hook", "blocks." + std::to_string(layer) + ".attn.hook_z"}, {"op", "zero"}, {"heads", {h}}}});
+                const nscope::ModelOutput out = model_->run(call);
+                AblationSums& a = ablation_sums_[{layer, h}];
+                for (size_t r = 0; r < call.rows.size(); ++r) {
+                    a.kl += out.metric[r];
+                    a.loss_change += out.more_metrics[0][r] - base[r];
+                    ++a.rows;
+                }
+            }
+        }
+    }
+
+    /// The `heads` table gains the two ablation columns.
+    void add_ablation_columns(nscope::Result& res) const {
+        auto& table = res.data["tables"]["heads"];
+        table["columns"].push_back("ablation_kl");
+        table["columns"].push_back("ablation_loss");
+        for (auto& row : table["rows"]) {
+            const auto key = std::make_pair(row[0].get<int>(), row[1].get<size_t>());
+            const auto it = ablation_sums_.find(key);
+            const bool has = it != ablation_sums_.end() && it->second.rows > 0;
+            const double n = has ? static_cast<double>(it->second.rows) : 1.0;
+            row.push_back(has ? nlohmann::json(it->second.kl / n) : nlohmann::json(nullptr));
+            row.push_back(has ? nlohmann::json(it->second.loss_change / n) : nlohmann::json(nullptr));
+        }
+    }
+
+    bool ablation_ = false;
+    const nscope::ModelAccess* model_ = nullptr;
+    std::map<std::pair<int, size_t>, AblationSums> ablation_sums_;
     std::vector<std::string> layers_;
     HeadSums uniform_;
     std::map<int, std::vector<HeadSums>> sums_;  // layer -> heads (the map is filled before tasks run)

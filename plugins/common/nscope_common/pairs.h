@@ -95,4 +95,50 @@ private:
     std::vector<nlohmann::json> label_values_;
 };
 
+/// The token ids and labels of the prompts that take part in pairs, kept as batches stream by, for analyzers
+/// that run the pairs through the model again (attribution, patching).
+class PairedPromptIds {
+public:
+    void collect(const PromptPairs& pairs, const Batch& batch) {
+        for (size_t r = 0; r < batch.rows; ++r) {
+            const PromptInfo* info = batch.prompts[r];
+            const auto index = static_cast<int64_t>(info ? info->index : r);
+            if (!pairs.wanted(index, info)) continue;
+            const int64_t* row = batch.input_ids + r * batch.positions;
+            ids_[index].assign(row, row + batch.length(r));
+            labels_[index] = info ? info->labels : nlohmann::json();
+        }
+    }
+
+    /// The (clean, corrupted) pairs among the prompts seen; InputError naming `plugin` when there is none.
+    std::vector<std::pair<int64_t, int64_t>> make(const PromptPairs& pairs, const std::string& plugin) const {
+        auto out = pairs.make(labels_);
+        if (out.empty()) throw InputError(plugin + ": no (clean, corrupted) prompt pair among the run's prompts");
+        for (const auto& [a, b] : out)
+            for (int64_t i : {a, b})
+                if (!ids_.count(i))
+                    throw InputError(plugin + ": pair [" + std::to_string(a) + ", " + std::to_string(b) +
+                                     "] names prompt " + std::to_string(i) + ", which the run does not have");
+        return out;
+    }
+
+    /// The pair's token ids; InputError when their lengths differ (positions are compared one to one).
+    std::pair<const std::vector<int64_t>*, const std::vector<int64_t>*> equal_length(int64_t clean, int64_t corrupt,
+                                                                                    const std::string& plugin) const {
+        const auto& a = ids_.at(clean);
+        const auto& b = ids_.at(corrupt);
+        if (a.size() != b.size())
+            throw InputError(plugin + ": prompts " + std::to_string(clean) + " and " + std::to_string(corrupt) + " have " +
+                             std::to_string(a.size()) + " and " + std::to_string(b.size()) +
+                             " tokens; patching compares positions one to one, so a pair needs equal lengths");
+        return {&a, &b};
+    }
+
+    const nlohmann::json& labels(int64_t index) const { return labels_.at(index); }
+
+private:
+    std::map<int64_t, std::vector<int64_t>> ids_;
+    std::map<int64_t, nlohmann::json> labels_;
+};
+
 }  // namespace nscope::common
