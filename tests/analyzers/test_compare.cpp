@@ -54,7 +54,7 @@ nlohmann::json row_of(const Result& r, int64_t pair, const std::string& hook) {
 
 }  // namespace
 
-TEST_CASE("compare: by_label pairs prompts that share all other labels; mean and last pooling", "[analyzers][compare]") {
+TEST_CASE("compare: by_label pairs prompts that share all other labels, mean and last pooling", "[analyzers][compare]") {
     const auto c = labelled();
     for (const std::string pool : {"mean", "last"}) {
         INFO(pool);

@@ -94,7 +94,7 @@ void check_against_svd(const Result& r, const SynthCorpus& c, const std::string&
 
 }  // namespace
 
-TEST_CASE("pca: explained variance and components equal a full SVD of the same data; projections recomputed",
+TEST_CASE("pca: explained variance and components equal a full SVD of the same data, projections recomputed",
           "[analyzers][pca]") {
     const auto c = corpus();
     const auto batches = c.batches(4);

@@ -47,7 +47,7 @@ double expected_score(size_t j, double min_effect) {
 
 }  // namespace
 
-TEST_CASE("polysemantic: prompt-label concepts; two equal drivers score 2, unequal ones between 1 and 2",
+TEST_CASE("polysemantic: prompt-label concepts, two equal drivers score 2, unequal ones between 1 and 2",
           "[analyzers][polysemantic]") {
     std::vector<float> acts(kPrompts * kLen * kWidth);
     std::vector<PromptInfo> infos;

@@ -261,7 +261,7 @@ double spearman(const std::vector<float>& a, const std::vector<float>& b) {
 }
 }  // namespace
 
-TEST_CASE("example: causal reads the layers through the unembedding and patches pairs; attribution agrees",
+TEST_CASE("example: causal reads the layers through the unembedding and patches pairs, attribution agrees",
           "[example][causal]") {
     const fs::path run = run_example("causal.yaml", "causal");
     const auto lens = result(run, "lens");

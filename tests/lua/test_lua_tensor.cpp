@@ -162,7 +162,7 @@ TEST_CASE("tensor reductions over all elements and over a 1-based dimension", "[
     CHECK(lua.num("keep") == 2.0);
 }
 
-TEST_CASE("topk returns values and 1-based indices; cosine and totable", "[lua]") {
+TEST_CASE("topk returns values and 1-based indices, cosine and totable", "[lua]") {
     Lua lua;
     REQUIRE(lua.run(R"(
         t = nscope.tensor({0.5, 3, -1, 2})

@@ -45,7 +45,7 @@ nlohmann::json result(const fs::path& run, const std::string& id) {
 
 }  // namespace
 
-TEST_CASE("logit_lens: the last layer is the model's own output; earlier layers diverge", "[run][lens]") {
+TEST_CASE("logit_lens: the last layer is the model's own output, earlier layers diverge", "[run][lens]") {
     const fs::path run = run_ok("lens", "name: lens\nmodel: { path: " + kGpt2 +
                                             " }\nprompts:\n  - { ids: [[1, 17, 923, 345, 62, 501], [1, 404, 7, 250]] }\n"
                                             "analyses:\n  - { id: lens, use: logit_lens, k: 3, target: 5 }\n"
@@ -89,7 +89,7 @@ TEST_CASE("logit_lens: a target that is several tokens, or outside the vocabular
     CHECK(r.err.find("outside the vocabulary") != std::string::npos);
 }
 
-TEST_CASE("recipe gradient: analyzers receive d(metric)/d(activation); it matches a finite difference",
+TEST_CASE("recipe gradient: analyzers receive d(metric)/d(activation), it matches a finite difference",
           "[run][gradients]") {
     // Through a Lua script (the same session code as recipes): the gradient against a finite difference of the
     // metric, the unembedding against the logits, and the logit_lens analyzer on a cache.
@@ -166,7 +166,7 @@ TEST_CASE("recipe gradient: bad metrics, bfloat16, no hooks, a multi-token targe
         }
 }
 
-TEST_CASE("attribution: grad x act from a recipe's gradient; attribution patching equals (clean - corrupted) . grad",
+TEST_CASE("attribution: grad x act from a recipe's gradient, attribution patching equals (clean - corrupted) . grad",
           "[run][attribution]") {
     const fs::path run = run_ok("attr", "name: attr\nmodel: { path: " + kGpt2 +
                                             " }\nprompts:\n  - { ids: [[1, 17, 923, 345, 62, 501], [1, 404, 7, 250]] }\n"
@@ -230,7 +230,7 @@ print("ok")
     CHECK(r.out.find("ok") != std::string::npos);
 }
 
-TEST_CASE("patching: patching the one differing position restores the clean run; bad pairs are refused",
+TEST_CASE("patching: patching the one differing position restores the clean run, bad pairs are refused",
           "[run][patching]") {
     // Prompts 0 and 1 differ only at position 2: patching blocks.0.hook_resid_pre there turns the corrupted run
     // into the clean one (effect exactly 1); patching any other position of layer 0 changes nothing (0).

@@ -228,7 +228,7 @@ exports: [ json ]
     CHECK_FALSE(fs::exists(dir + "/runs"));
 }
 
-TEST_CASE("an ablation limited to one copy of a prompt shows up in next_token's KL; an untouched copy gives 0",
+TEST_CASE("an ablation limited to one copy of a prompt shows up in next_token's KL, an untouched copy gives 0",
           "[run][next_token]") {
     const std::string dir = nscope::test::temp_dir("ablation");
     const auto r = run_nscope({"run", recipe_file(dir, "name: ablate\nmodel: { path: " + kGpt2 + R"( }

@@ -20,7 +20,7 @@ TEST_CASE("nscope tokenize prints ids, tokens and code point offsets as one JSON
           "\"offsets\":[[0,0],[0,5],[5,6],[7,12],[12,13],[0,0]]}\n");
 }
 
-TEST_CASE("nscope tokenize --no-special leaves out the post-processor's tokens; PATH may be a folder",
+TEST_CASE("nscope tokenize --no-special leaves out the post-processor's tokens, PATH may be a folder",
           "[cli][tokenizer]") {
     auto r = run_nscope({"tokenize", "--tokenizer", fixture("mistral"), "--text", "Hi 🦙", "--no-special"});
     INFO(r.err);

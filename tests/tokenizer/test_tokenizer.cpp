@@ -319,7 +319,7 @@ TEST_CASE("encoding speed over cases.txt (prints tokens/s)", "[.][bench]") {
     }
 }
 
-TEST_CASE("added tokens honour lstrip, rstrip and single_word; Metaspace splits and decodes", "[tokenizer]") {
+TEST_CASE("added tokens honour lstrip, rstrip and single_word, Metaspace splits and decodes", "[tokenizer]") {
     const json j = json::parse(R"({
       "added_tokens": [
         {"id": 10, "content": "<mask>", "lstrip": true, "special": true},
