@@ -168,7 +168,7 @@ public:
                 where[static_cast<size_t>(2 * i + 1)] = pt.origin.position;
                 fx.push_back(y(0));
                 fy.push_back(k > 1 ? y(1) : 0.0);
-                text.push_back(hover(pt.origin));
+                text.push_back(nscope::common::point_hover(pt.origin, token_text_));
                 color.push_back(colour(pt.origin));
             }
             sampled = std::max(sampled, np);
@@ -218,24 +218,11 @@ private:
 
     std::string point_word() const { return mode_ == PointMode::Tokens ? "tokens" : "prompts"; }
 
-    std::string token(int64_t id) const { return id < 0 ? "" : token_text_ ? token_text_(id) : std::to_string(id); }
-
-    nlohmann::json hover(const PointOrigin& o) const {
-        std::string t = "prompt " + std::to_string(o.prompt);
-        if (o.position >= 0) t += " pos " + std::to_string(o.position) + ": " + token(o.token);
-        else if (o.info) t += ": " + o.info->text.substr(0, 80);
-        return t;
-    }
-
     nlohmann::json colour(const PointOrigin& o) const {
         if (color_ == "position") return o.position;
         if (color_ == "prompt") return o.prompt;
-        if (color_ == "token") return token(o.token);
-        if (o.info && o.info->labels.is_object() && o.info->labels.contains(label_)) {
-            const auto& v = o.info->labels[label_];
-            return v.is_string() ? v.get<std::string>() : v.dump();
-        }
-        return "(none)";
+        if (color_ == "token") return nscope::common::token_string(token_text_, o.token);
+        return nscope::common::prompt_label(o.info, label_);
     }
 
     nscope::common::HookFilter filter_;
