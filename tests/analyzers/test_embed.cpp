@@ -60,7 +60,9 @@ struct Corpus {
         for (size_t p = 0; p < n_prompts; ++p) {
             prompts.push_back(std::make_unique<PromptInfo>());
             prompts.back()->index = p;
-            prompts.back()->labels = {{"blob", std::string("b").append(std::to_string(blob[p * len]))}};
+            // Two labels: the blob, and a unique reference (never the default colour: too many values).
+            prompts.back()->labels = {{"blob", std::string("b").append(std::to_string(blob[p * len]))},
+                                      {"alias", std::string("p").append(std::to_string(p))}};
             prompts.back()->text = "prompt " + std::to_string(p);
             for (size_t t = 0; t < len; ++t) prompts.back()->tokens.push_back(SynthCorpus::token_text(static_cast<int64_t>(t)));
         }
@@ -185,6 +187,8 @@ TEST_CASE("embed: three Gaussian blobs in 50-D stay separated in t-SNE and UMAP 
             CHECK(fig["color"][0].get<std::string>().substr(0, 1) == "b");
             CHECK_THAT(fig["text"][0].get<std::string>(), Catch::StartsWith("prompt 0 pos 0: w0"));
             CHECK(info["labels"].size() == 300);
+            CHECK(r.data["summary"]["label"] == "blob");
+            CHECK(r.data["summary"]["color"] == "label");
             CHECK(info["tokens"][0] == "w0 ");
         }
 }

@@ -71,6 +71,23 @@ std::vector<int64_t> seeded_subset(int64_t total, int64_t n, uint64_t seed) {
     return out;
 }
 
+/// The label key to colour by when none is given: of the keys the prompts carry, the one with the fewest distinct
+/// values, at least two (a grouping, not an identifier like a verse reference); ties alphabetical. "" when no
+/// prompt has labels; a key with one value only when there is no other.
+std::string default_label(const std::vector<const nscope::PromptInfo*>& prompts) {
+    std::map<std::string, std::set<std::string>> values;
+    for (const auto* info : prompts)
+        if (info && info->labels.is_object())
+            for (const auto& [key, v] : info->labels.items()) values[key].insert(v.dump());
+    std::string best;
+    size_t best_count = 0;
+    for (const auto& [key, v] : values) {
+        const size_t rank = v.size() >= 2 ? v.size() : std::numeric_limits<size_t>::max();
+        if (best.empty() || rank < best_count) best = key, best_count = rank;
+    }
+    return best;
+}
+
 /// Initial coordinates: the top `dims` principal components of `y` (fewer columns than dims: zero-padded).
 std::vector<double> pca_coordinates(const RowMatrixXf& y, int dims) {
     const int64_t n = y.rows(), d = y.cols();
@@ -162,12 +179,7 @@ public:
         parallel_for_ = ctx.parallel_for;
         seed_ = seed_param_ ? *seed_param_ : ctx.seed;
         token_text_ = ctx.token_text;
-        if (label_.empty())  // without 'label': the first label key (alphabetically) of the first labelled prompt
-            for (const auto* info : ctx.prompts)
-                if (info && info->labels.is_object() && !info->labels.empty()) {
-                    label_ = info->labels.begin().key();
-                    break;
-                }
+        if (label_.empty()) label_ = default_label(ctx.prompts);
         if (color_.empty()) color_ = !label_.empty() ? "label" : mode_ == PointMode::Mean ? "prompt" : "token";
         if (color_ == "label" && label_.empty())
             throw nscope::InputError("embed: parameter 'color' = label, but no prompt has labels and parameter 'label' "
@@ -205,20 +217,12 @@ public:
     }
 
     void consume(const nscope::Batch& batch) override {
-        std::vector<HookState*> tasks;
-        std::vector<const float*> data;
-        for (const auto& act : batch.activations) {
-            nscope::common::TokenLayout lay;
-            if (!filter_.accept(act.hook, act.view, batch, lay)) continue;
-            tasks.push_back(&state(act.hook, lay.neurons));
-            data.push_back(act.view.f32());
-        }
-        nscope::run_tasks(parallel_for_, tasks.size(), [&](size_t i) {
-            HookState& s = *tasks[i];
-            nscope::common::batch_points(batch, data[i], s.width, mode_, s.x, s.origin);
-            for (size_t r = 0; r < s.origin.size(); ++r)
-                s.sample.offer(s.origin[r], s.x.data() + r * static_cast<size_t>(s.width), s.width);
-        });
+        nscope::common::for_each_hook<HookState>(
+            batch, filter_, parallel_for_, [&](const std::string& hook, int64_t width) -> HookState& { return state(hook, width); },
+            [&](HookState& s, const nscope::ActivationView& view, int64_t width) {
+                nscope::common::batch_points(batch, view.f32(), width, mode_, s.x, s.origin);
+                s.sample.offer_all(s.x, s.origin, width);
+            });
     }
 
     bool mergeable() const override { return true; }
@@ -273,16 +277,9 @@ private:
     }
 
     HookState& state(const std::string& hook, int64_t width) {
-        auto it = hooks_.find(hook);
-        if (it == hooks_.end()) {
-            it = hooks_.emplace(hook, HookState{}).first;
-            it->second.width = width;
-            it->second.sample.init(static_cast<size_t>(points_ == "neurons" ? profile_tokens_ : max_points_), seed_);
-        } else if (it->second.width != width) {
-            throw nscope::RuntimeError("embed: hook '" + hook + "' changed width from " +
-                                       std::to_string(it->second.width) + " to " + std::to_string(width));
-        }
-        return it->second;
+        return nscope::common::hook_state("embed", hooks_, hook, width, [&](HookState& s) {
+            s.sample.init(static_cast<size_t>(points_ == "neurons" ? profile_tokens_ : max_points_), seed_);
+        });
     }
 
     /// The matrix of points to embed and what each stands for.
@@ -372,7 +369,7 @@ private:
             kl = out.kl;
             info["kl_divergence"] = out.kl;
             used.update({{"perplexity", perplexity_}, {"theta", theta_}, {"early_exaggeration", early_exaggeration_},
-                         {"exaggeration_iterations", std::min<int64_t>(250, iterations_)},
+                         {"exaggeration_iterations", 250},
                          {"learning_rate", out.learning_rate}, {"iterations", iterations_}});
         } else {
             for (int c = 0; c < dims_; ++c) {  // each axis of the start scaled to [0, 10]

@@ -140,6 +140,11 @@ public:
         push(std::move(p));
     }
 
+    /// Offer the points `batch_points` produced: rows of `width` floats in `x`, one per origin.
+    void offer_all(const std::vector<float>& x, const std::vector<PointOrigin>& origin, int64_t width) {
+        for (size_t r = 0; r < origin.size(); ++r) offer(origin[r], x.data() + r * static_cast<size_t>(width), width);
+    }
+
     void merge(const PointSample& other) {
         offered += other.offered;
         for (const auto& p : other.heap_)
