@@ -30,8 +30,12 @@ model_abs=$(cd "$MODEL" && pwd)
 py=/usr/bin/python3
 base="$py bench/geometry_baseline.py"
 export OMP_NUM_THREADS=$THREADS OPENBLAS_NUM_THREADS=$THREADS MKL_NUM_THREADS=$THREADS
+# sklearn's OpenMP threads sleep instead of spinning between parallel regions: on a shared machine spinning
+# made its t-SNE 7x slower (78 s vs 11 s for 1,024 points at load 13); on an idle one the difference is noise.
+export OMP_WAIT_POLICY=PASSIVE
 field() { $py -c "import json, sys; d = json.load(open(sys.argv[1])); print(eval(sys.argv[2], {'d': d}))" "$1" "$2"; }
-fmt() { $py -c "import sys; print(sys.argv[1] % tuple(float(v) for v in sys.argv[2:]))" "$@"; }
+# fmt FORMAT EXPR...: printf-style formatting of arithmetic expressions ("%.1fx" "12.0/3.1").
+fmt() { $py -c "import sys; print(sys.argv[1] % tuple(eval(v, {}) for v in sys.argv[2:]))" "$@"; }
 
 # nscope_run NAME TOKENS HOOK ANALYSES EXPORTS: one run over TOKENS random tokens (128 per prompt); prints its
 # run directory.
@@ -127,6 +131,7 @@ points: neurons, profile_tokens: $NEURON_TOKENS, max_points: 3072, trust_points:
 }
 
 echo "threads $THREADS; sklearn $($py -c 'import sklearn; print(sklearn.__version__)'); trustworthiness on" \
-  "$TRUST_SAMPLE seeded rows (all rows when fewer)"
+  "$TRUST_SAMPLE seeded rows (all rows when fewer); load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
 row analysis "nscope s" "sklearn s" "speed-up" quality
 for r in $ROWS; do "row_$r"; done
+echo "load average at end: $(cut -d' ' -f1-3 /proc/loadavg)"
