@@ -460,8 +460,14 @@ TEST_CASE("embed: bad parameters and too few points are input errors naming the 
     a = registry().create_analyzer("embed");
     a->configure({{"color", "label"}, {"perplexity", 5}});
     CHECK_THAT(input_error([&] { a->begin(RunContext{}); }), Catch::Contains("'color' = label"));
-    // Memory estimate above the cap.
+    // Memory estimated before the first batch, from the run's counts: 40 tokens of a 100,000-wide hook as
+    // profiles of 2,000 neurons fit in 4 GB but not in 8 MB.
+    RunContext wide = c.context();
+    wide.hooks[0].shape = {-1, -1, 100000};
     a = registry().create_analyzer("embed");
-    a->configure({{"max_memory_mb", 1}, {"max_points", 100000}, {"perplexity", 5}});
-    CHECK_THAT(input_error([&] { a->begin(c.context()); }), Catch::Contains("max_memory_mb"));
+    a->configure({{"points", "neurons"}});
+    CHECK_NOTHROW(a->begin(wide));
+    a = registry().create_analyzer("embed");
+    a->configure({{"points", "neurons"}, {"max_memory_mb", 8}});
+    CHECK_THAT(input_error([&] { a->begin(wide); }), Catch::Contains("max_memory_mb = 8") && Catch::Contains("'profile_tokens'"));
 }

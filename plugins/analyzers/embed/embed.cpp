@@ -199,9 +199,13 @@ public:
                 n = std::min(static_cast<int64_t>(ctx.prompts.size()), max_points_);
             if (points_ == "neurons" && h.width > 0) n = std::min(h.width, max_points_);
             if (n >= 0) check_count(h.name, n, "");
+            // Memory from the counts where known, else from the caps.
             const double width = static_cast<double>(h.width);
-            const double cap = static_cast<double>(points_ == "neurons" ? profile_tokens_ : max_points_);
-            const double pts = static_cast<double>(points_ == "neurons" ? std::min(h.width, max_points_) : max_points_);
+            int64_t sampled = points_ == "neurons" ? profile_tokens_ : max_points_;
+            if (points_ != "prompts" && tokens_known) sampled = std::min(sampled, tokens);
+            if (points_ == "prompts" && !ctx.prompts.empty()) sampled = n;
+            const double cap = static_cast<double>(sampled);
+            const double pts = static_cast<double>(points_ == "neurons" ? std::min(h.width, max_points_) : sampled);
             const double in = points_ == "neurons" ? cap : width;  // input dimension of the embedding
             const double trust = static_cast<double>(std::min<int64_t>(trust_points_, static_cast<int64_t>(pts)));
             bytes += 4.0 * cap * width                                     // the sample
