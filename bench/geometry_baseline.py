@@ -28,7 +28,7 @@ def profiles(a):
     x -= x.mean(1, keepdims=True)
     sd = x.std(1, keepdims=True)
     x = np.where(sd > 0, x / np.where(sd > 0, sd, 1), 0.0)
-    np.save(a.out, x.astype(np.float32))
+    np.save(a.out, np.ascontiguousarray(x, dtype=np.float32))
 
 
 def pca(a):

@@ -12,7 +12,8 @@
 //               from a 2^dims-tree (quadtree / octree) rebuilt every iteration: a cell of side s whose centre of
 //               mass is at distance r from y_i stands for all its points when s < θ r (θ = 0 is exact).
 //   descent     gradient descent with momentum (0.5 while exaggerated, then 0.8) and per-coordinate gains
-//               (+0.2 when the gradient changes sign against the last step, ×0.8 otherwise, at least 0.01);
+//               (+0.2 when the gradient changes sign against the last step, ×0.8 otherwise, at least 0.01),
+//               both restarted (step 0, gains 1) when the exaggeration ends, as sklearn's two descents do;
 //               learning rate "auto" = max(n / early_exaggeration / 4, 50) (Belkina et al. 2019, sklearn).
 //   init        the top principal components of the input, scaled so that the first has standard deviation
 //               1e-4 (sklearn's and openTSNE's "pca" initialisation).
@@ -277,6 +278,10 @@ TsneOutput tsne_optimize(const SparseRows& p, std::vector<double> y, const TsneO
         const bool early = it < o.exaggeration_iterations;
         const double exaggeration = early ? o.early_exaggeration : 1.0, momentum = early ? 0.5 : 0.8;
         const bool last = it + 1 == o.iterations;
+        if (it == o.exaggeration_iterations) {  // a new descent: momentum and gains start afresh, as in sklearn
+            std::fill(update.begin(), update.end(), 0.0);
+            std::fill(gains.begin(), gains.end(), 1.0);
+        }
         tree.build(y.data(), static_cast<int32_t>(n));
         // Blocks of points in tree order: each block's points are close together, so are the cells they open.
         const std::vector<int32_t>& order = tree.order();
