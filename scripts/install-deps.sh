@@ -11,6 +11,8 @@ packages=(
   libboost-dev libboost-filesystem-dev  # Boost.DLL plugin loading
   libyaml-cpp-dev         # recipes
   libeigen3-dev           # SDK activation views
+  libspectra-dev          # embed: top eigenvectors (Lanczos) for its PCA step
+  libhnswlib-dev          # embed: approximate nearest neighbours (HNSW)
   libspdlog-dev           # logging
   catch2                  # tests
   nlohmann-json3-dev      # manifests, tokenizer.json
@@ -25,7 +27,7 @@ if [ "${NSCOPE_WITH_FUZZ:-0}" = 1 ]; then
   packages+=(clang-16 libclang-rt-16-dev llvm-16)
 fi
 if [ "${NSCOPE_WITH_BENCH:-0}" = 1 ]; then
-  packages+=(python3-torch python3-numpy time)   # bench/run.sh, bench/analysis.sh
+  packages+=(python3-torch python3-numpy python3-sklearn time)   # bench/run.sh, analysis.sh, geometry.sh
 fi
 
 SUDO=""

@@ -66,6 +66,29 @@ std::vector<double> last_token_vector(const fs::path& run, const std::string& ho
     return std::vector<double>(x, x + D);
 }
 
+/// For points `x` ([n, d] row-major) with classes `cls`: the fraction of each point's 10 nearest others that
+/// share its class, and the same fraction expected by chance (Σ share²).
+std::pair<double, double> knn_purity(const std::vector<float>& x, int d, const std::vector<std::string>& cls) {
+    const size_t n = cls.size(), k = 10;
+    double same = 0;
+    for (size_t i = 0; i < n; ++i) {
+        std::vector<std::pair<double, size_t>> dist;
+        for (size_t j = 0; j < n; ++j) {
+            if (j == i) continue;
+            double s = 0;
+            for (int c = 0; c < d; ++c) s += std::pow(x[i * d + c] - x[j * d + c], 2);
+            dist.emplace_back(s, j);
+        }
+        std::partial_sort(dist.begin(), dist.begin() + k, dist.end());
+        for (size_t m = 0; m < k; ++m) same += cls[dist[m].second] == cls[i] ? 1 : 0;
+    }
+    std::map<std::string, double> share;
+    for (const auto& c : cls) share[c] += 1.0 / static_cast<double>(n);
+    double chance = 0;
+    for (const auto& [c, p] : share) chance += p * p;
+    return {same / static_cast<double>(n * k), chance};
+}
+
 double cosine(const std::vector<double>& a, const std::vector<double>& b) {
     double ab = 0, aa = 0, bb = 0;
     for (size_t i = 0; i < a.size(); ++i) ab += a[i] * b[i], aa += a[i] * a[i], bb += b[i] * b[i];
@@ -174,8 +197,8 @@ TEST_CASE("example: heads scores every head against uniform attention on repeate
     CHECK(s["best"]["prev_token"]["score"].get<double>() == top);
 }
 
-TEST_CASE("example: structure projects, compares and clusters the activation space of the bundled model",
-          "[example][pca][cka][cluster]") {
+TEST_CASE("example: structure projects, compares, clusters and maps the activation space of the bundled model",
+          "[example][pca][cka][cluster][embed]") {
     const fs::path run = run_example("structure.yaml", "structure");
     CHECK(fs::exists(run / "report.html"));
     // pca: the sampled points' spread along each component is that component's variance over all 66k tokens
@@ -231,6 +254,26 @@ TEST_CASE("example: structure projects, compares and clusters the activation spa
                 CHECK(sizes[cell(table, c, "cluster").get<int64_t>()] == cell(table, c, "size").get<int64_t>());
         CHECK(1024 - sizes[-1] == cell(layers, row, "clustered").get<int64_t>());
     }
+    // embed: t-SNE of 1,500 token points after block 3 is trustworthy, and a point's map neighbours share its
+    // token far more often than chance (the last residual stream is organised by the current token); the UMAP
+    // of the 2,074 verses puts verses of the same testament together more often than chance.
+    const std::string last = "blocks.3.hook_resid_post";
+    const auto map = result(run, "map")["hooks"][last];
+    CHECK(map["trustworthiness"].get<double>() > 0.9);
+    CHECK(map["pca"]["components"] == 50);
+    const auto tokens = map["tokens"].get<std::vector<std::string>>();
+    const auto emb = nscope::read_npy(run / "results" / ("map." + last + ".embedding.npy"));
+    REQUIRE(emb.shape == std::vector<int64_t>{1500, 2});
+    const auto [token_purity, token_chance] = knn_purity(emb.to_f32(), 2, tokens);
+    CHECK(token_purity > 0.3);
+    CHECK(token_purity > 10 * token_chance);
+    const auto verses = result(run, "verse_map")["hooks"][last];
+    CHECK(verses["points"] == 2074);
+    CHECK(verses["trustworthiness"].get<double>() > 0.85);
+    const auto vemb = nscope::read_npy(run / "results" / ("verse_map." + last + ".embedding.npy"));
+    const auto [testament_purity, testament_chance] =
+        knn_purity(vemb.to_f32(), 2, verses["labels"].get<std::vector<std::string>>());
+    CHECK(testament_purity > testament_chance + 0.1);
 }
 
 namespace {

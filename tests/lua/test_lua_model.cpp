@@ -134,6 +134,50 @@ print(pcall(function() return m:run({ { ids = { 1, 2 } } }, { interventions = {
     CHECK_THAT(r.out, Catch::Contains("interventions[2]") && Catch::Contains("op 'scale' needs 'factor'"));
 }
 
+TEST_CASE("lua: nscope.analyze runs embed like a recipe does (same seed, same map) and reports its errors",
+          "[lua][model][embed]") {
+    // 12 prompts of 6 ids, labelled by half; UMAP of the 72 token points of one hook from Lua, and the same analysis
+    // in a recipe with the same prompts and seed: the json exports of the two maps are the same bytes.
+    const auto r = run_code("embed.lua", R"(
+local m = nscope.load(MODEL)
+local prompts, specs = {}, {}
+for p = 1, 12 do
+  local ids = {}
+  for t = 1, 6 do ids[t] = (p * 37 + t * 11) % 200 + 1 end
+  local half = p <= 6 and "first" or "second"
+  prompts[p] = { ids = ids, labels = { half = half } }
+  specs[p] = { ids = { ids }, labels = { half = half } }
+end
+local hook = "blocks.0.hook_resid_post"
+local c = m:run(prompts, { hooks = { hook } })
+local params = { method = "umap", neighbors = 8, epochs = 50, seed = 3 }
+local e = nscope.analyze("embed", c, params)
+local h = e.hooks[hook]
+print("embed", h.method, h.points, h.point_kind, e.summary.label)
+print("shape", table.concat(e.arrays[hook .. ".embedding"]:shape(), "x"), table.concat(e.arrays[hook .. ".points"]:shape(), "x"))
+print("trust", h.trustworthiness > 0.5, #h.tokens, h.labels[1])
+local dir = nscope.export("json", { map = e })
+local analysis = { id = "map", use = "embed", hooks = { hook } }
+for k, v in pairs(params) do analysis[k] = v end
+local run = nscope.recipe { name = "embed-lua", model = { path = MODEL }, prompts = specs, hooks = { hook },
+  analyses = { analysis }, exports = { { use = "json" } } }
+local function bytes(path) local f = assert(io.open(path, "rb")) local s = f:read("a") f:close() return s end
+local name = "/results/map." .. hook .. ".embedding.npy"
+print("same map", bytes(dir .. name) == bytes(run .. name))
+print(pcall(nscope.analyze, "embed", c, { method = "tsne", perplexity = 30 }))
+print(pcall(nscope.analyze, "embed", c, { method = "umap", perplexity = 30 }))
+)");
+    INFO(r.err);
+    REQUIRE(r.exit_code == 0);
+    CHECK_THAT(r.out, Catch::Contains("embed\tumap\t72\ttokens\thalf\n"));
+    CHECK_THAT(r.out, Catch::Contains("shape\t72x2\t72x2\n"));
+    CHECK_THAT(r.out, Catch::Contains("trust\ttrue\t72\tfirst\n"));
+    CHECK_THAT(r.out, Catch::Contains("same map\ttrue\n"));
+    CHECK_THAT(r.out, Catch::Contains("too few points") && Catch::Contains("72 token points") &&
+                          Catch::Contains("fewer than the 91"));
+    CHECK_THAT(r.out, Catch::Contains("'perplexity' applies to method: tsne"));
+}
+
 TEST_CASE("example scripts run on the tiny GPT-2 and print their markers", "[lua][model][examples]") {
     const std::vector<std::pair<std::string, std::string>> examples = {
         {"ablate_neuron.lua", "ABLATION_OK"}, {"compare_prompts.lua", "COMPARE_OK"}, {"neuron_search.lua", "NEURON_SEARCH_OK"}};

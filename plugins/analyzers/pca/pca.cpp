@@ -24,6 +24,7 @@ using nscope::common::PointOrigin;
 using nscope::common::PointSample;
 
 struct HookState {
+    int64_t width = 0;
     CoMoments cov;
     PointSample sample;
     // Per-batch scratch.
@@ -71,23 +72,13 @@ public:
     }
 
     void consume(const nscope::Batch& batch) override {
-        std::vector<HookState*> tasks;
-        std::vector<int64_t> widths;
-        std::vector<const float*> data;
-        for (const auto& act : batch.activations) {
-            nscope::common::TokenLayout lay;
-            if (!filter_.accept(act.hook, act.view, batch, lay)) continue;
-            tasks.push_back(&state(act.hook, lay.neurons));
-            widths.push_back(lay.neurons);
-            data.push_back(act.view.f32());
-        }
-        nscope::run_tasks(parallel_for_, tasks.size(), [&](size_t i) {
-            HookState& s = *tasks[i];
-            nscope::common::batch_points(batch, data[i], widths[i], mode_, s.x, s.origin);
-            s.cov.add(s.x.data(), s.origin.size());
-            for (size_t r = 0; r < s.origin.size(); ++r)
-                s.sample.offer(s.origin[r], s.x.data() + r * static_cast<size_t>(widths[i]), widths[i]);
-        });
+        nscope::common::for_each_hook<HookState>(
+            batch, filter_, parallel_for_, [&](const std::string& hook, int64_t width) -> HookState& { return state(hook, width); },
+            [&](HookState& s, const nscope::ActivationView& view, int64_t width) {
+                nscope::common::batch_points(batch, view.f32(), width, mode_, s.x, s.origin);
+                s.cov.add(s.x.data(), s.origin.size());
+                s.sample.offer_all(s.x, s.origin, width);
+            });
     }
 
     bool mergeable() const override { return true; }
@@ -168,7 +159,7 @@ public:
                 where[static_cast<size_t>(2 * i + 1)] = pt.origin.position;
                 fx.push_back(y(0));
                 fy.push_back(k > 1 ? y(1) : 0.0);
-                text.push_back(hover(pt.origin));
+                text.push_back(nscope::common::point_hover(pt.origin, token_text_));
                 color.push_back(colour(pt.origin));
             }
             sampled = std::max(sampled, np);
@@ -203,39 +194,20 @@ private:
     }
 
     HookState& state(const std::string& hook, int64_t width) {
-        auto it = hooks_.find(hook);
-        if (it == hooks_.end()) {
+        return nscope::common::hook_state("pca", hooks_, hook, width, [&](HookState& s) {
             check_width(hook, width);
-            it = hooks_.emplace(hook, HookState{}).first;
-            it->second.cov.init(width);
-            it->second.sample.init(cap_, seed_);
-        } else if (it->second.cov.features() != width) {
-            throw nscope::RuntimeError("pca: hook '" + hook + "' changed width from " +
-                                       std::to_string(it->second.cov.features()) + " to " + std::to_string(width));
-        }
-        return it->second;
+            s.cov.init(width);
+            s.sample.init(cap_, seed_);
+        });
     }
 
     std::string point_word() const { return mode_ == PointMode::Tokens ? "tokens" : "prompts"; }
 
-    std::string token(int64_t id) const { return id < 0 ? "" : token_text_ ? token_text_(id) : std::to_string(id); }
-
-    nlohmann::json hover(const PointOrigin& o) const {
-        std::string t = "prompt " + std::to_string(o.prompt);
-        if (o.position >= 0) t += " pos " + std::to_string(o.position) + ": " + token(o.token);
-        else if (o.info) t += ": " + o.info->text.substr(0, 80);
-        return t;
-    }
-
     nlohmann::json colour(const PointOrigin& o) const {
         if (color_ == "position") return o.position;
         if (color_ == "prompt") return o.prompt;
-        if (color_ == "token") return token(o.token);
-        if (o.info && o.info->labels.is_object() && o.info->labels.contains(label_)) {
-            const auto& v = o.info->labels[label_];
-            return v.is_string() ? v.get<std::string>() : v.dump();
-        }
-        return "(none)";
+        if (color_ == "token") return nscope::common::token_string(token_text_, o.token);
+        return nscope::common::prompt_label(o.info, label_);
     }
 
     nscope::common::HookFilter filter_;

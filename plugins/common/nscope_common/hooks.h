@@ -127,6 +127,43 @@ private:
     std::map<std::string, std::string> skipped_;
 };
 
+/// The per-hook state of `hook` in `by_hook` (a State with an `int64_t width` member): created on first sight
+/// with `width` set and then `init(state)` called, else checked to have the same width (RuntimeError naming
+/// `plugin` otherwise: a hook never changes width within a run).
+template <typename State, typename Init>
+State& hook_state(const std::string& plugin, std::map<std::string, State>& by_hook, const std::string& hook,
+                  int64_t width, Init&& init) {
+    auto it = by_hook.find(hook);
+    if (it == by_hook.end()) {
+        State fresh;
+        fresh.width = width;
+        init(fresh);
+        it = by_hook.emplace(hook, std::move(fresh)).first;
+    } else if (it->second.width != width) {
+        throw RuntimeError(plugin + ": hook '" + hook + "' changed width from " + std::to_string(it->second.width) +
+                           " to " + std::to_string(width));
+    }
+    return it->second;
+}
+
+/// Runs `fn(state, view, neurons)` for every activation of `batch` that `filter` accepts, on the run's threads
+/// (one task per hook); `state(hook, neurons)` returns that hook's analyzer state (State&), called on this
+/// thread first, so it may create it.
+template <typename State, typename StateFn, typename Fn>
+void for_each_hook(const Batch& batch, HookFilter& filter, const ParallelFor& parallel_for, StateFn&& state, Fn&& fn) {
+    std::vector<State*> states;
+    std::vector<const ActivationView*> views;
+    std::vector<int64_t> widths;
+    for (const auto& act : batch.activations) {
+        TokenLayout lay;
+        if (!filter.accept(act.hook, act.view, batch, lay)) continue;
+        states.push_back(&state(act.hook, lay.neurons));
+        views.push_back(&act.view);
+        widths.push_back(lay.neurons);
+    }
+    run_tasks(parallel_for, states.size(), [&](size_t i) { fn(*states[i], *views[i], widths[i]); });
+}
+
 /// A token-wise hook as the run declares it, before any batch: its name and width (0 when unknown).
 struct PlannedHook {
     std::string name;

@@ -11,6 +11,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -77,6 +78,30 @@ inline void batch_points(const Batch& batch, const float* data, int64_t width, P
     }
 }
 
+/// The readable text of token `id` (the run's token text, else the id in decimal); "" for −1 (a mean-pooled point).
+inline std::string token_string(const std::function<std::string(int64_t)>& token_text, int64_t id) {
+    return id < 0 ? "" : token_text ? token_text(id) : std::to_string(id);
+}
+
+/// Hover text of a point: "prompt 3 pos 5: <token>", or "prompt 3: <the prompt's first 80 bytes>" when pooled by
+/// mean.
+inline std::string point_hover(const PointOrigin& o, const std::function<std::string(int64_t)>& token_text) {
+    std::string t = "prompt " + std::to_string(o.prompt);
+    if (o.position >= 0) t += " pos " + std::to_string(o.position) + ": " + token_string(token_text, o.token);
+    else if (o.info) t += ": " + o.info->text.substr(0, 80);
+    return t;
+}
+
+/// The value of label `key` of a prompt as text (strings as they are, other JSON values dumped), or "(none)"
+/// when the prompt has no such label.
+inline std::string prompt_label(const PromptInfo* info, const std::string& key) {
+    if (info && info->labels.is_object() && info->labels.contains(key)) {
+        const auto& v = info->labels[key];
+        return v.is_string() ? v.get<std::string>() : v.dump();
+    }
+    return "(none)";
+}
+
 /// splitmix64 finaliser: a well-mixed 64-bit hash of a 64-bit value.
 inline uint64_t mix64(uint64_t z) {
     z += 0x9E3779B97F4A7C15ull;
@@ -113,6 +138,11 @@ public:
         if (heap_.size() == cap_ && !less(k, o, heap_.front())) return;
         SampledPoint p{k, o, std::vector<float>(x, x + width)};
         push(std::move(p));
+    }
+
+    /// Offer the points `batch_points` produced: rows of `width` floats in `x`, one per origin.
+    void offer_all(const std::vector<float>& x, const std::vector<PointOrigin>& origin, int64_t width) {
+        for (size_t r = 0; r < origin.size(); ++r) offer(origin[r], x.data() + r * static_cast<size_t>(width), width);
     }
 
     void merge(const PointSample& other) {
