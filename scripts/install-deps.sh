@@ -11,6 +11,7 @@ packages=(
   libboost-dev libboost-filesystem-dev  # Boost.DLL plugin loading
   libyaml-cpp-dev         # recipes
   libeigen3-dev           # SDK activation views
+  libfaiss-dev            # k-means of the cluster analyzer
   libspdlog-dev           # logging
   catch2                  # tests
   nlohmann-json3-dev      # manifests, tokenizer.json
@@ -25,7 +26,7 @@ if [ "${NSCOPE_WITH_FUZZ:-0}" = 1 ]; then
   packages+=(clang-16 libclang-rt-16-dev llvm-16)
 fi
 if [ "${NSCOPE_WITH_BENCH:-0}" = 1 ]; then
-  packages+=(python3-torch python3-numpy time)   # bench/run.sh, bench/analysis.sh
+  packages+=(python3-torch python3-numpy python3-sklearn time)   # bench/run.sh, bench/analysis.sh, bench/geometry*.sh
 fi
 
 SUDO=""
