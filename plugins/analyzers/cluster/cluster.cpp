@@ -7,8 +7,9 @@
 //
 // `method: kmeans`: k-means (faiss::Clustering, Debian's libfaiss) on the neurons' activation profiles, each
 // neuron's values over a seeded bottom-k sample of `points` token points (nscope_common/points.h; mergeable),
-// standardised and scaled to unit length so that the squared distance of two profiles is 2 (1 − corr).
-// Memory: points × n floats per hook, at finish n × points floats and 2 n² doubles (one hook at a time).
+// standardised and scaled to unit length so that the squared distance of two profiles is 2 (1 − corr); with
+// more points than neurons, on an exact n-dimensional embedding of the profiles (from their Gram matrix).
+// Memory: points × n floats per hook, at finish n × points floats and ~2.5 n² doubles (one hook at a time).
 //
 // Both: clusters smaller than `min_size`, and constant neurons (no correlation defined), are labelled −1;
 // silhouette over the clustered neurons; with a `topk` analysis as `input:`, each cluster's typical tokens
@@ -16,8 +17,12 @@
 #include <nscope/eigen.h>
 #include <nscope/sdk.h>
 
+#include <cblas.h>
 #include <faiss/Clustering.h>
 #include <faiss/IndexFlat.h>
+#include <omp.h>
+
+#include <Eigen/Cholesky>
 
 #include <set>
 
@@ -95,8 +100,9 @@ public:
             if (kmeans_) {
                 const double sample = (4.0 * static_cast<double>(h.width) + 64.0) * static_cast<double>(cap_);
                 bytes += sample;  // the sampled token points, kept per hook for the whole run
-                // + at finish, one hook at a time: the profile matrix, the correlation and distance matrices
-                widest = std::max(widest, 4.0 * static_cast<double>(h.width) * static_cast<double>(cap_) + 2 * n2);
+                // + at finish, one hook at a time: the profile matrix, the Gram (float), correlation and distance
+                // matrices, and the factors of the embedding
+                widest = std::max(widest, 4.0 * static_cast<double>(h.width) * static_cast<double>(cap_) + 4 * n2);
             } else {
                 bytes += n2 * 1.5;               // covariance + float Gram, kept per hook for the whole run
                 widest = std::max(widest, n2);   // + one dissimilarity matrix at a time, at finish
@@ -281,26 +287,55 @@ private:
         if (m < k_)
             throw nscope::InputError("cluster: parameter 'k' = " + std::to_string(k_) + " is more than the " +
                                      std::to_string(m) + " non-constant neurons of hook '" + hook + "'; lower 'k'");
-        faiss::ClusteringParameters cp;
-        cp.niter = static_cast<int>(max_iter_);
-        cp.nredo = static_cast<int>(n_init_);
-        cp.seed = static_cast<int>(nscope::common::mix64(seed_ ^ 0x6B6D65616E73ull) & 0x7fffffff);
-        cp.min_points_per_centroid = 1;                           // no warning for few neurons per cluster
-        cp.max_points_per_centroid = static_cast<int>(std::max<Eigen::Index>(1, m));  // and no subsampling
-        faiss::Clustering km(static_cast<int>(p), static_cast<int>(k_), cp);
-        faiss::IndexFlatL2 index(p);
-        km.train(m, x.data(), index);  // leaves the final centroids in `index`
-        std::vector<float> d2(static_cast<size_t>(m));
-        std::vector<faiss::Index::idx_t> assign(static_cast<size_t>(m));
-        index.search(m, x.data(), 1, d2.data(), assign.data());
-
-        // Correlation of the profiles (their Gram matrix, rows split over the run's threads), distances.
+        // The profiles' Gram matrix = their correlation (BLAS, on OpenBLAS's threads): for the silhouette and the
+        // heatmap, and, with more points than neurons, an exact embedding of the profiles in m dimensions —
+        // Y Yᵀ = G for Y = Pᵀ L D^½ (pivoted LDLᵀ of G) keeps every distance and inner product, so k-means on
+        // the rows of Y is k-means on the profiles at m / points of the cost.
         Eigen::MatrixXf gram(m, m);
-        const Eigen::Index block = 64;
-        nscope::run_tasks(parallel_for_, static_cast<size_t>((m + block - 1) / block), [&](size_t b) {
-            const Eigen::Index r0 = static_cast<Eigen::Index>(b) * block, rows = std::min(block, m - r0);
-            gram.middleRows(r0, rows).noalias() = x.middleRows(r0, rows) * x.transpose();
+        cblas_ssyrk(CblasColMajor, CblasLower, CblasTrans, static_cast<int>(m), static_cast<int>(p), 1.0f, x.data(),
+                    static_cast<int>(p), 0.0f, gram.data(), static_cast<int>(m));
+        gram.triangularView<Eigen::StrictlyUpper>() = gram.transpose();
+        if (p > m) {
+            const Eigen::LDLT<Eigen::MatrixXd> ldlt(gram.cast<double>());
+            const Eigen::MatrixXd l = ldlt.matrixL();
+            const Eigen::MatrixXd y = ldlt.transpositionsP().transpose() *
+                                      (l * ldlt.vectorD().cwiseMax(0.0).cwiseSqrt().asDiagonal());
+            x = y.cast<float>();
+        }
+        // The n_init initialisations run as separate single-threaded faiss k-means, spread over the run's
+        // threads (an OpenMP team per faiss call spins at every barrier, which is most of the time on a busy
+        // machine for problems this small); the lowest inertia wins, ties to the first.
+        const auto dims = x.cols();
+        struct Run {
+            std::vector<float> d2;
+            std::vector<faiss::Index::idx_t> assign;
+            double inertia = 0;
+        };
+        std::vector<Run> runs(static_cast<size_t>(n_init_));
+        const uint64_t base = nscope::common::mix64(seed_ ^ 0x6B6D65616E73ull);
+        nscope::run_tasks(parallel_for_, runs.size(), [&](size_t r) {
+            const int threads = omp_get_max_threads();
+            omp_set_num_threads(1);  // faiss's and OpenBLAS's OpenMP regions on this thread: one thread each
+            faiss::ClusteringParameters cp;
+            cp.niter = static_cast<int>(max_iter_);
+            cp.nredo = 1;
+            cp.seed = static_cast<int>(nscope::common::mix64(base + r) & 0x7fffffff);
+            cp.min_points_per_centroid = 1;                                               // no warning for few points
+            cp.max_points_per_centroid = static_cast<int>(std::max<Eigen::Index>(1, m));  // and no subsampling
+            faiss::Clustering km(static_cast<int>(dims), static_cast<int>(k_), cp);
+            faiss::IndexFlatL2 index(dims);
+            km.train(m, x.data(), index);  // leaves the final centroids in `index`
+            Run& run = runs[r];
+            run.d2.resize(static_cast<size_t>(m));
+            run.assign.resize(static_cast<size_t>(m));
+            index.search(m, x.data(), 1, run.d2.data(), run.assign.data());
+            for (float v : run.d2) run.inertia += v;
+            omp_set_num_threads(threads);
         });
+        size_t best = 0;
+        for (size_t r = 1; r < runs.size(); ++r)
+            if (runs[r].inertia < runs[best].inertia) best = r;
+        const auto& assign = runs[best].assign;
         x.resize(0, 0);
         corr = Eigen::MatrixXd::Zero(n, n);
         Eigen::MatrixXd dist(m, m);
@@ -313,8 +348,7 @@ private:
         std::map<int64_t, std::vector<int64_t>> groups;  // faiss label -> positions in `live`
         for (Eigen::Index i = 0; i < m; ++i) groups[assign[static_cast<size_t>(i)]].push_back(i);
         Clustering c = number_groups(std::move(groups), live, n, corr, dist);
-        c.inertia = 0;
-        for (float v : d2) c.inertia += v;
+        c.inertia = runs[best].inertia;
         return c;
     }
 

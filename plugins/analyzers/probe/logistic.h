@@ -16,10 +16,12 @@
 // the L1 term, step 1/L from a power-iteration estimate of the Lipschitz constant of the smooth part
 // (c · λ_max([X 1]ᵀ[X 1] / n) + α(1 − ρ), c = 1/4 binary, 1/2 multinomial; doubled whenever a plain step fails
 // to decrease the objective), and function-value adaptive restart (O'Donoghue & Candès 2015). Each iteration
-// costs two products of the [n, d] data with a [d, classes] matrix. It stops when the gradient mapping
+// costs two products of the [n, d] data with a [d, classes] matrix, each one pass over the data in row blocks
+// on the run's threads (nscope_common/kernels.h: rows_dot, rows_axpy). It stops when the gradient mapping
 // L · ‖W⁺ − V‖_∞ (the violation of the optimality conditions, in per-sample loss units) is ≤ tol, or after
-// max_iter iterations (`converged` false). The data are float32 (the products run at float speed); sums of
-// the loss are double. Deterministic.
+// max_iter iterations (`converged` false). The data are float32 (the products run at float speed); partial
+// sums of the gradient over 256 rows are float, their totals and the loss double. Deterministic (the row
+// blocks do not depend on the thread count).
 #pragma once
 
 #include <algorithm>
@@ -30,7 +32,10 @@
 
 #include <Eigen/Core>
 
+#include <nscope/analyzer.h>
 #include <nscope/eigen.h>
+
+#include "nscope_common/kernels.h"
 
 namespace nscope::probe {
 
@@ -67,6 +72,7 @@ struct LogisticOptions {
     double l1_ratio = 0.5;  ///< ρ: 1 = lasso, 0 = ridge
     double tol = 1e-4;      ///< stop when the gradient mapping's largest entry is ≤ tol
     int max_iter = 2000;
+    ParallelFor parallel_for;  ///< threads for the products (empty: this thread)
 };
 
 struct LogisticModel {
@@ -102,9 +108,51 @@ inline double accuracy(const LogisticModel& m, const RowMatrixXf& x, const std::
 
 namespace detail {
 
+/// Products of the standardised data x [n, d] (row-major) with thin matrices, in row blocks on the threads.
+class Products {
+public:
+    Products(const RowMatrixXf& x, const ParallelFor& parallel_for) : x_(x), parallel_for_(parallel_for) {}
+
+    /// z = x w: w [d, r] column-major (each column contiguous), z [n, r] row-major.
+    void times(const Eigen::MatrixXf& w, RowMatrixXf& z) const {
+        const auto n = static_cast<size_t>(x_.rows()), d = static_cast<size_t>(x_.cols()), r = static_cast<size_t>(w.cols());
+        z.resize(x_.rows(), w.cols());
+        run_tasks(parallel_for_, (n + kTimesRows - 1) / kTimesRows, [&](size_t b) {
+            const size_t r0 = b * kTimesRows, rows = std::min(kTimesRows, n - r0);
+            common::kernels::rows_dot(x_.data() + r0 * d, rows, d, w.data(), r, z.data() + r0 * r);
+        });
+    }
+
+    /// out = xᵀ g: g [n, r] row-major, out [d, r] column-major. Float sums over 256 rows, double totals.
+    void transposed_times(const RowMatrixXf& g, Eigen::MatrixXf& out) const {
+        const auto n = static_cast<size_t>(x_.rows()), d = static_cast<size_t>(x_.cols()), r = static_cast<size_t>(g.cols());
+        const size_t tasks = (n + kTaskRows - 1) / kTaskRows;
+        std::vector<Eigen::MatrixXd> partial(tasks);
+        run_tasks(parallel_for_, tasks, [&](size_t t) {
+            Eigen::MatrixXd& total = partial[t];
+            total.setZero(static_cast<Eigen::Index>(d), static_cast<Eigen::Index>(r));
+            Eigen::MatrixXf part(static_cast<Eigen::Index>(d), static_cast<Eigen::Index>(r));
+            for (size_t r0 = t * kTaskRows; r0 < std::min(n, (t + 1) * kTaskRows); r0 += kSumRows) {
+                part.setZero();
+                common::kernels::rows_axpy(x_.data() + r0 * d, std::min(kSumRows, n - r0), d, g.data() + r0 * r, r,
+                                           part.data());
+                total += part.cast<double>();
+            }
+        });
+        Eigen::MatrixXd sum = Eigen::MatrixXd::Zero(static_cast<Eigen::Index>(d), static_cast<Eigen::Index>(r));
+        for (const auto& p : partial) sum += p;
+        out = sum.cast<float>();
+    }
+
+private:
+    static constexpr size_t kTimesRows = 512, kTaskRows = 2048, kSumRows = 256;
+    const RowMatrixXf& x_;
+    const ParallelFor& parallel_for_;
+};
+
 /// Loss (mean over rows) and, if `g` is given, its gradient with respect to the logits z ([n, r], already
 /// divided by n). Binary (r = 1): logistic loss with y ∈ {0, 1}; multinomial (r = classes): softmax loss.
-inline double loss(const Eigen::MatrixXf& z, const std::vector<int>& y, bool binary, Eigen::MatrixXf* g) {
+inline double loss(const RowMatrixXf& z, const std::vector<int>& y, bool binary, RowMatrixXf* g) {
     const Eigen::Index n = z.rows(), r = z.cols();
     const double inv_n = 1.0 / static_cast<double>(n);
     double total = 0;
@@ -129,26 +177,25 @@ inline double loss(const Eigen::MatrixXf& z, const std::vector<int>& y, bool bin
     return total * inv_n;
 }
 
-/// λ_max([X 1]ᵀ [X 1] / n) by power iteration (from a fixed start, so deterministic).
-inline double top_eigenvalue(const RowMatrixXf& x) {
-    const Eigen::Index d = x.cols();
-    const double n = static_cast<double>(x.rows());
-    Eigen::VectorXf v = Eigen::VectorXf::Ones(d + 1) / std::sqrt(static_cast<float>(d + 1));
+/// λ_max([X 1]ᵀ [X 1] / n) by power iteration (from a fixed start, so deterministic). A rough estimate is
+/// enough: the solver doubles L when a step does not descend.
+inline double top_eigenvalue(const Products& x, Eigen::Index d, Eigen::Index n) {
+    Eigen::MatrixXf v = Eigen::MatrixXf::Constant(d, 1, 1.0f / std::sqrt(static_cast<float>(d + 1))), xtv;
+    float vb = 1.0f / std::sqrt(static_cast<float>(d + 1));
+    RowMatrixXf xv;
     double lambda = 0;
-    for (int it = 0; it < 50; ++it) {
-        const Eigen::VectorXf xv = (x * v.head(d)).array() + v(d);
-        Eigen::VectorXf w(d + 1);
-        w.head(d) = x.transpose() * xv;
-        w(d) = xv.sum();
-        w /= static_cast<float>(n);
-        const double next = w.norm();
+    for (int it = 0; it < 30; ++it) {
+        x.times(v, xv);
+        xv.array() += vb;
+        x.transposed_times(xv, xtv);
+        const double b = static_cast<double>(xv.sum());
+        const double next = std::sqrt(xtv.squaredNorm() + b * b) / static_cast<double>(n);
         if (!(next > 0)) return 0;
-        v = w / static_cast<float>(next);
-        if (std::abs(next - lambda) <= 1e-4 * next) {
-            lambda = next;
-            break;
-        }
+        v = xtv / static_cast<float>(next * static_cast<double>(n));
+        vb = static_cast<float>(b / (next * static_cast<double>(n)));
+        const bool done = std::abs(next - lambda) <= 1e-3 * next;
         lambda = next;
+        if (done) break;
     }
     return lambda;
 }
@@ -169,12 +216,13 @@ inline LogisticModel fit_logistic(const RowMatrixXf& x, const std::vector<int>& 
         return static_cast<double>(l1) * w.cwiseAbs().cast<double>().sum() +
                0.5 * static_cast<double>(l2) * w.cast<double>().squaredNorm();
     };
-    double lip = (binary ? 0.25 : 0.5) * detail::top_eigenvalue(x) * 1.05 + l2;
+    const detail::Products products(x, opt.parallel_for);
+    double lip = (binary ? 0.25 : 0.5) * detail::top_eigenvalue(products, d, x.rows()) * 1.05 + l2;
     if (!(lip > 0)) lip = 1;
 
     Eigen::MatrixXf w = Eigen::MatrixXf::Zero(d, r), v = w, grad, next;
     Eigen::RowVectorXf b = Eigen::RowVectorXf::Zero(r), bv = b, bnext;
-    Eigen::MatrixXf zw = Eigen::MatrixXf::Zero(x.rows(), r), zv = zw, znext, gz;
+    RowMatrixXf zw = RowMatrixXf::Zero(x.rows(), r), zv = zw, znext, gz;
     double fw = detail::loss(zw, y, binary, nullptr);
     double t = 1;
     bool momentum = false;
@@ -183,14 +231,14 @@ inline LogisticModel fit_logistic(const RowMatrixXf& x, const std::vector<int>& 
     for (int it = 1; it <= opt.max_iter; ++it) {
         m.iterations = it;
         detail::loss(zv, y, binary, &gz);
-        grad.noalias() = x.transpose() * gz;
+        products.transposed_times(gz, grad);
         grad += l2 * v;
         const Eigen::RowVectorXf gb = gz.colwise().sum();
         const float step = static_cast<float>(1.0 / lip);
         next = v - step * grad;
         detail::soft_threshold(next, l1 * step);
         bnext = bv - step * gb;
-        znext.noalias() = x * next;
+        products.times(next, znext);
         znext.rowwise() += bnext;
         const double fnext = detail::loss(znext, y, binary, nullptr) + penalty(next);
         const double gap = std::max((next - v).cwiseAbs().maxCoeff(), (bnext - bv).cwiseAbs().maxCoeff()) * lip;

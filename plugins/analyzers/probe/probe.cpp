@@ -509,6 +509,7 @@ private:
         opt.l1_ratio = l1_ratio_;
         opt.tol = tol_;
         opt.max_iter = max_iter_;
+        opt.parallel_for = parallel_for_;
         Fit f;
         f.model = nscope::probe::fit_logistic(xtrain, ytrain, classes, opt);
         f.accuracy = nscope::probe::accuracy(f.model, xtest, ytest);
