@@ -188,6 +188,9 @@ TEST_CASE("cluster: k-means on activation profiles recovers planted groups exact
     // By size, then first neuron: {0, 3, 7, 12} is 0, {5, 6, 8, 11} 1, {1, 4, 9} 2, {2, 10} 3; constant −1.
     const std::vector<int64_t> expected = {0, 2, 3, 0, 2, 1, 1, 0, 1, 2, 3, 1, 0, -1};
     CHECK(r.arrays.at(kHook + ".labels").i64 == expected);
+    // With fewer points than neurons, faiss clusters the profiles themselves (no embedding): the same groups.
+    const Result few = run_cluster(batches, {{"method", "kmeans"}, {"k", 4}, {"points", 12}})->finish();
+    CHECK(few.arrays.at(kHook + ".labels").i64 == expected);
     const auto& layer = r.data["tables"]["layers"]["rows"][0];
     CHECK(layer[3] == 1200);  // tokens seen (the profiles use a sample of 800)
     CHECK(layer[4] == 1);

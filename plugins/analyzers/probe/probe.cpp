@@ -234,8 +234,8 @@ public:
                                   {"y", std::move(fig_y[s])}});
             res.set_figure("top_neurons." + hook,
                            {{"kind", "bar"},
-                            {"title", hook + ": weights of the top " + std::to_string(fig_x.size()) +
-                                          " neurons of the '" + label_ + "' probe (standardised units)"},
+                            {"title", hook + ": '" + label_ + "' probe, top " + std::to_string(fig_x.size()) +
+                                          " neurons' weights"},
                             {"x", std::move(fig_x)}, {"series", std::move(series)}, {"x_label", "neuron (by rank)"},
                             {"y_label", "weight"}});
 
@@ -263,6 +263,7 @@ public:
                              {"majority", number_or_null(h.majority)},
                              {"control_accuracy", number_or_null(control)},
                              {"selectivity", number_or_null(selectivity)},
+                             {"token_types", h.token_types},
                              {"alpha", h.alpha},
                              {"iterations", m.iterations},
                              {"converged", m.converged},
@@ -313,7 +314,7 @@ public:
 
 private:
     struct HookResult {
-        int64_t width = 0, points = 0, train = 0, test = 0, nonzero = 0;
+        int64_t width = 0, points = 0, train = 0, test = 0, nonzero = 0, token_types = 0;
         std::vector<std::string> classes;
         std::vector<int64_t> counts;  // per class, over every sampled point
         nscope::probe::Standardiser standardiser;
@@ -466,6 +467,9 @@ private:
         std::vector<int> ctrain, ctest;
         const bool control = control_ && mode_ != PointMode::Mean;
         if (control) {
+            std::set<int64_t> types;
+            for (const auto& p : pts) types.insert(p.origin.token);
+            h.token_types = static_cast<int64_t>(types.size());
             std::vector<double> cdf;
             double acc = 0;
             for (int64_t n : train_counts) cdf.push_back(acc += static_cast<double>(n) / static_cast<double>(h.train));
