@@ -5,8 +5,8 @@
 #             same train / test split; time ratio and held-out accuracy difference;
 #   kmeans  — KMeans(n_init=10) vs faiss k-means in `cluster`, the same standardised neuron profiles; time ratio,
 #             inertia ratio, silhouette difference, adjusted Rand index between the two labelings.
-# Activations: blocks.6.hook_resid_post (768 wide) of the GPT-2-small-shaped bench model over 80 prompts x 128
-# tokens (10,240 tokens). The label is a "topic": half the tokens of a prompt of topic c come from 100 ids of
+# Activations of the GPT-2-small-shaped bench model over 80 prompts x 128 tokens (10,240 tokens): the probe on
+# blocks.6.hook_resid_post (768 wide), k-means on its 768 neurons and on the 3072 of blocks.6.mlp.hook_post. The label is a "topic": half the tokens of a prompt of topic c come from 100 ids of
 # that topic, the other half from 1000 ids all topics share (so the label is in the token at some positions,
 # and in the context at the others).
 # nscope's time is its share of the run (consume + finish of the analysis, from the manifest of a run with that
@@ -19,6 +19,7 @@ NSCOPE_WITH_BENCH=1 bash scripts/install-deps.sh
 MODEL=${MODEL:-$BUILD_DIR/bench-gpt2-small}
 THREADS=${THREADS:-2}
 HOOK=${HOOK:-blocks.6.hook_resid_post}
+KMEANS_HOOKS=${KMEANS_HOOKS:-blocks.6.hook_resid_post blocks.6.mlp.hook_post}
 K=${K:-16}
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
@@ -40,7 +41,7 @@ for c in range(4):
     np.save(f"{work}/ids{c}.npy", np.where(rng.rand(20, 128) < 0.5, own, shared).astype(np.int64))
 np.save(f"{work}/classes.npy", np.repeat(np.arange(4), 20))
 PY
-run() {  # run NAME ANALYSES_YAML EXPORTS -> run directory
+run() {  # run NAME ANALYSES_YAML EXPORTS HOOKS -> run directory
   cat > "$WORK/$1.yaml" <<YAML
 name: $1
 seed: 0
@@ -51,42 +52,49 @@ prompts:
   - { ids_file: $WORK/ids2.npy, labels: { topic: c2 } }
   - { ids_file: $WORK/ids3.npy, labels: { topic: c3 } }
 batch_size: 8
-hooks: [ "$HOOK" ]
+hooks: $4
 analyses: $2
 exports: $3
 YAML
   "$BUILD_DIR/bin/nscope" --threads "$THREADS" run "$WORK/$1.yaml" --out "$WORK/runs" 2>/dev/null
 }
-export_dir=$(run export "[]" "[ activations ]")
-probe_dir=$(run probe "[ { id: probe, use: probe, label: topic, max_points: 20000, control: false } ]" "[ json ]")
-kmeans_dir=$(run kmeans "[ { id: kmeans, use: cluster, method: kmeans, k: $K, n_init: 10, points: 20000 } ]" "[ json ]")
-for d in "$probe_dir" "$kmeans_dir"; do ln -s "$export_dir/activations" "$d/activations"; done
-
+hooks_yaml="[ $(for h in $HOOK $KMEANS_HOOKS; do printf '"%s", ' "$h"; done) ]"
+export_dir=$(run export "[]" "[ activations ]" "$hooks_yaml")
+probe_dir=$(run probe "[ { id: probe, use: probe, label: topic, max_points: 20000, control: false } ]" "[ json ]" \
+  "[ \"$HOOK\" ]")
+ln -s "$export_dir/activations" "$probe_dir/activations"
 $py bench/geometry_probe_baseline.py probe "$probe_dir" "$HOOK" "$WORK/classes.npy" --threads "$THREADS" > "$WORK/probe32.json"
 $py bench/geometry_probe_baseline.py probe "$probe_dir" "$HOOK" "$WORK/classes.npy" --threads "$THREADS" --float64 \
   > "$WORK/probe64.json"
-$py bench/geometry_probe_baseline.py kmeans "$kmeans_dir" "$HOOK" --k "$K" --n-init 10 --threads "$THREADS" \
-  > "$WORK/kmeans.json"
+kmeans_dirs=()
+for h in $KMEANS_HOOKS; do
+  d=$(run "kmeans-$h" "[ { id: kmeans, use: cluster, method: kmeans, k: $K, n_init: 10, points: 20000 } ]" "[ json ]" \
+    "[ \"$h\" ]")
+  ln -s "$export_dir/activations" "$d/activations"
+  $py bench/geometry_probe_baseline.py kmeans "$d" "$h" --k "$K" --n-init 10 --threads "$THREADS" > "$d/sklearn.json"
+  kmeans_dirs+=("$d")
+done
 
-$py - "$WORK" "$probe_dir" "$kmeans_dir" <<'PY'
+$py - "$WORK" "$probe_dir" "${kmeans_dirs[@]}" <<'PY'
 import json, sys
-work, probe_dir, kmeans_dir = sys.argv[1:4]
+work, probe_dir, kmeans_dirs = sys.argv[1], sys.argv[2], sys.argv[3:]
 def nscope_seconds(d):
     t = json.load(open(f"{d}/manifest.json"))["models"][0]["timings"]
     return t["consume1_s"] + t["finish1_s"]
-print(f"{'row':<44} {'nscope s':>9} {'sklearn s':>9} {'speed-up':>9}  quality")
+print(f"{'row':<46} {'nscope s':>9} {'sklearn s':>9} {'speed-up':>9}  quality")
 ns = nscope_seconds(probe_dir)
 for name in ("probe32", "probe64"):
     r = json.load(open(f"{work}/{name}.json"))
-    print(f"{'probe vs LogisticRegression saga, ' + r['dtype']:<44} {ns:9.2f} {r['seconds']:9.2f} "
+    print(f"{'probe vs LogisticRegression saga, ' + r['dtype']:<46} {ns:9.2f} {r['seconds']:9.2f} "
           f"{r['seconds'] / ns:8.1f}x  accuracy {r['nscope_accuracy']:.4f} vs {r['accuracy']:.4f} "
           f"({100 * (r['nscope_accuracy'] - r['accuracy']):+.2f} points); iterations {r['nscope_iterations']} "
           f"(converged {r['nscope_converged']}) vs saga epochs {r['n_iter']} (converged {r['converged']}); "
           f"{r['points']} points, {r['test']} held out")
-ks = nscope_seconds(kmeans_dir)
-r = json.load(open(f"{work}/kmeans.json"))
-print(f"{'kmeans (faiss) vs KMeans, n_init 10':<44} {ks:9.2f} {r['seconds']:9.2f} {r['seconds'] / ks:8.1f}x  "
-      f"inertia {r['nscope_inertia']:.2f} vs {r['inertia']:.2f} (ratio {r['nscope_inertia'] / r['inertia']:.4f}); "
-      f"silhouette {r['nscope_silhouette']:.4f} vs {r['silhouette']:.4f}; adjusted Rand {r['adjusted_rand']:.3f}; "
-      f"{r['neurons']} neurons x {r['profile_points']} points")
+for d in kmeans_dirs:
+    ks = nscope_seconds(d)
+    r = json.load(open(f"{d}/sklearn.json"))
+    name = f"kmeans vs KMeans, {r['neurons']} neurons x {r['profile_points']}"
+    print(f"{name:<46} {ks:9.2f} {r['seconds']:9.2f} {r['seconds'] / ks:8.1f}x  "
+          f"inertia {r['nscope_inertia']:.2f} vs {r['inertia']:.2f} (ratio {r['nscope_inertia'] / r['inertia']:.4f}); "
+          f"silhouette {r['nscope_silhouette']:.4f} vs {r['silhouette']:.4f}; adjusted Rand {r['adjusted_rand']:.3f}")
 PY

@@ -191,6 +191,17 @@ TEST_CASE("cluster: k-means on activation profiles recovers planted groups exact
     // With fewer points than neurons, faiss clusters the profiles themselves (no embedding): the same groups.
     const Result few = run_cluster(batches, {{"method", "kmeans"}, {"k", 4}, {"points", 12}})->finish();
     CHECK(few.arrays.at(kHook + ".labels").i64 == expected);
+    // A neuron that duplicates another (13 := 0) makes the profiles' Gram matrix singular: the embedding falls
+    // back to the pivoted LDLᵀ, and the twin joins its original.
+    {
+        std::vector<float> twin = planted_positive(1200, 6);
+        for (size_t t = 0; t < 1200; ++t) twin[t * kWidth + 13] = twin[t * kWidth];
+        std::vector<std::unique_ptr<PromptInfo>> twin_prompts;
+        const auto twin_batches = token_batches({{kHook, twin}}, {{kHook, kWidth}}, {6, 11, 2, 8}, 5, twin_prompts);
+        std::vector<int64_t> with_twin = expected;
+        with_twin[13] = 0;
+        CHECK(run_cluster(twin_batches, params)->finish().arrays.at(kHook + ".labels").i64 == with_twin);
+    }
     const auto& layer = r.data["tables"]["layers"]["rows"][0];
     CHECK(layer[3] == 1200);  // tokens seen (the profiles use a sample of 800)
     CHECK(layer[4] == 1);

@@ -289,18 +289,24 @@ private:
                                      std::to_string(m) + " non-constant neurons of hook '" + hook + "'; lower 'k'");
         // The profiles' Gram matrix = their correlation (BLAS, on OpenBLAS's threads): for the silhouette and the
         // heatmap, and, with more points than neurons, an exact embedding of the profiles in m dimensions —
-        // Y Yᵀ = G for Y = Pᵀ L D^½ (pivoted LDLᵀ of G) keeps every distance and inner product, so k-means on
-        // the rows of Y is k-means on the profiles at m / points of the cost.
+        // Y Yᵀ = G for the Cholesky factor Y = L of G (or Y = Pᵀ L D^½ of its pivoted LDLᵀ when G is singular)
+        // keeps every distance and inner product, so k-means on the rows of Y is k-means on the profiles at
+        // m / points of the cost.
         Eigen::MatrixXf gram(m, m);
         cblas_ssyrk(CblasColMajor, CblasLower, CblasTrans, static_cast<int>(m), static_cast<int>(p), 1.0f, x.data(),
                     static_cast<int>(p), 0.0f, gram.data(), static_cast<int>(m));
         gram.triangularView<Eigen::StrictlyUpper>() = gram.transpose();
         if (p > m) {
-            const Eigen::LDLT<Eigen::MatrixXd> ldlt(gram.cast<double>());
-            const Eigen::MatrixXd l = ldlt.matrixL();
-            const Eigen::MatrixXd y = ldlt.transpositionsP().transpose() *
-                                      (l * ldlt.vectorD().cwiseMax(0.0).cwiseSqrt().asDiagonal());
-            x = y.cast<float>();
+            const Eigen::MatrixXd g = gram.cast<double>();
+            const Eigen::LLT<Eigen::MatrixXd> llt(g);  // G = L Lᵀ when G is positive definite (the usual case)
+            if (llt.info() == Eigen::Success) {
+                x = Eigen::MatrixXd(llt.matrixL()).cast<float>();
+            } else {  // singular (duplicate or collinear profiles): the pivoted LDLᵀ
+                const Eigen::LDLT<Eigen::MatrixXd> ldlt(g);
+                const Eigen::MatrixXd l = ldlt.matrixL();
+                x = (ldlt.transpositionsP().transpose() * (l * ldlt.vectorD().cwiseMax(0.0).cwiseSqrt().asDiagonal()))
+                        .cast<float>();
+            }
         }
         // The n_init initialisations run as separate single-threaded faiss k-means, spread over the run's
         // threads (an OpenMP team per faiss call spins at every barrier, which is most of the time on a busy
