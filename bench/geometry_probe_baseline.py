@@ -42,7 +42,7 @@ def probe(a):
         warnings.simplefilter("always", ConvergenceWarning)
         start = time.perf_counter()
         scaler = StandardScaler().fit(x[~test])
-        model = LogisticRegression(penalty="elasticnet", solver="saga", l1_ratio=a.l1_ratio, C=a.C)
+        model = LogisticRegression(penalty="elasticnet", solver="saga", l1_ratio=a.l1_ratio, C=a.C, random_state=0)
         model.fit(scaler.transform(x[~test]), y[~test])
         accuracy = float(model.score(scaler.transform(x[test]), y[test]))
         seconds = time.perf_counter() - start
