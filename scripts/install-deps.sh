@@ -13,6 +13,7 @@ packages=(
   libeigen3-dev           # SDK activation views
   libspectra-dev          # embed: top eigenvectors (Lanczos) for its PCA step
   libhnswlib-dev          # embed: approximate nearest neighbours (HNSW)
+  libfaiss-dev            # k-means of the cluster analyzer
   libspdlog-dev           # logging
   catch2                  # tests
   nlohmann-json3-dev      # manifests, tokenizer.json
@@ -27,7 +28,7 @@ if [ "${NSCOPE_WITH_FUZZ:-0}" = 1 ]; then
   packages+=(clang-16 libclang-rt-16-dev llvm-16)
 fi
 if [ "${NSCOPE_WITH_BENCH:-0}" = 1 ]; then
-  packages+=(python3-torch python3-numpy python3-sklearn time)   # bench/run.sh, analysis.sh, geometry.sh
+  packages+=(python3-torch python3-numpy python3-sklearn time)   # bench/run.sh, bench/analysis.sh, bench/geometry*.sh
 fi
 
 SUDO=""

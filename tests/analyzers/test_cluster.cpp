@@ -1,5 +1,6 @@
-// The `cluster` analyzer on planted structure (known correlated neuron groups are recovered exactly), its
-// NN-chain average linkage against a naive O(n³) agglomeration, a sharded merge, and its input errors.
+// The `cluster` analyzer on planted structure (known correlated neuron groups are recovered exactly, by average
+// linkage and by k-means), its NN-chain average linkage against a naive O(n³) agglomeration, sharded merges,
+// each cluster's typical tokens from a synthetic topk input, and its input errors.
 #include <catch2/catch.hpp>
 
 #include <random>
@@ -39,10 +40,28 @@ std::vector<float> planted(size_t n, uint32_t seed) {
     return out;
 }
 
-std::unique_ptr<Analyzer> run_cluster(const std::vector<SynthBatch>& batches, const Params& params) {
+/// Tokens of 14 neurons in four positively correlated groups: {0, 3, 7, 12} follow factor f1, {5, 6, 8, 11}
+/// f2, {1, 4, 9} f3, {2, 10} f4, each neuron with its own scale and offset plus 30% noise; 13 is constant.
+std::vector<float> planted_positive(size_t n, uint32_t seed) {
+    std::mt19937 rng(seed);
+    std::normal_distribution<float> normal(0.0f, 1.0f);
+    const int group[kWidth] = {0, 2, 3, 0, 2, 1, 1, 0, 1, 2, 3, 1, 0, -1};
+    std::vector<float> out;
+    for (size_t t = 0; t < n; ++t) {
+        const float f[4] = {normal(rng), normal(rng), normal(rng), normal(rng)};
+        for (int j = 0; j < kWidth; ++j) {
+            const float noise = normal(rng);
+            out.push_back(group[j] < 0 ? 2.0f : (0.5f + 0.3f * static_cast<float>(j)) * (f[group[j]] + 0.3f * noise) + j);
+        }
+    }
+    return out;
+}
+
+std::unique_ptr<Analyzer> run_cluster(const std::vector<SynthBatch>& batches, const Params& params,
+                                      const RunContext& ctx = RunContext{}) {
     auto a = registry().create_analyzer("cluster");
     a->configure(params);
-    a->begin(RunContext{});
+    a->begin(ctx);
     for (const auto& b : batches) a->consume(b.view());
     return a;
 }
@@ -158,4 +177,102 @@ TEST_CASE("cluster: bad parameters, unknown hooks and too few tokens are input e
     std::vector<std::unique_ptr<PromptInfo>> prompts;
     const auto batches = token_batches({{kHook, planted(2, 1)}}, {{kHook, kWidth}}, {2}, 1, prompts);
     CHECK_THAT(input_error([&] { run_cluster(batches, nlohmann::json::object())->finish(); }), Catch::Contains("too few tokens"));
+}
+
+TEST_CASE("cluster: k-means on activation profiles recovers planted groups exactly", "[analyzers][cluster][kmeans]") {
+    std::vector<std::unique_ptr<PromptInfo>> prompts;
+    const auto batches =
+        token_batches({{kHook, planted_positive(1200, 6)}}, {{kHook, kWidth}}, {6, 11, 2, 8}, 5, prompts, 9.0f);
+    const Params params = {{"method", "kmeans"}, {"k", 4}, {"points", 800}};
+    const Result r = run_cluster(batches, params)->finish();
+    // By size, then first neuron: {0, 3, 7, 12} is 0, {5, 6, 8, 11} 1, {1, 4, 9} 2, {2, 10} 3; constant −1.
+    const std::vector<int64_t> expected = {0, 2, 3, 0, 2, 1, 1, 0, 1, 2, 3, 1, 0, -1};
+    CHECK(r.arrays.at(kHook + ".labels").i64 == expected);
+    // With fewer points than neurons, faiss clusters the profiles themselves (no embedding): the same groups.
+    const Result few = run_cluster(batches, {{"method", "kmeans"}, {"k", 4}, {"points", 12}})->finish();
+    CHECK(few.arrays.at(kHook + ".labels").i64 == expected);
+    // A neuron that duplicates another (13 := 0) makes the profiles' Gram matrix singular: the embedding falls
+    // back to the pivoted LDLᵀ, and the twin joins its original.
+    {
+        std::vector<float> twin = planted_positive(1200, 6);
+        for (size_t t = 0; t < 1200; ++t) twin[t * kWidth + 13] = twin[t * kWidth];
+        std::vector<std::unique_ptr<PromptInfo>> twin_prompts;
+        const auto twin_batches = token_batches({{kHook, twin}}, {{kHook, kWidth}}, {6, 11, 2, 8}, 5, twin_prompts);
+        std::vector<int64_t> with_twin = expected;
+        with_twin[13] = 0;
+        CHECK(run_cluster(twin_batches, params)->finish().arrays.at(kHook + ".labels").i64 == with_twin);
+    }
+    const auto& layer = r.data["tables"]["layers"]["rows"][0];
+    CHECK(layer[3] == 1200);  // tokens seen (the profiles use a sample of 800)
+    CHECK(layer[4] == 1);
+    CHECK(layer[6] == 4);
+    // Within a group corr ≈ 1 / (1 + 0.3²): unit profiles 0.41 apart; between groups sqrt(2) apart.
+    CHECK(layer[8].get<double>() > 0.6);
+    CHECK(layer[9].get<double>() > 0.0);                                // inertia
+    CHECK(layer[9].get<double>() < 13 * 2 * (1 - 0.85));                // Σ ‖z − centroid‖² ≤ Σ 2 (1 − corr)
+    const auto& clusters = r.data["tables"]["clusters"]["rows"];
+    REQUIRE(clusters.size() == 4);
+    CHECK(clusters[0][5] == "0 3 7 12");
+    CHECK(clusters[0][4].get<double>() > 0.85);
+    CHECK(clusters[0][6].is_null());  // no topk input: no typical tokens
+    CHECK(r.data["summary"]["method"] == "kmeans");
+    CHECK(r.data["figures"]["correlation." + kHook]["z"].size() == 13);
+    // Deterministic, and a sharded run merges to one pass (the profile sample is a function of the seed).
+    auto a = run_cluster({batches.begin(), batches.begin() + 20}, params);
+    auto b = run_cluster({batches.begin() + 20, batches.end()}, params);
+    a->merge(*b);
+    const Result merged = a->finish();
+    CHECK(merged.arrays.at(kHook + ".labels").i64 == expected);
+    CHECK(json_close(merged.data["tables"], r.data["tables"], 1e-9));
+    // Too many clusters for the live neurons, parameters of the other method, memory: input errors.
+    CHECK_THAT(input_error([&] { run_cluster(batches, {{"method", "kmeans"}, {"k", 14}})->finish(); }),
+               Catch::Contains("'k' = 14 is more than the 13 non-constant neurons"));
+    CHECK_THAT(input_error([&] { run_cluster(batches, {{"method", "kmeans"}, {"threshold", 0.3}}); }),
+               Catch::Contains("does not apply to method kmeans"));
+    CHECK_THAT(input_error([&] { run_cluster(batches, {{"k", 3}}); }), Catch::Contains("does not apply to method linkage"));
+    RunContext wide;
+    wide.hooks.push_back({kHook, {"batch", "pos", "neuron"}, {-1, -1, 20000}});
+    CHECK_THAT(input_error([&] { run_cluster({}, {{"method", "kmeans"}, {"points", 20000}}, wide); }),
+               Catch::Contains("neurons x points") && Catch::Contains("lower 'points'"));
+}
+
+TEST_CASE("cluster: each cluster's typical tokens, from a topk input's top examples", "[analyzers][cluster]") {
+    // A topk result whose top examples say: neurons 0, 3, 7, 12 fire on " river" (all four) and "bank" (two
+    // of them, one twice); neurons 1, 4, 9 on " money" (two) and "coin" (one: not shared, not typical).
+    Result topk;
+    Table t;
+    t.columns = {"source", "layer", "neuron", "rank", "value", "token"};
+    auto add = [&](int64_t neuron, const std::string& token) { t.add_row({kHook, 2, neuron, 1, 1.0, token}); };
+    for (int64_t j : {0, 3, 7, 12}) add(j, " river");
+    add(0, "bank"), add(0, " bank"), add(7, "bank");
+    add(1, " money"), add(4, "money "), add(9, "coin");
+    t.add_row({"group:g", 2, -1, 1, 1.0, " river"});  // group rows are not neurons
+    topk.set_table("top_activations", t);
+    RunContext ctx;
+    ctx.inputs["top"] = &topk;
+
+    std::vector<std::unique_ptr<PromptInfo>> prompts;
+    for (const bool km : {false, true}) {
+        INFO((km ? "kmeans" : "linkage"));
+        const auto batches = token_batches({{kHook, km ? planted_positive(600, 2) : planted(600, 2)}}, {{kHook, kWidth}},
+                                           {5, 7}, 4, prompts);
+        const Params params = km ? Params{{"method", "kmeans"}, {"k", 4}} : Params{{"threshold", 0.5}};
+        const Result r = run_cluster(batches, params, ctx)->finish();
+        const auto& rows = r.data["tables"]["clusters"]["rows"];
+        REQUIRE(rows.size() >= 3);
+        CHECK(rows[0][5] == "0 3 7 12");
+        CHECK(rows[0][6] == "river (4/4), bank (2/4)");
+        const auto& money = km ? rows[2] : rows[1];  // {1, 4, 9}
+        CHECK(money[5] == "1 4 9");
+        CHECK(money[6] == "money (2/3)");
+        CHECK(r.data["typical_tokens"][kHook][0][1] ==
+              nlohmann::json({{"token", "bank"}, {"members", 2}, {"occurrences", 3.0}}));
+        CHECK(r.data["summary"]["typical_tokens"] == true);
+    }
+    // An input that is not a topk analysis.
+    Result other;
+    RunContext bad;
+    bad.inputs["pca"] = &other;
+    CHECK_THAT(input_error([&] { run_cluster({}, nlohmann::json::object(), bad); }),
+               Catch::Contains("input pca is not a topk analysis"));
 }

@@ -328,6 +328,65 @@ TEST_CASE("example: causal reads the layers through the unembedding and patches 
     CHECK(h["tables"]["heads"]["columns"].size() == 9);  // with the two ablation columns
 }
 
+TEST_CASE("example: probes read the testament of a verse, and k-means groups MLP neurons with typical tokens",
+          "[example][probe][cluster]") {
+    const fs::path run = run_example("probes.yaml", "probes");
+    CHECK(fs::exists(run / "report.html"));
+    auto hooks_of = [](const nlohmann::json& res) {
+        std::map<std::string, const nlohmann::json*> out;
+        for (const auto& [hook, h] : res["hooks"].items()) out[hook] = &h;
+        return out;
+    };
+    // Token points: every hook reads the testament above the majority baseline after block 0; the control task
+    // (a random label per token type) is read at least as well: the residual stream is mostly token identity.
+    const auto testament = result(run, "testament");
+    const auto tokens = hooks_of(testament);
+    REQUIRE(tokens.size() == 5);
+    for (const auto& [hook, h] : tokens) {
+        INFO(hook);
+        const double acc = (*h)["accuracy"], majority = (*h)["majority"], control = (*h)["control_accuracy"];
+        CHECK((*h)["converged"] == true);
+        CHECK(control > majority + 0.05);
+        CHECK((*h)["selectivity"].get<double>() == Approx(acc - control).margin(1e-12));
+        if (hook != "hook_embed") CHECK(acc > majority + 0.04);
+        CHECK((*h)["curve"].back()["accuracy"] == (*h)["accuracy"]);
+        const auto ranking = nscope::read_npy(run / "results" / ("testament." + hook + ".ranking.npy")).to_i64();
+        CHECK(std::set<int64_t>(ranking.begin(), ranking.end()).size() == 256);
+        CHECK(ranking[0] == (*h)["top_neurons"][0]["neuron"].get<int64_t>());
+        CHECK(nscope::read_npy(run / "results" / ("testament." + hook + ".weights.npy")).shape ==
+              std::vector<int64_t>{2, 256});
+    }
+    // The verse's last token (nearly always "." or ":"): nothing in the embedding, the context after block 0.
+    const auto last_result = result(run, "last");
+    const auto last = hooks_of(last_result);
+    CHECK((*last.at("hook_embed"))["accuracy"].get<double>() < (*last.at("hook_embed"))["majority"].get<double>() + 0.02);
+    for (const std::string hook : {"blocks.1.hook_resid_post", "blocks.3.hook_resid_post"})
+        CHECK((*last.at(hook))["accuracy"].get<double>() > (*last.at(hook))["majority"].get<double>() + 0.08);
+    // Mean-pooled verses: a bag of embeddings already separates the testaments well.
+    const auto verses = result(run, "verses");
+    for (const auto& [hook, h] : hooks_of(verses))
+        CHECK((*h)["accuracy"].get<double>() > (*h)["majority"].get<double>() + 0.08);
+    // k-means: 40 groups covering all 1024 neurons, labels agree with the table, every group has typical tokens,
+    // and some group's members nearly all share one (the "." group, the "-iah" names, ...).
+    const auto groups = result(run, "groups");
+    const auto& table = groups["tables"]["clusters"];
+    REQUIRE(table["rows"].size() == 40);
+    const auto labels = nscope::read_npy(run / "results/groups.blocks.3.mlp.hook_post.labels.npy").to_i64();
+    std::map<int64_t, int64_t> sizes;
+    for (int64_t l : labels) ++sizes[l];
+    CHECK(sizes.count(-1) == 0);
+    double best_share = 0;
+    for (const auto& row : table["rows"]) {
+        const int64_t size = cell(table, row, "size");
+        CHECK(sizes[cell(table, row, "cluster").get<int64_t>()] == size);
+        REQUIRE(cell(table, row, "typical_tokens").is_string());
+        const auto& typical = groups["typical_tokens"]["blocks.3.mlp.hook_post"][cell(table, row, "cluster").get<size_t>()];
+        if (!typical.empty() && size >= 10)
+            best_share = std::max(best_share, typical[0]["members"].get<double>() / static_cast<double>(size));
+    }
+    CHECK(best_share > 0.75);
+}
+
 TEST_CASE("example Lua scripts run on the bundled model", "[example][lua]") {
     // Each script asserts its own comparisons before it prints its marker (a failed assert exits 2).
     const std::vector<std::pair<std::string, std::string>> scripts = {

@@ -60,8 +60,7 @@ public:
     }
 
     void begin(const nscope::RunContext& ctx) override {
-        for (const auto& [id, r] : ctx.inputs)
-            if (r && r->data.contains("tables") && r->data["tables"].contains("top_activations")) topk_ = r;
+        topk_ = nscope::common::topk_input(ctx);
         if (label_.empty() && !topk_)
             throw nscope::InputError("polysemantic: give `label: KEY` (prompt labels as concepts) or `input:` a topk "
                                      "analysis (its top examples' tokens as concepts)");
@@ -169,18 +168,15 @@ private:
     }
 
     nscope::Result finish_tokens() {
-        const nscope::common::TableView t(topk_->data, "top_activations");
-        std::map<std::string, std::map<int64_t, std::map<std::string, double>>> tokens;  // hook -> neuron -> token -> n
+        nscope::common::TopTokens tokens = nscope::common::top_example_tokens(*topk_);  // " bank" and "bank" are one
         std::map<std::string, int64_t> widths;
-        for (size_t i = 0; i < t.size(); ++i) {
-            const std::string hook = t.text(i, "source");
-            const int64_t neuron = t.integer(i, "neuron");
-            if (neuron < 0 || hook.rfind("group:", 0) == 0 || !filter_.selected(hook)) continue;
-            std::string tok = t.text(i, "token");
-            const auto b = tok.find_first_not_of(' '), e = tok.find_last_not_of(' ');  // " bank" and "bank" are one
-            tok = b == std::string::npos ? tok : tok.substr(b, e - b + 1);
-            tokens[hook][neuron][tok] += 1;
-            widths[hook] = std::max(widths[hook], neuron + 1);
+        for (auto it = tokens.begin(); it != tokens.end();) {
+            if (!filter_.selected(it->first)) {
+                it = tokens.erase(it);
+                continue;
+            }
+            widths[it->first] = it->second.rbegin()->first + 1;
+            ++it;
         }
         if (tokens.empty())
             throw nscope::InputError("polysemantic: the topk input has no top examples of single neurons");

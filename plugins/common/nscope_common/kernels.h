@@ -154,4 +154,59 @@ NSCOPE_VECTORIZED inline void batch_moments(const float* const* rows, size_t n_r
     }
 }
 
+/// z[i·r + c] = Σ_j x[i·d + j] · w[c·d + j] for the `rows` rows of the row-major x [rows, d] and the r
+/// vectors w [r, d]: a tall matrix times a few columns. Each row of x is read once (BLAS would pack the tall
+/// operand on every call, which costs more than the product when r is small); columns go four at a time, with
+/// 8-lane accumulators over d.
+template <size_t NC>
+NSCOPE_VECTORIZED inline void rows_dot_block(const float* __restrict x, size_t rows, size_t d, const float* __restrict w,
+                                             size_t r, size_t c0, float* __restrict z) {
+    using f8 = float __attribute__((vector_size(32)));
+    for (size_t i = 0; i < rows; ++i) {
+        const float* xi = x + i * d;
+        f8 acc[NC] = {};
+        size_t j = 0;
+        for (; j + 8 <= d; j += 8) {
+            f8 xv;
+            std::memcpy(&xv, xi + j, sizeof xv);
+            for (size_t c = 0; c < NC; ++c) {
+                f8 wv;
+                std::memcpy(&wv, w + (c0 + c) * d + j, sizeof wv);
+                acc[c] += xv * wv;
+            }
+        }
+        for (size_t c = 0; c < NC; ++c) {
+            float s = 0;
+            for (size_t l = 0; l < 8; ++l) s += acc[c][l];
+            for (size_t t = j; t < d; ++t) s += xi[t] * w[(c0 + c) * d + t];
+            z[i * r + c0 + c] = s;
+        }
+    }
+}
+
+inline void rows_dot(const float* x, size_t rows, size_t d, const float* w, size_t r, float* z) {
+    size_t c0 = 0;
+    for (; c0 + 4 <= r; c0 += 4) rows_dot_block<4>(x, rows, d, w, r, c0, z);
+    switch (r - c0) {
+        case 3: rows_dot_block<3>(x, rows, d, w, r, c0, z); break;
+        case 2: rows_dot_block<2>(x, rows, d, w, r, c0, z); break;
+        case 1: rows_dot_block<1>(x, rows, d, w, r, c0, z); break;
+        default: break;
+    }
+}
+
+/// out[c·d + j] += Σ_i g[i·r + c] · x[i·d + j]: the transpose of rows_dot, accumulated (float) into out [r, d].
+NSCOPE_VECTORIZED inline void rows_axpy(const float* __restrict x, size_t rows, size_t d, const float* __restrict g,
+                                        size_t r, float* __restrict out) {
+    for (size_t i = 0; i < rows; ++i) {
+        const float* xi = x + i * d;
+        for (size_t c = 0; c < r; ++c) {
+            const float a = g[i * r + c];
+            if (a == 0.0f) continue;
+            float* o = out + c * d;
+            for (size_t j = 0; j < d; ++j) o[j] += a * xi[j];
+        }
+    }
+}
+
 }  // namespace nscope::common::kernels

@@ -1,5 +1,6 @@
 // Reading result tables ({"columns": [...], "rows": [[...], ...]}, sdk/include/nscope/result.h) by column name,
-// for exporters that consume other analyzers' results (report, sqlite).
+// for exporters and analyzers that consume other analyzers' results (report, sqlite; polysemantic and cluster
+// read a `topk` input's top examples).
 //
 //   TableView t(result.data, "layers");          // empty view when the table is absent
 //   for (size_t r = 0; r < t.size(); ++r) double m = t.number(r, "mean");
@@ -12,6 +13,8 @@
 #include <string>
 
 #include <nlohmann/json.hpp>
+
+#include <nscope/sdk.h>
 
 namespace nscope::common {
 
@@ -64,5 +67,33 @@ private:
     std::map<std::string, size_t> cols_;
     const nlohmann::json* rows_ = nullptr;
 };
+
+/// A token's text without the spaces around it, so that " bank" and "bank" count as one word.
+inline std::string trim_spaces(const std::string& token) {
+    const auto b = token.find_first_not_of(' '), e = token.find_last_not_of(' ');
+    return b == std::string::npos ? token : token.substr(b, e - b + 1);
+}
+
+/// The first of an analysis' `input:` results that is a topk result (has a `top_activations` table), or null.
+inline const Result* topk_input(const RunContext& ctx) {
+    for (const auto& [id, r] : ctx.inputs)
+        if (r && TableView(r->data, "top_activations").present()) return r;
+    return nullptr;
+}
+
+/// hook -> neuron -> token (spaces trimmed) -> how often it is the triggering token of the neuron's top examples,
+/// from a topk result (single neurons only; group rows are left out).
+using TopTokens = std::map<std::string, std::map<int64_t, std::map<std::string, double>>>;
+inline TopTokens top_example_tokens(const Result& topk) {
+    const TableView t(topk.data, "top_activations");
+    TopTokens out;
+    for (size_t i = 0; i < t.size(); ++i) {
+        const std::string hook = t.text(i, "source");
+        const int64_t neuron = t.integer(i, "neuron");
+        if (neuron < 0 || hook.rfind("group:", 0) == 0) continue;
+        out[hook][neuron][trim_spaces(t.text(i, "token"))] += 1;
+    }
+    return out;
+}
 
 }  // namespace nscope::common
