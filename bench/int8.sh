@@ -5,14 +5,7 @@
 # each, the median per-round ratio int8 / float32, and the resident memory the model added to the process
 # (RSS after the timed forwards minus RSS before loading: the weights, every one read by then, plus the
 # forward's buffers).
-set -euo pipefail
-cd "$(dirname "$0")/.."
-BUILD_DIR=${1:-build-bench}
-THREADS=${THREADS:-$(nproc)}
-SECONDS_PER=${SECONDS_PER:-3}
-ROUNDS=${ROUNDS:-3}
-cmake -S . -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=Release -DNSCOPE_BUILD_BENCH=ON >/dev/null
-cmake --build "$BUILD_DIR" --target nscope_bench_forward nscope_builtin_plugins >/dev/null
+source "$(dirname "$0")/common.sh"
 MODEL=${MODEL:-$BUILD_DIR/bench-gpt2-small}
 [ -f "$MODEL/model.safetensors" ] || "$BUILD_DIR/bin/nscope_bench_forward" make-model "$MODEL"
 printf "%-6s %-9s %12s %12s %7s %10s %10s %s\n" shape hooks "fp32 tok/s" "int8 tok/s" ratio "fp32 MiB" "int8 MiB" "(per round)"

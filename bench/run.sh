@@ -6,15 +6,7 @@
 # Each cell runs nscope and PyTorch alternately ROUNDS times (default 3) and reports the median tokens/s of
 # each and the median of the per-round ratios nscope / PyTorch: a shared 2-core VM drifts by +-10% over
 # minutes, and alternating keeps both contenders under the same conditions.
-set -euo pipefail
-cd "$(dirname "$0")/.."
-BUILD_DIR=${1:-build-bench}
-THREADS=${THREADS:-$(nproc)}
-SECONDS_PER=${SECONDS_PER:-3}
-ROUNDS=${ROUNDS:-3}
-NSCOPE_WITH_BENCH=1 bash scripts/install-deps.sh
-cmake -S . -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=Release -DNSCOPE_BUILD_BENCH=ON >/dev/null
-cmake --build "$BUILD_DIR" --target nscope_bench_forward nscope_builtin_plugins >/dev/null
+source "$(dirname "$0")/common.sh"
 printf "%-9s %-9s %-6s %-9s %12s %12s %7s %s\n" model dtype shape hooks "nscope tok/s" "torch tok/s" ratio "(per round)"
 for arch in ${ARCHS:-gpt2 gpt_neox gemma}; do
 MODEL=$BUILD_DIR/bench-$arch

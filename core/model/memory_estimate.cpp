@@ -35,6 +35,8 @@ MemoryEstimate estimate_memory(const ModelInfo& i, const std::vector<HookPoint>&
     // One block's live set in the compute dtype: residual, normed input, sub-layer output and its sum (4 d),
     // q, k, v and z, the MLP's pre-activation, (gated: up projection) and output, scores + pattern per head,
     // plus the additive mask; float32 logits and their compute-dtype original when the unembedding runs.
+    // Twice that: each op allocates its output while its inputs live, and the allocator keeps freed blocks
+    // (measured on the GPT-2-small bench model, docs/performance.md).
     const auto el = static_cast<uint64_t>(o.int8_weights ? 4 : c10::elementSize(o.dtype));
     const auto bt = static_cast<uint64_t>(batch * tokens);
     const auto qkvz = static_cast<uint64_t>((2 * i.n_heads + 2 * i.n_kv_heads) * i.d_head);
@@ -42,6 +44,7 @@ MemoryEstimate estimate_memory(const ModelInfo& i, const std::vector<HookPoint>&
     const auto attn = static_cast<uint64_t>(2 * i.n_heads + 1) * static_cast<uint64_t>(tokens);
     e.forward = el * bt * (4 * static_cast<uint64_t>(i.d_model) + qkvz + mlp + attn);
     if (logits) e.forward += (el + 4) * bt * static_cast<uint64_t>(i.vocab_size);
+    e.forward *= 2;
     for (const auto& h : captured) {
         const uint64_t b = capture_bytes(h, batch, tokens);
         e.captures += b;

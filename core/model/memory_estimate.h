@@ -18,7 +18,7 @@ struct MemoryEstimate {
     int64_t batch = 0, tokens = 0;  ///< the batch shape it is for
     uint64_t weights = 0;   ///< resident weights in the dtype (int8: int8 linears + float32 rest + one
                             ///< linear's float32 temporary)
-    uint64_t forward = 0;   ///< the forward's live tensors in one block at batch × tokens (+ logits if computed)
+    uint64_t forward = 0;   ///< twice the forward's live tensors in one block at batch × tokens (+ logits)
     uint64_t captures = 0;  ///< the captured hooks of one batch, float32
     uint64_t runtime = 0;   ///< this process before loading (LibTorch, plugins, tokenizer): its current RSS
     std::string largest_hook;        ///< the capture that weighs most (for the advice)

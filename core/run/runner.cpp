@@ -157,8 +157,8 @@ public:
             t0 = Clock::now();
             forward_pass(session, w + 1, passes > 1 ? "pass " + std::to_string(w + 1) : "forward", analyzers, wave, feed);
             record_["timings"]["pass" + std::to_string(w + 1) + "_s"] = seconds_since(t0);
-            record_phase_peak(record_, "pass" + std::to_string(w + 1));
             release_cached_tensors();  // the forwards are over: give their memory back before finish and export
+            record_phase_peak(record_, "pass" + std::to_string(w + 1));
             t0 = Clock::now();
             for (size_t k = 0; k < wave.size(); ++k) {
                 const AnalysisSpec& spec = r.analyses[wave[k]];
