@@ -75,14 +75,25 @@ TEST_CASE("quantize_int8: per-row symmetric scales, values within half a step, z
     CHECK(s[0].item<float>() < 0.001f);
 }
 
-TEST_CASE("int8_linear equals the product with the dequantised weight, in one piece or in blocks of rows", "[model][int8]") {
+TEST_CASE("int8_linear equals the product with the dequantised weight: few tokens straight from int8, more in one piece or in blocks of rows",
+          "[model][int8]") {
     at::manual_seed(4);
+    // Few tokens, odd sizes (the direct kernel's 8-wide and 4-token remainders).
+    for (const auto& [tokens, in] : std::vector<std::pair<int64_t, int64_t>>{{1, 53}, {7, 53}, {24, 64}, {3, 5}}) {
+        const at::Tensor w = at::randn({37, in}) * 0.05, b = at::randn({37});
+        const at::Tensor q = models::quantize_int8(w);
+        const at::Tensor x = at::randn({1, tokens, in});
+        INFO(tokens << " tokens x " << in);
+        CHECK(models::int8_linear(x, q, b).sizes() == at::IntArrayRef({1, tokens, 37}));
+        CHECK(maxdiff(models::int8_linear(x, q, b), at::linear(x, q.dequantize(), b)) < 1e-5);
+        CHECK(maxdiff(models::int8_linear(x, q, {}), at::linear(x, q.dequantize())) < 1e-5);
+    }
     const at::Tensor w = at::randn({300, 96}) * 0.05, b = at::randn({300});
     const at::Tensor q = models::quantize_int8(w);
-    const at::Tensor x = at::randn({3, 5, 96});
+    const at::Tensor x = at::randn({5, 8, 96});  // 40 tokens: converted to float32, then one GEMM
     const at::Tensor want = at::linear(x, q.dequantize(), b);
     const at::Tensor whole = models::int8_linear(x, q, b);
-    CHECK(whole.sizes() == at::IntArrayRef({3, 5, 300}));
+    CHECK(whole.sizes() == at::IntArrayRef({5, 8, 300}));
     CHECK(maxdiff(whole, want) < 1e-5);
     // A small chunk forces the row-block path (4 blocks of 96 rows, the last one partial).
     const at::Tensor blocked = models::int8_linear(x, q, b, 96 * 96);

@@ -42,7 +42,7 @@ nlohmann::json manifest_of(const std::string& out, const std::string& name) {
 
 }  // namespace
 
-TEST_CASE("byte sizes: plain bytes and K/M/G/T suffixes (powers of 1024); bad sizes are input errors", "[memory]") {
+TEST_CASE("byte sizes: plain bytes and K/M/G/T suffixes (powers of 1024), bad sizes are input errors", "[memory]") {
     CHECK(parse_byte_size("1048576", "--max-memory") == 1048576);
     CHECK(parse_byte_size("1MB", "--max-memory") == 1048576);
     CHECK(parse_byte_size("512k", "--max-memory") == 512 * 1024);
@@ -115,7 +115,7 @@ TEST_CASE("nscope info estimates weights + forward + captures per dtype at --bat
     CHECK_THAT(r.err, Catch::Contains("did you mean"));
 }
 
-TEST_CASE("a recipe above --max-memory is refused at plan time with the estimate and the knobs; --dry-run prints it",
+TEST_CASE("a recipe above --max-memory is refused at plan time with the estimate and the knobs, and --dry-run prints it",
           "[memory][run]") {
     const std::string dir = nscope::test::temp_dir("mem-refuse");
     const std::string recipe = recipe_file(dir, kjv_recipe("refuse", "hooks: [ blocks.*.mlp.hook_post, blocks.*.attn.hook_pattern ]\n"));
@@ -138,7 +138,7 @@ TEST_CASE("a recipe above --max-memory is refused at plan time with the estimate
     CHECK_THAT(r.err, Catch::Contains("--max-memory: 'a lot' is not a size"));
 }
 
-TEST_CASE("an int8 recipe runs; its manifest records dtype, the estimate and peak RSS per phase", "[memory][run][int8]") {
+TEST_CASE("an int8 recipe runs and its manifest records dtype, the estimate and peak RSS per phase", "[memory][run][int8]") {
     const std::string dir = nscope::test::temp_dir("mem-int8");
     for (const std::string dtype : {"float32", "int8"}) {
         const std::string name = "kjv-" + dtype;
@@ -173,7 +173,7 @@ exports: [ json ]
     }
 }
 
-TEST_CASE("recipes and scripts take dtype int8; other dtypes are refused with a suggestion", "[memory][int8]") {
+TEST_CASE("recipes and scripts take dtype int8, other dtypes are refused with a suggestion", "[memory][int8]") {
     const std::string dir = nscope::test::temp_dir("mem-dtype");
     auto r = run_nscope({"run", recipe_file(dir, kjv_recipe("bad", "dtype: int4\n")), "--dry-run"});
     CHECK(r.exit_code == 2);

@@ -12,6 +12,10 @@
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#endif
+
 #include "plugins/common/nscope_common/kernels.h"  // NSCOPE_VECTORIZED
 
 namespace nscope::models {
@@ -29,6 +33,66 @@ inline at::Tensor quantize_int8(const at::Tensor& w) {
 }
 
 namespace detail {
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#define NSCOPE_INT8_DIRECT 1
+__attribute__((target("avx2,fma"))) inline float hsum(__m256 a) {
+    __m128 h = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+    h = _mm_hadd_ps(h, h);
+    h = _mm_hadd_ps(h, h);
+    return _mm_cvtss_f32(h);
+}
+
+/// 8 int8 values widened to floats.
+__attribute__((target("avx2,fma"))) inline __m256 widen(const int8_t* p) {
+    return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))));
+}
+
+/// y[t, o] = scale[o] · Σ_i x[t, i] · q[o, i] for the weight rows [o0, o1) and all n tokens, straight from the
+/// int8 values: 8 weights at a time are widened to float once and multiplied into 4 tokens' accumulators.
+/// For few tokens the product is bound by reading the weights, and this reads them as int8.
+__attribute__((target("avx2,fma"))) inline void int8_rows_avx2(const float* x, int64_t n, int64_t in,
+                                                               const int8_t* q, const float* scale, int64_t o0,
+                                                               int64_t o1, float* y, int64_t out) {
+    for (int64_t o = o0; o < o1; ++o) {
+        const int8_t* w = q + o * in;
+        int64_t t = 0;
+        for (; t + 4 <= n; t += 4) {
+            const float *x0 = x + t * in, *x1 = x0 + in, *x2 = x1 + in, *x3 = x2 + in;
+            __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps(), a2 = _mm256_setzero_ps(), a3 = _mm256_setzero_ps();
+            int64_t i = 0;
+            for (; i + 8 <= in; i += 8) {
+                const __m256 wv = widen(w + i);
+                a0 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x0 + i), a0);
+                a1 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x1 + i), a1);
+                a2 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x2 + i), a2);
+                a3 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x3 + i), a3);
+            }
+            float r[4] = {hsum(a0), hsum(a1), hsum(a2), hsum(a3)};
+            for (; i < in; ++i) {
+                const float wi = static_cast<float>(w[i]);
+                r[0] += wi * x0[i], r[1] += wi * x1[i], r[2] += wi * x2[i], r[3] += wi * x3[i];
+            }
+            for (int64_t k = 0; k < 4; ++k) y[(t + k) * out + o] = scale[o] * r[k];
+        }
+        for (; t < n; ++t) {
+            const float* xt = x + t * in;
+            __m256 a = _mm256_setzero_ps();
+            int64_t i = 0;
+            for (; i + 8 <= in; i += 8) a = _mm256_fmadd_ps(widen(w + i), _mm256_loadu_ps(xt + i), a);
+            float r = hsum(a);
+            for (; i < in; ++i) r += static_cast<float>(w[i]) * xt[i];
+            y[t * out + o] = scale[o] * r;
+        }
+    }
+}
+
+inline bool has_avx2_fma() {
+    static const bool ok = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    return ok;
+}
+#endif
+
 /// dst[r, i] = scale[r] · src[r, i] for `rows` rows of `n` values (AVX2 clone where the CPU has it).
 NSCOPE_VECTORIZED inline void dequantize_rows(const int8_t* __restrict src, const float* __restrict scale,
                                               int64_t rows, int64_t n, float* __restrict dst) {
@@ -41,11 +105,16 @@ NSCOPE_VECTORIZED inline void dequantize_rows(const int8_t* __restrict src, cons
 }
 }  // namespace detail
 
+/// Token rows up to which int8_linear multiplies straight from the int8 values (measured: up to ~16 tokens
+/// this beats float32's GEMM, which must read 4 bytes per weight; at 64 the GEMM wins).
+constexpr int64_t kInt8DirectRows = 24;
+
 /// x [..., in] (float32) @ dequant(q)^T + b for an int8 weight q [out, in] from quantize_int8; b may be
-/// undefined. The weight is converted to float32 on the fly (scale folded in, rows spread over LibTorch's
-/// threads) and multiplied at once, so the model's weights exist in float32 one matrix at a time, never all
-/// together; a weight larger than `chunk_values` floats is converted and multiplied in blocks of rows of that
-/// size, so the temporary is bounded for any model.
+/// undefined. Few tokens (<= kInt8DirectRows, AVX2 + FMA CPUs): products straight from the int8 values,
+/// output rows spread over LibTorch's threads. Otherwise the weight is converted to float32 on the fly (scale
+/// folded in, rows spread over the threads) and multiplied at once, so the model's weights exist in float32
+/// one matrix at a time, never all together; a weight larger than `chunk_values` floats is converted and
+/// multiplied in blocks of rows of that size, so the temporary is bounded for any model.
 inline at::Tensor int8_linear(const at::Tensor& x, const at::Tensor& q, const at::Tensor& b,
                               int64_t chunk_values = int64_t{1} << 24) {
     TORCH_CHECK(q.is_quantized() && q.qscheme() == at::kPerChannelAffine && q.q_per_channel_axis() == 0 &&
@@ -56,6 +125,22 @@ inline at::Tensor int8_linear(const at::Tensor& x, const at::Tensor& q, const at
     const auto* src = static_cast<const int8_t*>(q.data_ptr());
     const at::Tensor scale = q.q_per_channel_scales().to(at::kFloat).contiguous();
     const float* sc = scale.data_ptr<float>();
+#ifdef NSCOPE_INT8_DIRECT
+    const int64_t tokens = in > 0 ? x.numel() / in : 0;
+    if (tokens <= kInt8DirectRows && detail::has_avx2_fma()) {
+        const at::Tensor x2 = x.reshape({tokens, in}).to(at::kFloat).contiguous();
+        auto sizes = x.sizes().vec();
+        sizes.back() = out;
+        at::Tensor y = at::empty({tokens, out}, at::kFloat);
+        const float* xp = x2.data_ptr<float>();
+        float* yp = y.data_ptr<float>();
+        at::parallel_for(0, out, std::max<int64_t>(16, 16384 / std::max<int64_t>(1, in)), [&](int64_t o0, int64_t o1) {
+            detail::int8_rows_avx2(xp, tokens, in, src, sc, o0, o1, yp, out);
+        });
+        if (b.defined()) y.add_(b);
+        return y.view(sizes);
+    }
+#endif
     const int64_t rows = std::min(out, std::max<int64_t>(8, chunk_values / in));
     at::Tensor buf = at::empty({rows, in}, at::kFloat);
     auto convert = [&](int64_t r0, int64_t nr) {
