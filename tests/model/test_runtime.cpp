@@ -199,7 +199,7 @@ TEST_CASE("scale, set, add and mean edit exactly the selected values", "[model][
     CHECK(maxdiff(e[0], c[0]) == 0.0);
 }
 
-TEST_CASE("mask_range replaces only values inside [lo, hi]; clamp_range clamps", "[model][interventions]") {
+TEST_CASE("mask_range replaces only values inside [lo, hi], clamp_range clamps", "[model][interventions]") {
     Gpt2 g;
     const std::string hook = "blocks.0.mlp.hook_post";
     const at::Tensor c = g.run({}, {hook}).captures.at(hook);
@@ -294,7 +294,7 @@ TEST_CASE("invalid intervention specs are rejected with InputError", "[model][in
     CHECK_THROWS_WITH(validate_intervention(hooks, bad_range), Catch::Contains("lo (1) is greater than hi (-1)"));
 }
 
-TEST_CASE("hook patterns: exact, glob, range; no match suggests near names", "[model][hooks]") {
+TEST_CASE("hook patterns: exact, glob, range, and no match suggests near names", "[model][hooks]") {
     const ModelHandle h = describe_model(registry(), fixture_model("gpt2"));
     CHECK(match_hooks(h.hooks, {"blocks.*.mlp.hook_post"}) ==
           std::vector<std::string>{"blocks.0.mlp.hook_post", "blocks.1.mlp.hook_post"});
@@ -458,7 +458,7 @@ TEST_CASE("config.json problems: missing field, unknown architecture", "[model][
     CHECK_THAT(r.err, Catch::Contains("Supported:") && Catch::Contains("Qwen2ForCausalLM"));
 }
 
-TEST_CASE("a missing model says every place it looked; HF cache layout honours refs/main", "[model][files]") {
+TEST_CASE("a missing model says every place it looked, and the HF cache layout honours refs/main", "[model][files]") {
     const std::string home = temp_dir("hfhome");
     auto r = run_nscope({"info", "acme/tiny-gpt"}, {"HF_HOME=" + home, "HF_HUB_CACHE="});
     CHECK(r.exit_code == 2);
@@ -481,7 +481,7 @@ TEST_CASE("a missing model says every place it looked; HF cache layout honours r
     CHECK_THROWS_WITH(resolve_model(home + "/nowhere"), Catch::Contains("does not exist"));
 }
 
-TEST_CASE("nscope hooks lists every hook with its shape; --json; --filter", "[model][cli]") {
+TEST_CASE("nscope hooks lists every hook with its shape, --json, --filter", "[model][cli]") {
     auto r = run_nscope({"hooks", fixture_model("gpt2")});
     INFO(r.err);
     REQUIRE(r.exit_code == 0);
@@ -521,7 +521,7 @@ TEST_CASE("nscope info reports architecture, adapter, parameters, dims and memor
     CHECK(r.exit_code == 2);
 }
 
-TEST_CASE("trainable models own their parameters and backpropagate; init_random is seeded", "[model][train]") {
+TEST_CASE("trainable models own their parameters and backpropagate, init_random is seeded", "[model][train]") {
     for (const std::string name : {"gpt2", "llama", "phi", "gemma", "gpt_neox"}) {
         // Positive control: a model loaded for inference aliases the file mapping (no copy of its weights).
         LoadedModel frozen = load_model(registry(), fixture_model(name), {at::kFloat, false});
