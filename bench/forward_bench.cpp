@@ -1,7 +1,8 @@
-// Forward throughput of nscope on a GPT-2-small-shaped model, with no hooks and with every
-// mlp.hook_post captured. `make-model DIR` writes the random model in HF layout first.
+// Forward throughput of nscope on a GPT-2-small-shaped model (or a Pythia-160M-shaped GPT-NeoX, or a
+// Gemma-shaped model at the same scale), with no hooks and with every mlp.hook_post captured. `make-model DIR`
+// writes the random model in HF layout first.
 //
-//   nscope_bench_forward make-model /tmp/gpt2-small
+//   nscope_bench_forward make-model /tmp/gpt2-small [--arch gpt2 | gpt_neox | gemma]
 //   nscope_bench_forward run /tmp/gpt2-small --dtype float32 --shape 8x128 --hooks mlp_post --seconds 5
 // prints one JSON line: {"impl":"nscope", "tokens_per_s": ..., ...}. bench/run.sh pairs it with the
 // PyTorch baseline (bench/torch_baseline.py) and prints the ratio table.
@@ -24,6 +25,8 @@
 #include "core/plugin/registry.h"
 #include "core/util/allocator.h"
 #include "core/util/log.h"
+#include "core/util/memory.h"
+#include "nscope/error.h"
 
 using namespace nscope;
 namespace fs = std::filesystem;
@@ -37,12 +40,36 @@ nlohmann::json gpt2_small_config() {
             {"bos_token_id", 50256}, {"eos_token_id", 50256}, {"torch_dtype", "float32"}};
 }
 
-int make_model(const PluginRegistry& reg, const fs::path& dir) {
+/// Pythia-160M's shape (GPT-NeoX, parallel residual, rotary on a quarter of each head, untied embed_out).
+nlohmann::json pythia_160m_config() {
+    return {{"architectures", {"GPTNeoXForCausalLM"}}, {"model_type", "gpt_neox"}, {"vocab_size", 50304},
+            {"hidden_size", 768}, {"num_hidden_layers", 12}, {"num_attention_heads", 12},
+            {"intermediate_size", 3072}, {"hidden_act", "gelu"}, {"rotary_pct", 0.25}, {"rotary_emb_base", 10000},
+            {"max_position_embeddings", 2048}, {"layer_norm_eps", 1e-5}, {"use_parallel_residual", true},
+            {"tie_word_embeddings", false}, {"torch_dtype", "float32"}};
+}
+
+/// Gemma 1's shape at GPT-2-small scale: multi-query attention with 256-dim heads, a GeGLU MLP 4x wide,
+/// (1 + w) RMSNorm, a tied 32k vocabulary (Gemma-2B itself is 2.5B parameters).
+nlohmann::json gemma_shaped_config() {
+    return {{"architectures", {"GemmaForCausalLM"}}, {"model_type", "gemma"}, {"vocab_size", 32000},
+            {"hidden_size", 768}, {"num_hidden_layers", 12}, {"num_attention_heads", 3}, {"num_key_value_heads", 1},
+            {"head_dim", 256}, {"intermediate_size", 3072}, {"hidden_activation", "gelu_pytorch_tanh"},
+            {"max_position_embeddings", 8192}, {"rms_norm_eps", 1e-6}, {"rope_theta", 10000.0},
+            {"tie_word_embeddings", true}, {"torch_dtype", "float32"}};
+}
+
+int make_model(const PluginRegistry& reg, const fs::path& dir, const std::string& arch) {
     fs::create_directories(dir);
-    const auto config = gpt2_small_config();
+    if (arch != "gpt2" && arch != "gpt_neox" && arch != "gemma")
+        throw InputError("--arch must be gpt2, gpt_neox or gemma, not '" + arch + "'");
+    const auto config = arch == "gpt_neox" ? pythia_160m_config() : arch == "gemma" ? gemma_shaped_config()
+                                                                                   : gpt2_small_config();
     LoadedModel m = init_random_model(reg, config, 1234, ModelOptions{});
+    const WeightNaming naming = m.handle.factory->weight_naming();
     std::vector<std::pair<std::string, at::Tensor>> tensors;
-    for (auto& [name, t] : m.adapter->named_parameters()) tensors.emplace_back("transformer." + name, t.contiguous());
+    for (auto& [name, t] : m.adapter->named_parameters())
+        tensors.emplace_back(checkpoint_weight_name(naming, name), t.contiguous());
     write_safetensors(dir / "model.safetensors", tensors);
     std::ofstream(dir / "config.json") << config.dump(2) << "\n";
     std::cout << "wrote " << dir.string() << " (" << m.handle.info.n_params << " parameters)\n";
@@ -53,8 +80,8 @@ int run(const PluginRegistry& reg, const fs::path& dir, const std::string& dtype
         const std::string& hooks, double seconds, bool logits, int64_t tokens, const std::string& profile) {
     const auto x = shape.find('x');
     const int64_t b = std::stoll(shape.substr(0, x)), p = std::stoll(shape.substr(x + 1));
-    ModelOptions opts;
-    opts.dtype = parse_model_dtype(dtype);
+    const ModelOptions opts = parse_model_dtype(dtype);
+    const uint64_t rss_before = current_rss_bytes();
     LoadedModel model = load_model(reg, dir.string(), opts);
     ModelSession session(model);
     ForwardRequest req;
@@ -103,7 +130,9 @@ int run(const PluginRegistry& reg, const fs::path& dir, const std::string& dtype
     nlohmann::json j = {{"impl", "nscope"}, {"dtype", dtype}, {"shape", shape}, {"hooks", hooks},
                         {"threads", at::get_num_threads()}, {"iters", iters},
                         {"tokens_per_s", static_cast<double>(b * p) * iters / total},
-                        {"best_tokens_per_s", static_cast<double>(b * p) / best}};
+                        {"best_tokens_per_s", static_cast<double>(b * p) / best},
+                        // What loading and running added to the process (every weight has been read by now).
+                        {"rss_added_bytes", current_rss_bytes() - rss_before}};
     std::cout << j.dump() << "\n";
     return 0;
 }
@@ -117,8 +146,10 @@ int main(int argc, char** argv) {
     std::string dir, dtype = "float32", shape = "1x16", hooks = "none";
     double seconds = 3;
     int threads = 0;
-    auto* mk = app.add_subcommand("make-model", "Write a random GPT-2-small model in HF layout");
+    std::string arch = "gpt2";
+    auto* mk = app.add_subcommand("make-model", "Write a random GPT-2-small-shaped model in HF layout");
     mk->add_option("dir", dir)->required();
+    mk->add_option("--arch", arch, "gpt2 (GPT-2 small), gpt_neox (Pythia-160M) or gemma (Gemma 1 at 125M scale)");
     auto* rn = app.add_subcommand("run", "Time forwards");
     rn->add_option("dir", dir)->required();
     rn->add_option("--dtype", dtype);
@@ -139,7 +170,7 @@ int main(int argc, char** argv) {
     PluginRegistry reg;
     reg.scan(PluginRegistry::search_path({}));
     try {
-        if (*mk) return make_model(reg, dir);
+        if (*mk) return make_model(reg, dir, arch);
         return run(reg, dir, dtype, shape, hooks, seconds, !no_logits, tokens, profile);
     } catch (const std::exception& e) {
         std::cerr << "error: " << e.what() << "\n";

@@ -7,6 +7,7 @@
 #include "core/run/recipe.h"
 #include "core/run/rerun.h"
 #include "core/run/runner.h"
+#include "core/util/memory.h"
 
 namespace nscope {
 
@@ -16,6 +17,7 @@ struct RunArgs {
     std::string out = "runs";
     std::vector<std::string> sets;
     bool dry_run = false;
+    std::string max_memory;
     std::string run_dir;
 };
 }  // namespace
@@ -28,6 +30,10 @@ void add_run_command(CLI::App& app, CliContext& ctx, const std::string& command_
     run->add_option("--set", args->sets, "Override a recipe key, e.g. --set batch_size=4 --set analyses.0.k=5")
         ->type_name("KEY=VALUE");
     run->add_flag("--dry-run", args->dry_run, "Validate and print the plan; load no weights, write nothing");
+    run->add_option("--max-memory", args->max_memory,
+                    "Refuse a recipe whose estimated peak memory exceeds this (e.g. 8G, 512MB; default: the "
+                    "machine's available memory)")
+        ->type_name("SIZE");
     run->callback([&ctx, args, command_line] {
         ctx.action = [&ctx, args, command_line]() -> int {
             Recipe recipe = load_recipe(args->recipe, args->sets);
@@ -35,6 +41,7 @@ void add_run_command(CLI::App& app, CliContext& ctx, const std::string& command_
             opts.out_root = args->out;
             opts.threads = ctx.options.threads;
             opts.dry_run = args->dry_run;
+            if (!args->max_memory.empty()) opts.max_memory = parse_byte_size(args->max_memory, "--max-memory");
             opts.command_line = command_line;
             const RunOutcome out = run_recipe(ctx.plugins(), std::move(recipe), opts);
             if (!out.run_dir.empty()) std::cout << out.run_dir.string() << "\n";

@@ -101,11 +101,10 @@ int f_load(lua_State* L) {
     } else if (!lua_isnoneornil(L, 2)) {
         arg_fail(2, "nscope.load", "options table expected, got " + type_name_at(L, 2));
     }
-    ModelOptions options;
-    options.dtype = parse_model_dtype(dtype);
+    const ModelOptions options = parse_model_dtype(dtype);
     auto model = std::make_unique<LuaModel>();
     model->ref = ref;
-    model->dtype = dtype;
+    model->dtype = model_dtype_name(options);
     model->loaded = load_model(host(L).plugins(), ref, options);
     if (!model->loaded.handle.files.tokenizer_json.empty())
         model->tokenizer = Tokenizer::from_file(model->loaded.handle.files.tokenizer_json);

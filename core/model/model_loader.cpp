@@ -59,6 +59,9 @@ LoadedModel load_model(const PluginRegistry& registry, const std::string& path_o
     if (options.dtype != at::kFloat && options.dtype != at::kBFloat16)
         throw InputError("unsupported compute dtype " + std::string(c10::toString(options.dtype)) +
                          " (use float32 or bfloat16)");
+    if (options.int8_weights && (options.trainable || options.dtype != at::kFloat))
+        throw InputError(options.trainable ? "int8 weights are for inference only: train or fine-tune in float32 or bfloat16"
+                                           : "int8 weights compute in float32; do not combine them with bfloat16");
     LoadedModel m;
     m.handle = describe_model(registry, path_or_id);
     m.weights = std::make_shared<SafetensorsWeights>(m.handle.files.weight_files, m.handle.factory->weight_naming());
@@ -79,11 +82,24 @@ LoadedModel init_random_model(const PluginRegistry& registry, const nlohmann::js
     return m;
 }
 
-at::ScalarType parse_model_dtype(const std::string& s) {
-    if (s == "float32" || s == "fp32" || s == "f32" || s == "float") return at::kFloat;
-    if (s == "bfloat16" || s == "bf16") return at::kBFloat16;
-    throw InputError("unknown dtype '" + s + "'" + did_you_mean(s, {"float32", "bfloat16"}) +
-                     " (supported compute dtypes: float32, bfloat16)");
+ModelOptions parse_model_dtype(const std::string& s) {
+    ModelOptions o;
+    if (s == "float32" || s == "fp32" || s == "f32" || s == "float") return o;
+    if (s == "bfloat16" || s == "bf16") {
+        o.dtype = at::kBFloat16;
+        return o;
+    }
+    if (s == "int8" || s == "qint8") {
+        o.int8_weights = true;
+        return o;
+    }
+    throw InputError("unknown dtype '" + s + "'" + did_you_mean(s, model_dtype_names()) +
+                     " (supported: float32, bfloat16, int8 = int8 linear weights with float32 compute)");
+}
+
+std::string model_dtype_name(const ModelOptions& o) {
+    if (o.int8_weights) return "int8";
+    return o.dtype == at::kBFloat16 ? "bfloat16" : "float32";
 }
 
 }  // namespace nscope

@@ -44,7 +44,18 @@ LoadedModel load_model(const PluginRegistry& registry, const std::string& path_o
 LoadedModel init_random_model(const PluginRegistry& registry, const nlohmann::json& config, uint64_t seed,
                               const ModelOptions& options);
 
-/// "float32" / "bfloat16" (also "fp32", "bf16") -> dtype; InputError otherwise.
-at::ScalarType parse_model_dtype(const std::string& s);
+/// The dtypes a model runs in: "float32" / "bfloat16" (also "fp32", "bf16") set the compute dtype; "int8"
+/// (also "qint8") keeps float32 compute with int8 linear weights (ModelOptions::int8_weights). InputError
+/// otherwise, listing them.
+ModelOptions parse_model_dtype(const std::string& s);
+
+/// The canonical name of a model dtype ("float32", "bfloat16", "int8").
+std::string model_dtype_name(const ModelOptions& o);
+
+/// The model dtype names recipes, scripts and the CLI accept.
+inline const std::vector<std::string>& model_dtype_names() {
+    static const std::vector<std::string> names{"float32", "bfloat16", "int8"};
+    return names;
+}
 
 }  // namespace nscope

@@ -46,6 +46,14 @@ public:
     SafetensorsMapping& operator=(const SafetensorsMapping&) = delete;
     uint8_t* data() const { return data_; }
     size_t size() const { return size_; }
+    /// Drop the resident pages that lie wholly inside [begin, end) (a later read faults them in again from the
+    /// file; private pages written meanwhile would be lost, so only for data nobody edited).
+    void drop_pages(const uint8_t* begin, const uint8_t* end) const {
+        const auto page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
+        const uintptr_t a = (reinterpret_cast<uintptr_t>(begin) + page - 1) / page * page;
+        const uintptr_t b = reinterpret_cast<uintptr_t>(end) / page * page;
+        if (b > a) ::madvise(reinterpret_cast<void*>(a), b - a, MADV_DONTNEED);  // advice: failure is harmless
+    }
 
 private:
     uint8_t* data_ = nullptr;
@@ -225,6 +233,13 @@ at::Tensor SafetensorsFile::tensor(const SafetensorsEntry& e) const {
     return at::from_blob(p, e.shape, [keep](void*) mutable { keep.reset(); }, opts);
 }
 
+void SafetensorsFile::release(const SafetensorsEntry& e) const {
+    uint64_t n = 0;
+    for (int i = 7; i >= 0; --i) n = (n << 8) | map_->data()[i];
+    const uint8_t* p = map_->data() + 8 + n;
+    map_->drop_pages(p + e.begin, p + e.end);
+}
+
 SafetensorsWeights::SafetensorsWeights(const std::vector<fs::path>& files, const WeightNaming& naming) {
     if (files.empty()) throw InputError("no safetensors files given");
     for (const auto& f : files) {
@@ -254,6 +269,11 @@ at::Tensor SafetensorsWeights::get(const std::string& name) const {
                          ". The checkpoint does not match config.json (wrong architecture or an incomplete shard set).");
     }
     return it->second.file->tensor(*it->second.entry);
+}
+
+void SafetensorsWeights::release(const std::string& name) const {
+    const auto it = index_.find(name);
+    if (it != index_.end()) it->second.file->release(*it->second.entry);
 }
 
 std::vector<std::string> SafetensorsWeights::names() const {

@@ -41,6 +41,8 @@ public:
     /// The tensor in its stored dtype, aliasing the private (copy-on-write) mapping: in-place edits
     /// never reach the file and never fault. Misaligned data is copied.
     at::Tensor tensor(const SafetensorsEntry& e) const;
+    /// Drop the resident pages of the tensor's data (WeightSource::release).
+    void release(const SafetensorsEntry& e) const;
 
 private:
     std::filesystem::path path_;
@@ -70,6 +72,8 @@ public:
     bool contains(const std::string& name) const override;
     at::Tensor get(const std::string& name) const override;
     std::vector<std::string> names() const override;
+    /// madvise(MADV_DONTNEED) on the pages wholly inside the tensor's bytes: the adapter keeps its own copy.
+    void release(const std::string& name) const override;
     /// Total bytes of tensor data.
     uint64_t data_bytes() const { return bytes_; }
 

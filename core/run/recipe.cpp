@@ -723,6 +723,14 @@ std::vector<ExportSpec> parse_exports(const Ctx& c, const YAML::Node& list) {
     return out;
 }
 
+/// A model dtype: float32, bfloat16, or int8 (int8 linear weights, float32 compute; docs/models.md).
+void check_dtype(const Ctx& c, const YAML::Node& n, const std::string& path, const std::string& d) {
+    const std::vector<std::string> ok{"float32", "bfloat16", "int8"};
+    if (std::find(ok.begin(), ok.end(), d) == ok.end())
+        c.fail(n, path, "dtype must be float32, bfloat16 or int8 (int8 linear weights, float32 compute), not '" + d +
+                            "'" + did_you_mean(d, ok));
+}
+
 ModelSpec parse_model(const Ctx& c, const YAML::Node& n, const std::string& path) {
     ModelSpec m;
     m.loc = c.loc(n, path);
@@ -742,9 +750,7 @@ ModelSpec parse_model(const Ctx& c, const YAML::Node& n, const std::string& path
         if (n["dtype"].IsDefined()) m.dtype = get_string(c, n["dtype"], path + ".dtype");
         if (n["label"].IsDefined()) m.label = get_string(c, n["label"], path + ".label");
     }
-    if (m.dtype != "float32" && m.dtype != "bfloat16")
-        c.fail(n["dtype"].IsDefined() ? n["dtype"] : n, path + ".dtype",
-               "dtype must be float32 or bfloat16, not '" + m.dtype + "'");
+    check_dtype(c, n["dtype"].IsDefined() ? n["dtype"] : n, path + ".dtype", m.dtype);
     if (m.label.empty()) m.label = fs::path(m.ref).filename().string();
     return m;
 }
@@ -882,7 +888,7 @@ Recipe parse_recipe(const YAML::Node& input, const std::string& source, const fs
     if (r.models.empty()) c.fail(root, "model", "the recipe needs a 'model' (path: FOLDER or id: HUB_ID)");
     if (root["dtype"].IsDefined()) {
         const std::string d = get_string(c, root["dtype"], "dtype");
-        if (d != "float32" && d != "bfloat16") c.fail(root["dtype"], "dtype", "dtype must be float32 or bfloat16, not '" + d + "'");
+        check_dtype(c, root["dtype"], "dtype", d);
         for (auto& m : r.models) m.dtype = d;
     }
     if (!root["prompts"].IsDefined()) c.fail(root, "prompts", "the recipe needs 'prompts'");

@@ -9,6 +9,7 @@
 #include "core/model/interventions.h"
 #include "core/plugin/call_plugin.h"
 #include "core/plugin/registry.h"
+#include "core/util/memory.h"
 #include "core/util/text.h"
 #include "nscope/error.h"
 
@@ -102,6 +103,30 @@ std::vector<std::vector<size_t>> order_analyses(const std::vector<AnalysisSpec>&
     std::vector<std::vector<size_t>> waves(static_cast<size_t>(depth));
     for (size_t i = 0; i < analyses.size(); ++i) waves[static_cast<size_t>(level[i])].push_back(i);
     return waves;
+}
+
+/// The longest prompt the plan knows without tokenizing: ids and random prompts have their length; a text
+/// prompt counts as max_tokens (its upper bound).
+int64_t planned_tokens(const Recipe& r) {
+    size_t t = 1;
+    for (const auto& p : r.prompts) {
+        const size_t n = p.has_ids  ? p.ids.size()
+                         : p.random ? static_cast<size_t>(p.random->length * p.random->repeat)
+                                    : r.max_tokens;
+        t = std::max(t, std::min(n, r.max_tokens));
+    }
+    return static_cast<int64_t>(t);
+}
+
+MemoryEstimate plan_memory(const Recipe& r, const ModelPlan& mp) {
+    std::vector<HookPoint> captured;
+    bool logits = false;
+    for (const auto& name : mp.captured)
+        for (const auto& h : mp.handle.hooks)
+            if (h.name == name) captured.push_back(h), logits |= name == "hook_logits";
+    const auto batch = static_cast<int64_t>(std::max<size_t>(1, std::min(r.batch_size, r.prompts.size())));
+    return estimate_memory(mp.handle.info, captured, parse_model_dtype(mp.spec.dtype), batch, planned_tokens(r),
+                           logits, current_rss_bytes());
 }
 
 }  // namespace
@@ -212,6 +237,7 @@ RunPlan plan_run(const PluginRegistry& plugins, Recipe recipe) {
                     throw InputError(p.loc.text + ": text prompts need a tokenizer, but " + mp.handle.files.dir.string() +
                                      " has no tokenizer.json; add one or give prompts as 'ids'");
         }
+        mp.memory = plan_memory(recipe, mp);
         plan.models.push_back(std::move(mp));
     }
     plan.recipe = std::move(recipe);
@@ -229,6 +255,8 @@ void print_plan(const RunPlan& plan, std::ostream& os) {
         os << "  hooks captured: " << m.captured.size() << "\n";
         for (const auto& h : m.captured) os << "    " << h << "\n";
         for (const auto& iv : m.interventions) os << "  intervention: " << iv.op << " at " << iv.hook << "\n";
+        os << "  memory estimate at " << m.memory.batch << " x " << m.memory.tokens
+           << " tokens: " << m.memory.breakdown() << "\n";
     }
     if (r.gradient) os << "gradient: d " << r.gradient->metric << " / d activation at every captured hook\n";
     for (size_t w = 0; w < plan.waves.size(); ++w) {
@@ -240,6 +268,28 @@ void print_plan(const RunPlan& plan, std::ostream& os) {
     for (const auto& e : r.exports) os << " " << e.use;
     os << (r.exports.empty() ? " none" : "") << "\n";
     os << "output: runs/" << r.name << "/<run-id>/\n";
+}
+
+void check_memory_budget(const RunPlan& plan, uint64_t max_memory) {
+    const bool machine = max_memory == 0;
+    if (machine) max_memory = mem_available_bytes();
+    if (max_memory == 0) return;  // no /proc/meminfo: nothing to compare with
+    for (const auto& m : plan.models) {
+        const MemoryEstimate& e = m.memory;
+        if (e.total() <= max_memory) continue;
+        std::string knobs = "lower batch_size (now " + std::to_string(plan.recipe.batch_size) +
+                            "; the forward and the captures scale with it) or max_tokens";
+        if (e.captures > 0)
+            knobs += "; capture fewer hooks (the largest, " + e.largest_hook + ", is " +
+                     human_bytes(static_cast<double>(e.largest_hook_bytes)) +
+                     " per batch; analyzers and the streaming 'activations' export need no more than the hooks they read)";
+        if (m.spec.dtype != "int8") knobs += "; load the weights as int8 (dtype: int8) or bfloat16";
+        throw InputError(m.spec.loc.text + ": the run of " + m.spec.ref + " (" + m.spec.dtype + ") is estimated at " +
+                         e.breakdown() + " at " + std::to_string(e.batch) + " x " + std::to_string(e.tokens) +
+                         " tokens, above the memory limit of " + human_bytes(static_cast<double>(max_memory)) +
+                         (machine ? " (the machine's available memory)" : " (--max-memory)") + ". To fit: " + knobs +
+                         (machine ? "; or raise the limit with --max-memory if the estimate is too cautious." : "."));
+    }
 }
 
 }  // namespace nscope

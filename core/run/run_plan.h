@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "core/model/memory_estimate.h"
 #include "core/model/model_loader.h"
 #include "core/run/recipe.h"
 #include "nscope/analyzer.h"
@@ -25,6 +26,7 @@ struct ModelPlan {
     std::vector<std::vector<std::string>> analysis_hooks;
     std::vector<std::string> export_hooks;  ///< what exporters see: the recipe's `hooks:` only
     std::vector<InterventionSpec> interventions;  ///< with hook patterns as written
+    MemoryEstimate memory;  ///< peak estimate at batch_size × the longest prompt the plan can know
 };
 
 struct RunPlan {
@@ -42,8 +44,12 @@ struct RunPlan {
 /// `input:` names exist and form no cycle. Throws InputError with file:line:col.
 RunPlan plan_run(const PluginRegistry& plugins, Recipe recipe);
 
-/// Human-readable plan for --dry-run.
+/// Human-readable plan for --dry-run (with each model's memory estimate).
 void print_plan(const RunPlan& plan, std::ostream& os);
+
+/// Refuse (InputError, exit 2) a plan whose estimated peak memory exceeds `max_memory` bytes (0: the
+/// machine's MemAvailable), with the estimate broken down and the knobs that lower it.
+void check_memory_budget(const RunPlan& plan, uint64_t max_memory);
 
 /// Configure a fresh analyzer / exporter for a recipe entry, naming the entry in any error.
 std::unique_ptr<Analyzer> make_analyzer(const PluginRegistry& plugins, const AnalysisSpec& spec);

@@ -24,6 +24,7 @@
 #include "core/tokenizer/tokenizer.h"
 #include "core/util/concurrency.h"
 #include "core/util/files.h"
+#include "core/util/memory.h"
 #include "core/util/sha256.h"
 #include "nscope/error.h"
 #include "nscope/version.h"
@@ -95,6 +96,7 @@ public:
     void run() {
         const Recipe& r = plan_.recipe;
         auto t0 = Clock::now();
+        reset_peak_rss();  // peaks per phase (record_phase_peak)
         if (!model_.handle.files.tokenizer_json.empty()) tokenizer_ = Tokenizer::from_file(model_.handle.files.tokenizer_json);
         prompts_ = tokenize_prompts(r, tokenizer_, model_.handle.info.vocab_size);
         record_["prompts"] = prompts_.infos.size();
@@ -103,10 +105,11 @@ public:
         if (r.gradient) resolve_gradient(*r.gradient);  // a bad target token fails before the weights load
 
         t0 = Clock::now();
-        ModelOptions options;
-        options.dtype = model_.spec.dtype == "bfloat16" ? at::kBFloat16 : at::kFloat;
+        const ModelOptions options = parse_model_dtype(model_.spec.dtype);
         LoadedModel loaded = load_model(plugins_, model_.spec.ref, options);
         record_["timings"]["load_s"] = seconds_since(t0);
+        record_["memory"]["estimate"] = model_.memory.to_json();
+        record_phase_peak(record_, "load");
         record_["architecture"] = loaded.handle.info.architecture;
         record_["info"] = loaded.handle.info.to_json();
         record_["adapter"] = loaded.handle.plugin->id + "@" + loaded.handle.plugin->version;
@@ -162,6 +165,7 @@ public:
             forward_pass(session, w + 1, passes > 1 ? "pass " + std::to_string(w + 1) : "forward", analyzers, wave, feed);
             record_["timings"]["pass" + std::to_string(w + 1) + "_s"] = seconds_since(t0);
             release_cached_tensors();  // the forwards are over: give their memory back before finish and export
+            record_phase_peak(record_, "pass" + std::to_string(w + 1));
             t0 = Clock::now();
             for (size_t k = 0; k < wave.size(); ++k) {
                 const AnalysisSpec& spec = r.analyses[wave[k]];
@@ -170,6 +174,7 @@ public:
                 dir_.log("analysis_done", {{"id", spec.id}, {"use", spec.use}});
             }
             record_["timings"]["finish" + std::to_string(w + 1) + "_s"] = seconds_since(t0);
+            record_phase_peak(record_, "finish" + std::to_string(w + 1));
         }
 
         t0 = Clock::now();
@@ -187,6 +192,7 @@ public:
             dir_.log("export_done", {{"use", r.exports[i].use}});
         }
         record_["timings"]["export_s"] = seconds_since(t0);
+        record_phase_peak(record_, "export");
     }
 
 private:
@@ -340,10 +346,9 @@ nlohmann::json plugin_list(const PluginRegistry& plugins) {
 
 RunOutcome run_recipe(const PluginRegistry& plugins, Recipe recipe, const RunOptions& options) {
     RunPlan plan = plan_run(plugins, std::move(recipe));
-    if (options.dry_run) {
-        print_plan(plan, std::cout);
-        return {};
-    }
+    if (options.dry_run) print_plan(plan, std::cout);
+    check_memory_budget(plan, options.max_memory);  // before any weight loads
+    if (options.dry_run) return {};
     const Recipe& r = plan.recipe;
     const int threads = options.threads > 0 ? options.threads
                         : r.threads > 0     ? r.threads

@@ -17,6 +17,7 @@ struct RunOptions {
     std::filesystem::path out_root = "runs";  ///< --out
     int threads = 0;                          ///< --threads (0: recipe's, else all cores)
     bool dry_run = false;
+    uint64_t max_memory = 0;                  ///< --max-memory in bytes (0: the machine's MemAvailable)
     std::string command_line;                 ///< recorded in the manifest
 };
 

@@ -50,8 +50,8 @@ struct Err {
     double abs, scale;  // max |err| at valid positions, max |oracle|
 };
 
-std::vector<Err> parity(const std::string& model, at::ScalarType dtype) {
-    LoadedModel m = load_model(registry(), fixture_model(model), {dtype, false});
+std::vector<Err> parity(const std::string& model, const ModelOptions& options) {
+    LoadedModel m = load_model(registry(), fixture_model(model), options);
     ModelSession s(m);
     const auto rows = oracle_rows(model);
     std::vector<std::vector<int64_t>> types;
@@ -78,27 +78,28 @@ std::vector<Err> parity(const std::string& model, at::ScalarType dtype) {
 }
 
 void check_parity(const std::string& model) {
-    for (const auto& [file, err, scale] : parity(model, at::kFloat)) {
+    for (const auto& [file, err, scale] : parity(model, parse_model_dtype("float32"))) {
         std::printf("parity fp32 %-8s %-28s max|err| = %.3g\n", model.c_str(), file.c_str(), err);
         INFO(model << " " << file << " max abs error " << err);
         CHECK(err <= 1e-4);
     }
 }
 
-// bf16 keeps 8 significant bits (relative step 2^-8 = 0.4%) and the error grows through the layers. The
-// tolerance is relative to the tensor's largest magnitude, measured on these models (docs/models.md).
-void check_bf16(const std::string& model, double rel_tol) {
+// bf16 keeps 8 significant bits (relative step 2^-8 = 0.4%) and the error grows through the layers; int8
+// weights round each weight to 1/254 of its row's largest magnitude. The tolerance is relative to the
+// tensor's largest magnitude, measured on these models (docs/models.md).
+void check_reduced(const std::string& model, const std::string& dtype, double rel_tol) {
     double worst = 0;
-    for (const auto& [file, err, scale] : parity(model, at::kBFloat16)) {
-        std::printf("parity bf16 %-8s %-28s max|err| = %.3g (%.2f%% of max|x| = %.3g)\n", model.c_str(),
-                    file.c_str(), err, 100.0 * err / scale, scale);
-        INFO(model << " " << file << " bf16 max abs error " << err << " scale " << scale);
+    for (const auto& [file, err, scale] : parity(model, parse_model_dtype(dtype))) {
+        std::printf("parity %-8s %-8s %-28s max|err| = %.3g (%.2f%% of max|x| = %.3g)\n", dtype.c_str(),
+                    model.c_str(), file.c_str(), err, 100.0 * err / scale, scale);
+        INFO(model << " " << file << " " << dtype << " max abs error " << err << " scale " << scale);
         CHECK(err <= rel_tol * scale);
         worst = std::max(worst, err / scale);
     }
-    // bfloat16 keeps 8 significant bits: a forward that really ran in bf16 is off by far more than fp32
-    // rounding somewhere. A dtype that was silently ignored (fp32 throughout) would stay below 1e-5.
-    INFO(model << ": largest bf16 error relative to scale " << worst);
+    // A forward that really ran reduced is off by far more than fp32 rounding somewhere. A dtype that was
+    // silently ignored (fp32 throughout) would stay below 1e-5.
+    INFO(model << ": largest " << dtype << " error relative to scale " << worst);
     CHECK(worst > 1e-3);
 }
 
@@ -133,6 +134,12 @@ TEST_CASE("gpt_neox (per-head fused qkv, rotary_pct, parallel residual, erf GELU
 
 TEST_CASE("bfloat16 compute stays within the documented tolerance of the fp32 oracle", "[model][parity][bf16]") {
     for (const std::string model : {"gpt2", "llama", "bert", "phi", "gemma", "gpt_neox"}) {
-        DYNAMIC_SECTION(model) { check_bf16(model, 0.05); }
+        DYNAMIC_SECTION(model) { check_reduced(model, "bfloat16", 0.05); }
+    }
+}
+
+TEST_CASE("int8 weights stay within the documented tolerance of the fp32 oracle", "[model][parity][int8]") {
+    for (const std::string model : {"gpt2", "llama", "bert", "phi", "gemma", "gpt_neox"}) {
+        DYNAMIC_SECTION(model) { check_reduced(model, "int8", 0.05); }
     }
 }

@@ -638,7 +638,7 @@ TEST_CASE("gpt_neox use_parallel_residual: the MLP's LayerNorm reads the block i
     }
 }
 
-TEST_CASE("each new adapter refuses config options of its architecture it does not implement", "[model][errors]") {
+TEST_CASE("each adapter refuses config options of its architecture it does not implement", "[model][errors]") {
     struct Case {
         std::string model, key;
         nlohmann::json value;
@@ -656,6 +656,12 @@ TEST_CASE("each new adapter refuses config options of its architecture it does n
         {"gpt_neox", "rope_scaling", {{"rope_type", "yarn"}, {"factor", 4.0}}, "rope_scaling type 'yarn'"},
         {"gpt_neox", "rotary_pct", 0.3, "\"rotary_pct\" = 0.3"},
         {"gpt_neox", "hidden_act", "gelu_fast", "unsupported activation 'gelu_fast'"},
+        {"llama", "mlp_bias", true, "\"mlp_bias\" = true is not supported"},
+        {"llama", "rope_scaling", {{"rope_type", "llama3"}, {"factor", 8.0}}, "rope_scaling type 'llama3'"},
+        {"gpt2", "add_cross_attention", true, "\"add_cross_attention\" = true is not supported"},
+        {"gpt2", "activation_function", "quick_gelu", "unsupported activation 'quick_gelu'"},
+        {"bert", "is_decoder", true, "\"is_decoder\" = true is not supported"},
+        {"bert", "position_embedding_type", "relative_key", "relative_key"},
     };
     for (const auto& c : cases) {
         const std::string dir = copy_model(c.model, "refuse");

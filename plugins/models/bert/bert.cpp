@@ -14,6 +14,7 @@ struct Dims {
 };
 
 Dims read_dims(const nlohmann::json& c) {
+    refuse_options(c, {{"is_decoder", "BERT as a causal decoder"}, {"add_cross_attention", "cross-attention layers"}});
     Dims d{};
     d.n_layers = cfg_int(c, "num_hidden_layers");
     d.d = cfg_int(c, "hidden_size");

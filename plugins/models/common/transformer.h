@@ -21,6 +21,7 @@
 
 #include "nscope/error.h"
 #include "nscope/model_adapter.h"
+#include "plugins/models/common/int8.h"
 
 namespace nscope::models {
 
@@ -219,11 +220,14 @@ void list_rows(const std::vector<TensorRow<Dims, Owner>>& rows, Owner& owner, in
     }
 }
 
+/// Values of a table's tensors (`matrices_only`: of its 2-D tensors, which in a layer table are the linear
+/// layers' weights).
 template <class Dims, class Owner>
-int64_t count_rows(const std::vector<TensorRow<Dims, Owner>>& rows, const Dims& d) {
+int64_t count_rows(const std::vector<TensorRow<Dims, Owner>>& rows, const Dims& d, bool matrices_only = false) {
     int64_t n = 0;
     for (const auto& r : rows) {
         if (r.present && !r.present(d)) continue;
+        if (matrices_only && r.shape(d).size() != 2) continue;
         int64_t k = 1;
         for (int64_t s : r.shape(d)) k *= s;
         n += k;
@@ -249,8 +253,10 @@ inline at::Tensor additive_mask(const at::Tensor& attention_mask, bool causal, i
     return at::zeros({B, 1, P, P}, dtype).masked_fill(allowed.logical_not(), lowest);
 }
 
-/// x @ W^T + b for HF nn.Linear weights [out, in] (b may be undefined).
+/// x @ W^T + b for HF nn.Linear weights [out, in] (b may be undefined); W may be an int8 weight
+/// (quantize_int8, int8.h), whose product is computed by int8_linear.
 inline at::Tensor dense(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b = {}) {
+    if (w.is_quantized()) return int8_linear(x, w, b);
     return at::linear(x, w, b.defined() ? c10::optional<at::Tensor>(b) : c10::nullopt);
 }
 
@@ -423,6 +429,7 @@ ModelInfo table_info(const nlohmann::json& c, const char* default_arch, const Di
     i.n_layers = s.n_layers, i.d_model = s.d_model, i.n_heads = s.n_heads, i.n_kv_heads = s.n_kv_heads;
     i.d_head = s.d_head, i.d_mlp = s.d_mlp, i.vocab_size = s.vocab;
     i.n_params = count_rows(globals, d) + s.n_layers * count_rows(layer, d);
+    i.n_linear_params = s.n_layers * count_rows(layer, d, /*matrices_only=*/true);
     i.gated_mlp = s.gated;
     return i;
 }
@@ -441,16 +448,24 @@ public:
         : d_(std::move(d)), info_(std::move(info)), layout_(shape), globals_(globals), layer_(layer) {}
 
     void load(const WeightSource& w, const ModelOptions& o) {
+        check_int8_options(o);
         check_weights(w);
         load_rows(globals_, g_, -1, d_, w, o);
         layers_.resize(static_cast<size_t>(d_.n_layers));
-        for (int64_t L = 0; L < d_.n_layers; ++L) load_rows(layer_, layers_[static_cast<size_t>(L)], L, d_, w, o);
+        for (int64_t L = 0; L < d_.n_layers; ++L) {
+            load_rows(layer_, layers_[static_cast<size_t>(L)], L, d_, w, o);
+            if (o.int8_weights) quantize_layer(L, &w);  // layer by layer: one layer's float32 at a time
+        }
     }
     void init(uint64_t seed, const ModelOptions& o) {
+        check_int8_options(o);
         at::Generator gen = at::detail::createCPUGenerator(seed);
         init_rows(globals_, g_, d_, d_.init_std, resid_init_std(), gen, o);
         layers_.resize(static_cast<size_t>(d_.n_layers));
-        for (auto& l : layers_) init_rows(layer_, l, d_, d_.init_std, resid_init_std(), gen, o);
+        for (int64_t L = 0; L < d_.n_layers; ++L) {
+            init_rows(layer_, layers_[static_cast<size_t>(L)], d_, d_.init_std, resid_init_std(), gen, o);
+            if (o.int8_weights) quantize_layer(L, nullptr);
+        }
     }
 
     const ModelInfo& info() const override { return info_; }
@@ -480,6 +495,27 @@ protected:
 
     /// Called before loading: refuse a checkpoint that contradicts its config (e.g. tied vs stored head).
     virtual void check_weights(const WeightSource& w) const { (void)w; }
+    /// True when the layer table's matrices are stored [in, out] (GPT-2 Conv1D) rather than [out, in].
+    virtual bool weights_in_out() const { return false; }
+
+    /// int8 weights: every matrix of layer L's table (the blocks' linear layers) becomes a per-channel int8
+    /// weight [out, in] (quantize_int8; Conv1D weights transposed first), and the stored tensor is released.
+    void quantize_layer(int64_t L, const WeightSource* w) {
+        Layer& l = layers_[static_cast<size_t>(L)];
+        for (const auto& r : layer_) {
+            if ((r.present && !r.present(d_)) || r.shape(d_).size() != 2) continue;
+            at::Tensor& t = l.*(r.field);
+            t = quantize_int8(weights_in_out() ? t.t() : t);
+            if (w != nullptr) w->release(layer_name(r.name, L));
+        }
+    }
+    static void check_int8_options(const ModelOptions& o) {
+        if (!o.int8_weights) return;
+        if (o.trainable)
+            throw InputError("int8 weights are for inference only: train or fine-tune in float32 or bfloat16");
+        if (o.dtype != at::kFloat)
+            throw InputError("int8 weights compute in float32; do not combine them with a bfloat16 compute dtype");
+    }
     /// Init std of the projections into the residual stream (Init::NormalResid rows).
     virtual double resid_init_std() const { return d_.init_std; }
 

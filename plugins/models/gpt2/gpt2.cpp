@@ -13,6 +13,7 @@ struct Dims {
 };
 
 Dims read_dims(const nlohmann::json& c) {
+    refuse_options(c, {{"add_cross_attention", "cross-attention layers"}});
     Dims d{};
     d.n_layers = cfg_int(c, "n_layer");
     d.d = cfg_int(c, "n_embd");
@@ -80,8 +81,9 @@ ModelInfo make_info(const nlohmann::json& c, const Dims& d) {
     return i;
 }
 
-/// x [..., in] @ w [in, out] + b, for Conv1D weights as stored.
+/// x [..., in] @ w [in, out] + b, for Conv1D weights as stored (int8 weights are [out, in]: weights_in_out).
 at::Tensor conv1d(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b) {
+    if (w.is_quantized()) return int8_linear(x, w, b);
     auto sizes = x.sizes().vec();
     sizes.back() = w.size(1);
     return at::addmm(b, x.reshape({-1, x.size(-1)}), w).view(sizes);
@@ -93,6 +95,7 @@ public:
 
     // HF's GPT-2 init: residual projections scaled by 1/sqrt(2 * n_layer).
     double resid_init_std() const override { return d_.init_std / std::sqrt(2.0 * static_cast<double>(d_.n_layers)); }
+    bool weights_in_out() const override { return true; }
 
     at::Tensor forward(const ForwardInput& in, HookDispatcher* hooks) override {
         const int64_t B = in.input_ids.size(0), P = in.input_ids.size(1);

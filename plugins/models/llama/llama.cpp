@@ -14,6 +14,7 @@ struct Dims {
 };
 
 Dims read_dims(const nlohmann::json& c) {
+    refuse_options(c, {{"mlp_bias", "biases on gate_proj / up_proj / down_proj"}});
     Dims d{};
     d.model_type = cfg_str_or(c, "model_type", "llama");
     d.n_layers = cfg_int(c, "num_hidden_layers");

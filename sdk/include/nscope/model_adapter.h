@@ -54,11 +54,18 @@ public:
     /// the tensor, the files searched and the nearest existing names when it is missing.
     virtual at::Tensor get(const std::string& name) const = 0;
     virtual std::vector<std::string> names() const = 0;
+    /// The adapter keeps its own converted copy of this tensor (int8 weights) and will not read the stored one
+    /// again: the host may drop its resident pages. Only called before any tensor aliasing it is edited.
+    virtual void release(const std::string& name) const { (void)name; }
 };
 
 struct ModelOptions {
     at::ScalarType dtype = at::kFloat;  ///< compute dtype: float32 or bfloat16
     bool trainable = false;             ///< own (clone) every parameter and make it require grad
+    /// Store the linear layers of the blocks as per-output-channel symmetric int8 (an at::kQInt8 per-channel
+    /// quantized tensor: int8 values + one scale per output row); compute (dtype) stays float32. Embeddings,
+    /// norms, biases and the unembedding keep `dtype`. Inference only: never with `trainable`.
+    bool int8_weights = false;
 };
 
 struct ForwardInput {
@@ -78,6 +85,7 @@ struct ModelInfo {
     int64_t n_layers = 0, d_model = 0, n_heads = 0, n_kv_heads = 0, d_head = 0, d_mlp = 0;
     int64_t vocab_size = 0, max_positions = 0;
     int64_t n_params = 0;      ///< parameter count (tied weights counted once)
+    int64_t n_linear_params = 0;  ///< of which in the blocks' linear layers (what int8 weights quantize)
     bool causal = true;        ///< decoder (causal mask) vs encoder (BERT)
     bool gated_mlp = false;
     std::string activation;    ///< "gelu_new", "silu", "gelu"...
@@ -90,6 +98,7 @@ struct ModelInfo {
                 {"n_layers", n_layers}, {"d_model", d_model}, {"n_heads", n_heads},
                 {"n_kv_heads", n_kv_heads}, {"d_head", d_head}, {"d_mlp", d_mlp},
                 {"vocab_size", vocab_size}, {"max_positions", max_positions}, {"n_params", n_params},
+                {"n_linear_params", n_linear_params},
                 {"causal", causal}, {"gated_mlp", gated_mlp}, {"activation", activation}, {"norm", norm},
                 {"positional", positional}, {"extra", extra}};
     }
