@@ -4,9 +4,13 @@
 # Environment: BUILD_DIR (default build), JOBS (default: cores), CTEST_ARGS (extra ctest arguments),
 #   FUZZ_SMOKE (default 1): also build the libFuzzer harnesses (clang, build-fuzz/) and run each for a few
 #   seconds over its seed corpus, so they cannot rot (docs/robustness.md has the measured cost).
+#   SANITIZE (default 0): `inprocess` also builds the in-process test cases with ASan + UBSan (build-asan/)
+#   and runs them, `full` the whole suite that way (scripts/sanitize.sh). Off until the subset has run
+#   clean once (docs/robustness.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 FUZZ_SMOKE=${FUZZ_SMOKE:-1}
+SANITIZE=${SANITIZE:-0}
 NSCOPE_WITH_FUZZ=$FUZZ_SMOKE bash scripts/install-deps.sh
 BUILD_DIR=${BUILD_DIR:-build}
 JOBS=${JOBS:-$(nproc)}
@@ -16,6 +20,9 @@ BUILD_DIR="$BUILD_DIR" bash scripts/fetch-test-data.sh   # real tokenizer files 
 if [ "$FUZZ_SMOKE" = 1 ]; then
   JOBS="$JOBS" bash scripts/fuzz.sh build
   bash scripts/fuzz.sh smoke 2000
+fi
+if [ "$SANITIZE" != 0 ]; then
+  JOBS="$JOBS" bash scripts/sanitize.sh "$SANITIZE"
 fi
 # Last, so that its summary closes the output.
 ctest --test-dir "$BUILD_DIR" --output-on-failure -j "$JOBS" ${CTEST_ARGS:-}

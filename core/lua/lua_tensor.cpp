@@ -195,6 +195,24 @@ std::vector<int64_t> shape_args(lua_State* L, const char* fn) {
     return shape;
 }
 
+/// A tensor that `fn` is about to create from sizes a script chose: refused when its byte size overflows or
+/// exceeds the script's memory limit (ScriptOptions::max_memory bounds the Lua state and each tensor a
+/// constructor makes; 0 = no limit, and then LibTorch's allocator reports what the machine cannot hold).
+/// Without it `nscope.zeros{1e18}` went straight to the allocator (found by tests/fuzz/fuzz_lua_script).
+void check_new_tensor(lua_State* L, const char* fn, const std::vector<int64_t>& shape, at::ScalarType dtype) {
+    int64_t bytes = static_cast<int64_t>(c10::elementSize(dtype));
+    bool overflow = false;
+    for (int64_t d : shape) overflow = overflow || __builtin_mul_overflow(bytes, d, &bytes);
+    const std::string what = std::string(fn) + ": a tensor of shape " + shape_string(shape);
+    if (overflow) throw std::invalid_argument(what + " is too large");
+    lua_getfield(L, LUA_REGISTRYINDEX, kMaxMemoryKey);  // set by run_script; absent in a bare state
+    const lua_Integer limit = lua_isinteger(L, -1) ? lua_tointeger(L, -1) : 0;
+    lua_pop(L, 1);
+    if (limit > 0 && bytes > limit)
+        throw std::invalid_argument(what + " (" + std::to_string(bytes) + " bytes) exceeds the script's memory limit of " +
+                                    std::to_string(limit) + " bytes");
+}
+
 /// Options table (`{dtype="int64"}`) at `idx`, if any.
 at::ScalarType opt_dtype(lua_State* L, int idx, const char* fn, at::ScalarType def) {
     if (lua_type(L, idx) != LUA_TTABLE) return def;
@@ -626,13 +644,16 @@ int f_filled(lua_State* L) {
     const char* fn = Fill == 0 ? "nscope.zeros" : "nscope.ones";
     const std::vector<int64_t> shape = shape_args(L, fn);
     const int opts = lua_type(L, 1) == LUA_TTABLE ? 2 : static_cast<int>(shape.size()) + 1;
-    push_tensor(L, at::full(shape, static_cast<double>(Fill), at::TensorOptions().dtype(opt_dtype(L, opts, fn, at::kFloat))));
+    const at::ScalarType dtype = opt_dtype(L, opts, fn, at::kFloat);
+    check_new_tensor(L, fn, shape, dtype);
+    push_tensor(L, at::full(shape, static_cast<double>(Fill), at::TensorOptions().dtype(dtype)));
     return 1;
 }
 
 int f_full(lua_State* L) {
     if (lua_type(L, 1) != LUA_TTABLE) arg_fail(1, "nscope.full", "shape table expected");
     const std::vector<int64_t> shape = shape_args(L, "nscope.full");
+    check_new_tensor(L, "nscope.full", shape, at::kFloat);
     push_tensor(L, at::full(shape, arg_number(L, 2, "nscope.full"), at::kFloat));
     return 1;
 }
@@ -648,12 +669,17 @@ int f_arange(lua_State* L) {
         if (!lua_isnoneornil(L, 3)) step = arg_number(L, 3, "nscope.arange");
     }
     if (step == 0) arg_fail(3, "nscope.arange", "step must not be 0");
+    const double count = std::floor((b - a) / step) + 1;
+    if (!std::isfinite(count)) arg_fail(1, "nscope.arange", "bounds and step must be finite numbers");
+    if (count > 0) check_new_tensor(L, "nscope.arange", {static_cast<int64_t>(std::min(count, 0x1p62))}, at::kFloat);
     push_tensor(L, at::arange(a, b + step * 0.5, step, at::kFloat));
     return 1;
 }
 
 int f_randn(lua_State* L) {
-    push_tensor(L, at::randn(shape_args(L, "nscope.randn"), at::kFloat));
+    const std::vector<int64_t> shape = shape_args(L, "nscope.randn");
+    check_new_tensor(L, "nscope.randn", shape, at::kFloat);
+    push_tensor(L, at::randn(shape, at::kFloat));
     return 1;
 }
 

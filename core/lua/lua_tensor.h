@@ -19,6 +19,9 @@
 namespace nscope::lua {
 
 inline constexpr const char* kTensorMeta = "nscope.Tensor";
+/// Registry key of ScriptOptions::max_memory (an integer, absent when there is no limit): the tensor
+/// constructors refuse a tensor larger than it.
+inline constexpr const char* kMaxMemoryKey = "nscope.max_memory";
 
 /// Create the metatable and the tensor functions of the `nscope` table at `module_idx`
 /// (tensor, zeros, ones, full, arange, randn, manual_seed, cat, stack).

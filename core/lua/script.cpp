@@ -143,7 +143,11 @@ int run_script(const PluginRegistry& plugins, const ScriptOptions& options) {
     std::unique_ptr<lua_State, StateCloser> state(luaL_newstate());
     if (!state) throw RuntimeError("cannot create a Lua state (out of memory)");
     lua_State* L = state.get();
-    if (options.max_memory > 0) lua_setallocf(L, limited_alloc, &memory);
+    if (options.max_memory > 0) {
+        lua_setallocf(L, limited_alloc, &memory);
+        lua_pushinteger(L, static_cast<lua_Integer>(options.max_memory));  // also bounds each new tensor
+        lua_setfield(L, LUA_REGISTRYINDEX, kMaxMemoryKey);
+    }
     if (options.max_instructions > 0)  // coroutines created later inherit the hook
         lua_sethook(L, instruction_limit_hook, LUA_MASKCOUNT,
                     static_cast<int>(std::min<uint64_t>(options.max_instructions, INT32_MAX)));

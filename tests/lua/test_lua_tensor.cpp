@@ -209,3 +209,29 @@ TEST_CASE("tensors print their shape, dtype and values", "[lua]") {
     REQUIRE(lua.run("s = tostring(nscope.tensor({{1, 2}, {3, 4}}))") == "");
     CHECK(lua.str("s") == "Tensor[2, 2] float32\n{{1, 2},\n {3, 4}}");
 }
+
+TEST_CASE("tensor constructors refuse sizes past the script's memory limit or past any machine", "[lua][fuzz]") {
+    // Found by tests/fuzz/fuzz_lua_script: nscope.zeros{1477790025575113937} reached the allocator (an
+    // AddressSanitizer abort; elsewhere a machine-sized allocation attempt).
+    Lua lua;
+    CHECK_THAT(lua.run("t = nscope.zeros{10000000000, 10000000000, 10000000000}"),
+               Catch::Contains("nscope.zeros: a tensor of shape") && Catch::Contains("is too large"));
+    CHECK_THAT(lua.run("t = nscope.randn(3037000500, 3037000500, 4)"), Catch::Contains("nscope.randn") &&
+                                                                         Catch::Contains("is too large"));
+    CHECK_THAT(lua.run("t = nscope.arange(1, 1e30)"), Catch::Contains("nscope.arange") && Catch::Contains("is too large"));
+    CHECK_THAT(lua.run("t = nscope.arange(1, math.huge)"), Catch::Contains("must be finite"));
+    CHECK_THAT(lua.run("t = nscope.arange(0/0, 3)"), Catch::Contains("must be finite"));
+
+    lua_pushinteger(lua.L, 1 << 20);  // what run_script records for ScriptOptions::max_memory = 1 MiB
+    lua_setfield(lua.L, LUA_REGISTRYINDEX, kMaxMemoryKey);
+    CHECK_THAT(lua.run("t = nscope.zeros{1477790025575113937}"),
+               Catch::Contains("nscope.zeros: a tensor of shape [1477790025575113937] (5911160102300455748 bytes) exceeds the "
+                               "script's memory limit of 1048576 bytes"));
+    CHECK_THAT(lua.run("t = nscope.ones(1024, 1024, {dtype='int64'})"), Catch::Contains("8388608 bytes"));
+    CHECK_THAT(lua.run("t = nscope.full({512, 1024}, 2)"), Catch::Contains("nscope.full"));
+    CHECK_THAT(lua.run("t = nscope.arange(1, 1e6)"), Catch::Contains("nscope.arange"));
+    // At the limit still fine: 1 MiB of float32.
+    REQUIRE(lua.run("t = nscope.zeros(512, 512); n = t:numel(); a = nscope.arange(1, 262144):numel()") == "");
+    CHECK(lua.num("n") == 262144);
+    CHECK(lua.num("a") == 262144);
+}

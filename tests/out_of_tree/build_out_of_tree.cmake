@@ -6,8 +6,14 @@ execute_process(COMMAND ${CMAKE_COMMAND} --install ${BUILD_ROOT} --prefix ${WORK
 if(NOT rc EQUAL 0)
   message(FATAL_ERROR "installing NeuronScope into ${WORK_DIR}/prefix failed (${rc})")
 endif()
+# In a sanitizer build (SANITIZERS = the host's -fsanitize list) the plugin is instrumented like the host.
+set(flags "")
+if(SANITIZERS)
+  set(flags -DCMAKE_CXX_FLAGS=-fsanitize=${SANITIZERS}\ -fno-sanitize-recover=all\ -fno-omit-frame-pointer
+            -DCMAKE_SHARED_LINKER_FLAGS=-fsanitize=${SANITIZERS} -DCMAKE_MODULE_LINKER_FLAGS=-fsanitize=${SANITIZERS})
+endif()
 execute_process(COMMAND ${CMAKE_COMMAND} -S ${SOURCE_DIR} -B ${WORK_DIR}/build -G ${GENERATOR}
-                        -DCMAKE_PREFIX_PATH=${WORK_DIR}/prefix -DCMAKE_BUILD_TYPE=Release
+                        -DCMAKE_PREFIX_PATH=${WORK_DIR}/prefix -DCMAKE_BUILD_TYPE=Release ${flags}
                 RESULT_VARIABLE rc)
 if(NOT rc EQUAL 0)
   message(FATAL_ERROR "configuring the out-of-tree plugin failed (${rc})")
