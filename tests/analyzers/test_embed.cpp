@@ -241,7 +241,7 @@ TEST_CASE("embed: prompt points (mean-pooled) and neuron points keep planted gro
     }
 }
 
-TEST_CASE("embed: trustworthiness equals sklearn's on the committed fixture; t-SNE is as trustworthy as sklearn's",
+TEST_CASE("embed: trustworthiness equals sklearn's on the committed fixture, and t-SNE is as trustworthy as sklearn's",
           "[analyzers][embed]") {
     const RowMatrixXf points = load_matrix("points.npy");
     const auto want = expected();
@@ -282,7 +282,7 @@ TEST_CASE("embed: UMAP's curve parameters equal scipy's least-squares fit", "[an
     }
 }
 
-TEST_CASE("embed: Barnes-Hut repulsion is exact at theta 0 and close at 0.5; neighbours and PCA step direct",
+TEST_CASE("embed: Barnes-Hut repulsion is exact at theta 0 and close at 0.5, neighbours and PCA step direct",
           "[analyzers][embed]") {
     std::mt19937 rng(1);
     std::normal_distribution<double> normal(0.0, 1.0);
@@ -375,7 +375,7 @@ TEST_CASE("embed: Barnes-Hut repulsion is exact at theta 0 and close at 0.5; nei
     CHECK(proj.kept() == Approx(var.head(5).sum() / var.sum()).epsilon(1e-5));
 }
 
-TEST_CASE("embed: bit-identical for a seed whatever the threads and shards; another seed samples other points",
+TEST_CASE("embed: bit-identical for a seed whatever the threads and shards, another seed samples other points",
           "[analyzers][embed]") {
     std::vector<int> blob;
     const RowMatrixXf x = blobs(3, 80, 30, 9, blob);
