@@ -14,6 +14,8 @@
 //     resid     blocks.L.hook_resid_pre per position, summed over d_model      [layers, positions]
 //     neurons   blocks.L.mlp.hook_post, summed over positions                 [layers, d_mlp]
 //   Pairs must have equal token lengths (positions are compared one to one).
+// method: integrated_gradients — integrated gradients over MLP neurons and knowledge neurons
+//   (integrated_gradients.h).
 #include <nscope/sdk.h>
 
 #include <algorithm>
@@ -25,6 +27,7 @@
 #include "nscope_common/metric_spec.h"
 #include "nscope_common/pairs.h"
 #include "nscope_common/params.h"
+#include "integrated_gradients.h"
 
 namespace {
 
@@ -38,10 +41,23 @@ struct NeuronSums {
 class Attribution : public nscope::Analyzer {
 public:
     void configure(const nscope::Params& params) override {
-        ParamReader p("attribution", params, {"method", "hooks", "top", "pairs", "by_label", "metric", "tokens", "position"});
-        method_ = p.choice("method", "grad_x_act", {"grad_x_act", "patching"});
+        std::vector<std::string> keys{"method", "hooks", "top", "pairs", "by_label", "metric", "tokens", "position"};
+        const auto ig_keys = nscope::attribution::IntegratedGradients::keys();
+        keys.insert(keys.end(), ig_keys.begin(), ig_keys.end());
+        ParamReader p("attribution", params, keys);
+        method_ = p.choice("method", "grad_x_act", {"grad_x_act", "patching", "integrated_gradients"});
         top_ = static_cast<size_t>(p.integer("top", 50, 1, 100000));
         filter_ = nscope::common::HookFilter(p.strings("hooks"));
+        if (method_ != "integrated_gradients")
+            for (const auto& k : ig_keys)
+                if (p.has(k)) p.fail(k, "belongs to method: integrated_gradients");
+        if (method_ == "integrated_gradients") {
+            if (p.has("pairs") || p.has("by_label"))
+                p.fail(p.has("pairs") ? "pairs" : "by_label",
+                       "belongs to method: patching; integrated_gradients attributes each prompt on its own");
+            ig_.configure(p, filter_.patterns());
+            return;
+        }
         if (method_ == "grad_x_act") {
             for (const char* k : {"pairs", "by_label", "metric", "tokens", "position"})
                 if (p.has(k))
@@ -56,6 +72,7 @@ public:
     void begin(const nscope::RunContext& ctx) override {
         token_text_ = ctx.token_text;
         if (method_ == "grad_x_act") return;
+        if (method_ == "integrated_gradients") return ig_.begin(ctx);
         if (ctx.model == nullptr || !ctx.model->run)
             throw nscope::InputError("attribution (method: patching) needs the run's model for its forwards");
         model_ = ctx.model;
@@ -69,6 +86,7 @@ public:
             prompts_.collect(pairs_, batch);
             return;
         }
+        if (method_ == "integrated_gradients") return ig_.collect(batch);
         if (batch.gradients.empty())
             throw nscope::InputError("attribution (grad_x_act) needs gradients: give the recipe a `gradient:` "
                                      "(for example {metric: logprob, target: \" Lord\"}) and `hooks:` to attribute");
@@ -107,7 +125,10 @@ public:
         filter_.merge(o.filter_);
     }
 
-    nscope::Result finish() override { return method_ == "grad_x_act" ? finish_grad_x_act() : finish_patching(); }
+    nscope::Result finish() override {
+        if (method_ == "integrated_gradients") return ig_.finish(top_);
+        return method_ == "grad_x_act" ? finish_grad_x_act() : finish_patching();
+    }
 
 private:
     nscope::Result finish_grad_x_act() {
@@ -294,11 +315,13 @@ private:
     nscope::common::PairedPromptIds prompts_;
     const nscope::ModelAccess* model_ = nullptr;
     int64_t n_layers_ = 0;
+    nscope::attribution::IntegratedGradients ig_;
     std::function<std::string(int64_t)> token_text_;
 };
 
 }  // namespace
 
-NSCOPE_ANALYZER_PLUGIN(Attribution, "attribution", "1.0.0",
-                       "gradient x activation per neuron, and attribution patching over clean/corrupted prompt pairs "
-                       "(heads, residual positions, MLP neurons)")
+NSCOPE_ANALYZER_PLUGIN(Attribution, "attribution", "1.1.0",
+                       "gradient x activation per neuron, attribution patching over clean/corrupted prompt pairs "
+                       "(heads, residual positions, MLP neurons), integrated gradients over MLP neurons and knowledge "
+                       "neurons")
