@@ -325,3 +325,39 @@ TEST_CASE("attribution: integrated gradients on a model, completeness error shri
     CHECK(r.err.find("not an MLP neuron hook") != std::string::npos);
     CHECK_FALSE(fs::exists(dir + "/runs"));
 }
+
+TEST_CASE("patching and attribution patching: pairs of different lengths or unknown prompts fail before the forward pass",
+          "[run][patching][errors]") {
+    const std::string dir = nscope::test::temp_dir("pairs-bad");
+    auto run = [&](const std::string& analysis, const std::string& prompts) {
+        return run_nscope({"run", write_recipe(dir, "name: pairs-bad\nmodel: { path: " + kKjv + " }\nprompts:\n" + prompts +
+                                                        "analyses:\n  - " + analysis + "\n"),
+                           "--out", dir + "/runs"});
+    };
+    const std::string by_label =
+        "  - { text: \"And God said, Let there be light: and there was\", labels: { role: clean } }\n"
+        "  - { text: \"And God said, Let there be a great darkness: and there was\", labels: { role: corrupt } }\n";
+    for (const std::string use : {"patching", "attribution, method: patching"}) {
+        INFO(use);
+        auto r = run("{ use: " + use + ", by_label: { key: role, values: [clean, corrupt] }, metric: logprob, tokens: [\" light\"] }",
+                     by_label);
+        CHECK(r.exit_code == 2);
+        CHECK(r.err.find("prompts 0 and 1 have") != std::string::npos);
+        CHECK(r.err.find("needs equal lengths") != std::string::npos);
+        r = run("{ use: " + use + ", pairs: [[0, 5]], metric: logprob, tokens: [\" light\"] }", by_label);
+        CHECK(r.exit_code == 2);
+        CHECK(r.err.find("names prompt 5, which the run does not have") != std::string::npos);
+    }
+    // Both failed in the analyzers' begin: the manifests say failed, and no forward pass was timed.
+    size_t manifests = 0;
+    for (const auto& name : fs::directory_iterator(dir + "/runs"))
+        for (const auto& runp : fs::directory_iterator(name.path())) {
+            std::ifstream in(runp.path() / "manifest.json");
+            const auto m = nlohmann::json::parse(in);
+            CHECK(m["status"] == "failed");
+            CHECK_FALSE(m.dump().find("pass1_s") != std::string::npos);
+            CHECK_FALSE(fs::exists(runp.path() / "results"));
+            ++manifests;
+        }
+    CHECK(manifests == 4);
+}
