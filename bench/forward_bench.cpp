@@ -77,7 +77,7 @@ int make_model(const PluginRegistry& reg, const fs::path& dir, const std::string
 }
 
 int run(const PluginRegistry& reg, const fs::path& dir, const std::string& dtype, const std::string& shape,
-        const std::string& hooks, double seconds, bool logits, int64_t tokens, const std::string& profile) {
+        const std::string& hooks, double seconds, bool logits, int64_t tokens, const std::string& profile, bool grad) {
     const auto x = shape.find('x');
     const int64_t b = std::stoll(shape.substr(0, x)), p = std::stoll(shape.substr(x + 1));
     const ModelOptions opts = parse_model_dtype(dtype);
@@ -89,6 +89,11 @@ int run(const PluginRegistry& reg, const fs::path& dir, const std::string& dtype
     if (hooks == "mlp_post")
         for (int64_t l = 0; l < model.handle.info.n_layers; ++l)
             req.capture.push_back("blocks." + std::to_string(l) + ".mlp.hook_post");
+    if (grad) {  // d(mean next-token loss)/d(mlp.hook_post) of every layer: one forward with autograd + one backward
+        if (hooks != "mlp_post") throw InputError("--grad needs --hooks mlp_post");
+        req.metric = Metric{"loss", {}, {}, std::nullopt};
+        req.gradients = req.capture;
+    }
     at::manual_seed(0);
     const at::Tensor ids = at::randint(0, model.handle.info.vocab_size, {b, p}, at::kLong);
     std::vector<std::vector<int64_t>> rows(b);
@@ -127,7 +132,7 @@ int run(const PluginRegistry& reg, const fs::path& dir, const std::string& dtype
         ++iters;
     }
     const double total = std::chrono::duration<double>(Clock::now() - start).count();
-    nlohmann::json j = {{"impl", "nscope"}, {"dtype", dtype}, {"shape", shape}, {"hooks", hooks},
+    nlohmann::json j = {{"impl", "nscope"}, {"dtype", dtype}, {"shape", shape}, {"hooks", hooks}, {"grad", grad},
                         {"threads", at::get_num_threads()}, {"iters", iters},
                         {"tokens_per_s", static_cast<double>(b * p) * iters / total},
                         {"best_tokens_per_s", static_cast<double>(b * p) / best},
@@ -160,7 +165,8 @@ int main(int argc, char** argv) {
     std::string profile;
     rn->add_option("--profile", profile, "Write an op-level trace of 5 forwards to this file instead of timing");
     rn->add_option("--tokens", tokens, "Time one cold pass over this many tokens instead (first batch included)");
-    bool no_logits = false;
+    bool no_logits = false, grad = false;
+    rn->add_flag("--grad", grad, "Also the gradient of the mean next-token loss at every captured hook (needs --hooks mlp_post)");
     rn->add_flag("--no-logits", no_logits, "Ask for no logits: the model skips the unembedding, as a recipe run does");
     app.add_option("--threads", threads);
     app.require_subcommand(1);
@@ -171,7 +177,7 @@ int main(int argc, char** argv) {
     reg.scan(PluginRegistry::search_path({}));
     try {
         if (*mk) return make_model(reg, dir, arch);
-        return run(reg, dir, dtype, shape, hooks, seconds, !no_logits, tokens, profile);
+        return run(reg, dir, dtype, shape, hooks, seconds, !no_logits, tokens, profile, grad);
     } catch (const std::exception& e) {
         std::cerr << "error: " << e.what() << "\n";
         return 2;

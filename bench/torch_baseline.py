@@ -101,6 +101,8 @@ class GPT2(nn.Module):
     def forward(self, ids, attention_mask):
         b, t = ids.shape
         x = self.wte[ids] + self.wpe[:t]
+        if torch.is_grad_enabled():  # --grad: gradients flow from the loss down to the embedding
+            x = x.detach().requires_grad_()
         mask = causal_mask(ids, attention_mask, x.dtype)
         for blk in self.blocks:
             x = blk(x, mask)
@@ -270,6 +272,8 @@ def main():
     ap.add_argument("--seconds", type=float, default=3)
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--profile", help="write an op-level chrome trace of 5 forwards instead of timing")
+    ap.add_argument("--grad", action="store_true",
+                    help="also d(mean next-token loss)/d(MLP activation) of every layer: retain_grad + backward")
     a = ap.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -277,8 +281,18 @@ def main():
     dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[a.dtype]
     w = {k: v.to(dtype) for k, v in load_safetensors(f"{a.dir}/model.safetensors").items()}
     model = MODELS[cfg["model_type"]](w, cfg).to(dtype).eval()
+    model.requires_grad_(False)  # activation gradients only, as nscope computes
     captured = []
-    if a.hooks == "mlp_post":
+    if a.grad:
+        if a.hooks != "mlp_post" or cfg["model_type"] != "gpt2":
+            raise SystemExit("--grad needs --hooks mlp_post and a gpt2 model")
+        for blk in model.blocks:
+            # What an interpretability user does for gradients: keep each activation and retain its grad.
+            def keep(m, i, o):
+                o.retain_grad()
+                captured.append(o)
+            blk.act.register_forward_hook(keep)
+    elif a.hooks == "mlp_post":
         for blk in model.blocks:
             # What an interpretability user does: keep a float32 CPU copy of every activation.
             blk.act.register_forward_hook(lambda m, i, o: captured.append(o.detach().float().clone()))
@@ -286,6 +300,27 @@ def main():
     torch.manual_seed(0)
     ids = torch.randint(0, cfg["vocab_size"], (b, p))
     mask = torch.ones(b, p, dtype=torch.long)
+    if a.grad:
+        def step():
+            captured.clear()
+            logits = model(ids, mask).float()
+            loss = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1),
+                                                     reduction="none").view(b, p - 1).mean(1)
+            loss.sum().backward()  # each row's gradient is its own, as nscope's metric summed over rows
+            return [(o.detach().float().clone(), o.grad.float().clone()) for o in captured]
+        for _ in range(2):
+            step()
+        start, iters, best = time.perf_counter(), 0, 1e30
+        while time.perf_counter() - start < a.seconds or iters < 3:
+            t0 = time.perf_counter()
+            step()
+            best = min(best, time.perf_counter() - t0)
+            iters += 1
+        total = time.perf_counter() - start
+        print(json.dumps({"impl": "pytorch", "dtype": a.dtype, "shape": a.shape, "hooks": a.hooks, "grad": True,
+                          "threads": torch.get_num_threads(), "iters": iters,
+                          "tokens_per_s": b * p * iters / total, "best_tokens_per_s": b * p / best}))
+        return
     with torch.inference_mode():
         for _ in range(2):
             captured.clear()

@@ -421,3 +421,52 @@ TEST_CASE("example: a fine-tuning series of the bundled model and the drift scri
     CHECK(r.exit_code == 0);
     CHECK_THAT(r.out, Catch::Contains("DRIFT_OK") && Catch::Contains("blocks.3.mlp.hook_post   cosine"));
 }
+
+TEST_CASE("example: the NeuronLens range study masks each concept's ranges and its whole neurons, held-out loss per concept",
+          "[example][lua][ranges]") {
+    const std::string out = nscope::test::temp_dir("ranges-study");
+    const auto r = run_nscope({"script", kSource + "/scripts/lua/ranges_study.lua", "--out", out, "--",
+                               kSource + "/models/kjv-tiny"});
+    INFO(r.out);
+    INFO(r.err);
+    REQUIRE(r.exit_code == 0);
+    CHECK_THAT(r.out, Catch::Contains("RANGES_STUDY_OK"));
+    std::vector<fs::path> runs;
+    for (const auto& e : fs::directory_iterator(fs::path(out) / "ranges_study")) runs.push_back(e.path());
+    REQUIRE(runs.size() == 1);
+    std::ifstream in(runs[0] / "ranges_study.json");
+    const auto study = nlohmann::json::parse(in);
+    CHECK(study["fit_prompts"] == 48);
+    CHECK(study["eval_prompts"] == 48);
+    const auto& rows = study["rows"];
+    REQUIRE(rows.size() == 4 * 3);  // every concept x {none, ranges, neurons}
+    std::map<std::string, std::map<std::string, nlohmann::json>> by;
+    for (const auto& row : rows) by[row["concept"].get<std::string>()][row["mode"].get<std::string>()] = row;
+    REQUIRE(by.size() == 4);
+    for (const auto& [concept_name, modes] : by) {
+        INFO(concept_name);
+        REQUIRE(modes.size() == 3);
+        const auto& none = modes.at("none");
+        // The control: the unmasked evaluation again changes nothing.
+        CHECK(std::abs(none["target_delta_loss"].get<double>()) < 1e-9);
+        CHECK(std::abs(none["other_delta_loss"].get<double>()) < 1e-9);
+        CHECK(none["neurons"] == 0);
+        CHECK(modes.at("ranges")["neurons"] == modes.at("neurons")["neurons"]);
+        CHECK(modes.at("ranges")["neurons"].get<int>() > 0);
+        for (const std::string mode : {"ranges", "neurons"}) {
+            INFO(mode);
+            const auto& m = modes.at(mode);
+            CHECK(m["target_loss"].get<double>() == none["target_loss"].get<double>());
+            CHECK(m["target_loss_masked"].get<double>() ==
+                  Approx(m["target_loss"].get<double>() + m["target_delta_loss"].get<double>()).margin(1e-9));
+            // Masking moves the target concept's loss well beyond the no-op control.
+            CHECK(m["target_delta_loss"].get<double>() > 0.01);
+        }
+    }
+    // The CSV holds the same table: a header and one line per row.
+    std::ifstream csv(runs[0] / "ranges_study.csv");
+    std::string line;
+    size_t lines = 0;
+    while (std::getline(csv, line)) ++lines;
+    CHECK(lines == 1 + rows.size());
+}

@@ -274,3 +274,90 @@ TEST_CASE("patching: patching the one differing position restores the clean run,
     CHECK(r2.exit_code == 2);
     CHECK(r2.err.find("needs 2 token(s)") != std::string::npos);
 }
+
+TEST_CASE("attribution: integrated gradients on a model, completeness error shrinks with the steps, bad input exits 2",
+          "[run][attribution][ig]") {
+    // Three prompts of the oracle GPT-2, every MLP layer scaled at the last position; the metric is log p(token 5).
+    auto recipe = [](int steps, const std::string& extra) {
+        return "name: ig\nmodel: { path: " + kGpt2 +
+               " }\nprompts:\n  - { ids: [[1, 17, 923, 345, 62, 501], [1, 404, 7, 250], [3, 88, 12, 9, 70]] }\n"
+               "analyses:\n  - { id: ig, use: attribution, method: integrated_gradients, metric: logprob, tokens: [5], "
+               "steps: " + std::to_string(steps) + extra + " }\nexports: [json]\n";
+    };
+    std::vector<double> max_error;
+    nlohmann::json last;
+    fs::path last_run;
+    for (int steps : {2, 8, 50}) {
+        last_run = run_ok("ig" + std::to_string(steps), recipe(steps, ""));
+        last = result(last_run, "ig");
+        max_error.push_back(last["summary"]["completeness"]["max_error"].get<double>());
+    }
+    INFO("max completeness error at 2, 8, 50 steps: " << max_error[0] << " " << max_error[1] << " " << max_error[2]);
+    CHECK(max_error[1] < max_error[0]);
+    CHECK(max_error[2] < max_error[1]);
+    CHECK(last["summary"]["completeness"]["max_relative_error"].get<double>() < 0.05);
+    // The effect arrays: one row per prompt, their sums are the table's sums.
+    const auto& comp = last["tables"]["completeness"]["rows"];
+    REQUIRE(comp.size() == 3 * 2);
+    for (int layer : {0, 1}) {
+        const auto eff = nscope::read_npy((last_run / "results" / ("ig.blocks." + std::to_string(layer) + ".mlp.hook_post.effect.npy")).string());
+        REQUIRE(eff.shape.size() == 2);
+        REQUIRE(eff.shape[0] == 3);
+        const auto v = eff.to_f32();
+        for (size_t p = 0; p < 3; ++p) {
+            double s = 0;
+            for (int64_t i = 0; i < eff.shape[1]; ++i) s += v[p * static_cast<size_t>(eff.shape[1]) + static_cast<size_t>(i)];
+            const auto& row = comp[p * 2 + static_cast<size_t>(layer)];
+            CHECK(row[1] == layer);
+            CHECK(row[4].get<double>() == Approx(s).epsilon(1e-4).margin(1e-5));
+        }
+    }
+    CHECK(last["knowledge_neurons"].contains("all"));
+    CHECK(last["knowledge_neurons"]["all"]["prompts"] == 3);
+
+    // Bad input is refused at plan time (exit 2, no run directory): steps < 1, a hook that is not an MLP hook.
+    const std::string dir = nscope::test::temp_dir("ig-bad");
+    auto r = run_nscope({"run", write_recipe(dir, recipe(0, "")), "--out", dir + "/runs"});
+    CHECK(r.exit_code == 2);
+    CHECK(r.err.find("'steps'") != std::string::npos);
+    r = run_nscope({"run", write_recipe(dir, recipe(10, ", hooks: [\"blocks.*.hook_resid_post\"]")), "--out", dir + "/runs"});
+    CHECK(r.exit_code == 2);
+    CHECK(r.err.find("not an MLP neuron hook") != std::string::npos);
+    CHECK_FALSE(fs::exists(dir + "/runs"));
+}
+
+TEST_CASE("patching and attribution patching: pairs of different lengths or unknown prompts fail before the forward pass",
+          "[run][patching][errors]") {
+    const std::string dir = nscope::test::temp_dir("pairs-bad");
+    auto run = [&](const std::string& analysis, const std::string& prompts) {
+        return run_nscope({"run", write_recipe(dir, "name: pairs-bad\nmodel: { path: " + kKjv + " }\nprompts:\n" + prompts +
+                                                        "analyses:\n  - " + analysis + "\n"),
+                           "--out", dir + "/runs"});
+    };
+    const std::string by_label =
+        "  - { text: \"And God said, Let there be light: and there was\", labels: { role: clean } }\n"
+        "  - { text: \"And God said, Let there be a great darkness: and there was\", labels: { role: corrupt } }\n";
+    for (const std::string use : {"patching", "attribution, method: patching"}) {
+        INFO(use);
+        auto r = run("{ use: " + use + ", by_label: { key: role, values: [clean, corrupt] }, metric: logprob, tokens: [\" light\"] }",
+                     by_label);
+        CHECK(r.exit_code == 2);
+        CHECK(r.err.find("prompts 0 and 1 have") != std::string::npos);
+        CHECK(r.err.find("needs equal lengths") != std::string::npos);
+        r = run("{ use: " + use + ", pairs: [[0, 5]], metric: logprob, tokens: [\" light\"] }", by_label);
+        CHECK(r.exit_code == 2);
+        CHECK(r.err.find("names prompt 5, which the run does not have") != std::string::npos);
+    }
+    // Both failed in the analyzers' begin: the manifests say failed, and no forward pass was timed.
+    size_t manifests = 0;
+    for (const auto& name : fs::directory_iterator(dir + "/runs"))
+        for (const auto& runp : fs::directory_iterator(name.path())) {
+            std::ifstream in(runp.path() / "manifest.json");
+            const auto m = nlohmann::json::parse(in);
+            CHECK(m["status"] == "failed");
+            CHECK_FALSE(m.dump().find("pass1_s") != std::string::npos);
+            CHECK_FALSE(fs::exists(runp.path() / "results"));
+            ++manifests;
+        }
+    CHECK(manifests == 4);
+}

@@ -13,7 +13,10 @@
 //     heads     blocks.L.attn.hook_z, summed over positions and d_head          [layers, heads]
 //     resid     blocks.L.hook_resid_pre per position, summed over d_model      [layers, positions]
 //     neurons   blocks.L.mlp.hook_post, summed over positions                 [layers, d_mlp]
-//   Pairs must have equal token lengths (positions are compared one to one).
+//   Pairs must have equal token lengths (positions are compared one to one). `batch_size` pairs (default 16) share
+//   the two forwards.
+// method: integrated_gradients — integrated gradients over MLP neurons and knowledge neurons
+//   (integrated_gradients.h).
 #include <nscope/sdk.h>
 
 #include <algorithm>
@@ -25,6 +28,7 @@
 #include "nscope_common/metric_spec.h"
 #include "nscope_common/pairs.h"
 #include "nscope_common/params.h"
+#include "integrated_gradients.h"
 
 namespace {
 
@@ -38,10 +42,26 @@ struct NeuronSums {
 class Attribution : public nscope::Analyzer {
 public:
     void configure(const nscope::Params& params) override {
-        ParamReader p("attribution", params, {"method", "hooks", "top", "pairs", "by_label", "metric", "tokens", "position"});
-        method_ = p.choice("method", "grad_x_act", {"grad_x_act", "patching"});
+        std::vector<std::string> keys{"method", "hooks", "top", "pairs", "by_label", "metric", "tokens", "position"};
+        const auto ig_keys = nscope::attribution::IntegratedGradients::keys();
+        keys.insert(keys.end(), ig_keys.begin(), ig_keys.end());
+        ParamReader p("attribution", params, keys);
+        method_ = p.choice("method", "grad_x_act", {"grad_x_act", "patching", "integrated_gradients"});
         top_ = static_cast<size_t>(p.integer("top", 50, 1, 100000));
         filter_ = nscope::common::HookFilter(p.strings("hooks"));
+        if (method_ != "integrated_gradients")
+            for (const auto& k : ig_keys)
+                if (k != "batch_size" && p.has(k)) p.fail(k, "belongs to method: integrated_gradients");
+        if (method_ == "grad_x_act" && p.has("batch_size"))
+            p.fail("batch_size", "belongs to methods patching and integrated_gradients");
+        batch_size_ = static_cast<size_t>(p.integer("batch_size", method_ == "patching" ? 16 : 32, 1, 4096));
+        if (method_ == "integrated_gradients") {
+            if (p.has("pairs") || p.has("by_label"))
+                p.fail(p.has("pairs") ? "pairs" : "by_label",
+                       "belongs to method: patching; integrated_gradients attributes each prompt on its own");
+            ig_.configure(p, filter_.patterns());
+            return;
+        }
         if (method_ == "grad_x_act") {
             for (const char* k : {"pairs", "by_label", "metric", "tokens", "position"})
                 if (p.has(k))
@@ -56,12 +76,15 @@ public:
     void begin(const nscope::RunContext& ctx) override {
         token_text_ = ctx.token_text;
         if (method_ == "grad_x_act") return;
+        if (method_ == "integrated_gradients") return ig_.begin(ctx);
         if (ctx.model == nullptr || !ctx.model->run)
             throw nscope::InputError("attribution (method: patching) needs the run's model for its forwards");
         model_ = ctx.model;
         n_layers_ = ctx.model_info.value("n_layers", int64_t{0});
         if (n_layers_ <= 0) throw nscope::InputError("attribution: the model info has no n_layers");
         metric_.begin(model_, "attribution");
+        // Bad pairs (unknown prompts, different lengths) fail now, before the forward pass.
+        nscope::common::PairedPromptIds::check_up_front(pairs_, ctx.prompts, "attribution", true);
     }
 
     void consume(const nscope::Batch& batch) override {
@@ -69,6 +92,7 @@ public:
             prompts_.collect(pairs_, batch);
             return;
         }
+        if (method_ == "integrated_gradients") return ig_.collect(batch);
         if (batch.gradients.empty())
             throw nscope::InputError("attribution (grad_x_act) needs gradients: give the recipe a `gradient:` "
                                      "(for example {metric: logprob, target: \" Lord\"}) and `hooks:` to attribute");
@@ -107,7 +131,10 @@ public:
         filter_.merge(o.filter_);
     }
 
-    nscope::Result finish() override { return method_ == "grad_x_act" ? finish_grad_x_act() : finish_patching(); }
+    nscope::Result finish() override {
+        if (method_ == "integrated_gradients") return ig_.finish(top_);
+        return method_ == "grad_x_act" ? finish_grad_x_act() : finish_patching();
+    }
 
 private:
     nscope::Result finish_grad_x_act() {
@@ -173,50 +200,69 @@ private:
         size_t max_len = 0, used = 0;
         nscope::Table per_pair;
         per_pair.columns = {"clean", "corrupted", "metric_clean", "metric_corrupted", "estimated_total"};
-        for (const auto& [clean, corrupt] : pairs) {
-            const auto [clean_ids, corrupt_ids] = prompts_.equal_length(clean, corrupt, "attribution");
-            nscope::ModelCall call;
-            call.metric = metric_.resolve(prompts_.labels(clean), clean);
-            call.capture = all;
-            call.rows = {*clean_ids};
-            call.prompt_indices = {static_cast<size_t>(clean)};
-            const nscope::ModelOutput c = model_->run(call);
-            call.rows = {*corrupt_ids};
-            call.prompt_indices = {static_cast<size_t>(corrupt)};
-            call.gradients = all;
-            const nscope::ModelOutput k = model_->run(call);
-            const double denom = c.metric[0] - k.metric[0];
-            if (std::abs(denom) < 1e-9)
-                throw nscope::InputError("attribution: the metric is the same on clean prompt " + std::to_string(clean) +
-                                         " and corrupted prompt " + std::to_string(corrupt) +
-                                         " (nothing to restore); pick pairs or tokens that differ");
-            const size_t P = clean_ids->size();
-            max_len = std::max(max_len, P);
-            double total = 0;
-            for (size_t l = 0; l < L; ++l) {
-                // (clean − corrupted) · grad, per element; reduced per component.
-                auto delta = [&](const std::string& hook, auto&& add) {
-                    const auto& a = c.captures.at(hook);
-                    const auto& b = k.captures.at(hook);
-                    const auto& g = k.gradients.at(hook);
-                    for (size_t i = 0; i < a.data.size(); ++i) add(i, (static_cast<double>(a.data[i]) - b.data[i]) * g.data[i] / denom);
-                };
-                const auto& zs = c.captures.at(z_hooks[l]).shape;  // [1, p, h, dh]
-                const auto H = static_cast<size_t>(zs[2]), dh = static_cast<size_t>(zs[3]);
-                heads[l].resize(H, 0.0);
-                delta(z_hooks[l], [&](size_t i, double x) { heads[l][(i / dh) % H] += x; });
-                const auto& ms = c.captures.at(mlp_hooks[l]).shape;  // [1, p, m]
-                const auto M = static_cast<size_t>(ms[2]);
-                neurons[l].resize(M, 0.0);
-                delta(mlp_hooks[l], [&](size_t i, double x) { neurons[l][i % M] += x; });
-                const auto D = static_cast<size_t>(c.captures.at(resid_hooks[l]).shape[2]);
-                if (resid[l].size() < P) resid[l].resize(P, 0.0);
-                double layer_total = 0;
-                delta(resid_hooks[l], [&](size_t i, double x) { resid[l][i / D] += x, layer_total += x; });
-                if (l == 0) total = layer_total;  // the whole residual stream at the embedding: everything
+        // The pairs in chunks of `batch_size`: one forward of the clean prompts (activations, metric) and one of the
+        // corrupted prompts (activations, metric, one backward); each row's gradient is its own.
+        for (size_t start = 0; start < pairs.size(); start += batch_size_) {
+            const size_t end = std::min(pairs.size(), start + batch_size_);
+            nscope::ModelCall clean_call, corrupt_call;
+            std::vector<nscope::Metric> metrics;
+            for (size_t j = start; j < end; ++j) {
+                const auto [clean, corrupt] = pairs[j];
+                const auto [clean_ids, corrupt_ids] = prompts_.equal_length(clean, corrupt, "attribution");
+                metrics.push_back(metric_.resolve(prompts_.labels(clean), clean));
+                clean_call.rows.push_back(*clean_ids), corrupt_call.rows.push_back(*corrupt_ids);
+                clean_call.prompt_indices.push_back(static_cast<size_t>(clean));
+                corrupt_call.prompt_indices.push_back(static_cast<size_t>(corrupt));
             }
-            per_pair.add_row({clean, corrupt, c.metric[0], k.metric[0], total});
-            ++used;
+            nscope::Metric metric = metrics[0];
+            metric.tokens.clear();
+            if (!metrics[0].tokens.empty())
+                for (const auto& m : metrics) metric.row_tokens.push_back(m.tokens);
+            clean_call.metric = corrupt_call.metric = metric;
+            clean_call.capture = corrupt_call.capture = all;
+            corrupt_call.gradients = all;
+            const nscope::ModelOutput c = model_->run(clean_call);
+            const nscope::ModelOutput k = model_->run(corrupt_call);
+            for (size_t j = start; j < end; ++j) {
+                const size_t row = j - start;
+                const auto [clean, corrupt] = pairs[j];
+                const double denom = c.metric[row] - k.metric[row];
+                if (std::abs(denom) < 1e-9)
+                    throw nscope::InputError("attribution: the metric is the same on clean prompt " + std::to_string(clean) +
+                                             " and corrupted prompt " + std::to_string(corrupt) +
+                                             " (nothing to restore); pick pairs or tokens that differ");
+                const auto P = static_cast<size_t>(c.lengths[row]);
+                max_len = std::max(max_len, P);
+                double total = 0;
+                for (size_t l = 0; l < L; ++l) {
+                    // (clean − corrupted) · grad over this row's real positions, per element; reduced per component
+                    // with the element's index within the row.
+                    auto delta = [&](const std::string& hook, auto&& add) {
+                        const auto& a = c.captures.at(hook);
+                        const auto& b = k.captures.at(hook);
+                        const auto& g = k.gradients.at(hook);
+                        const size_t per_row = a.data.size() / static_cast<size_t>(a.shape[0]);
+                        const size_t per_pos = per_row / static_cast<size_t>(a.shape[1]);
+                        const size_t off = row * per_row;
+                        for (size_t i = 0; i < P * per_pos; ++i)
+                            add(i, (static_cast<double>(a.data[off + i]) - b.data[off + i]) * g.data[off + i] / denom);
+                    };
+                    const auto& zs = c.captures.at(z_hooks[l]).shape;  // [rows, p, h, dh]
+                    const auto H = static_cast<size_t>(zs[2]), dh = static_cast<size_t>(zs[3]);
+                    heads[l].resize(H, 0.0);
+                    delta(z_hooks[l], [&](size_t i, double x) { heads[l][(i / dh) % H] += x; });
+                    const auto M = static_cast<size_t>(c.captures.at(mlp_hooks[l]).shape[2]);  // [rows, p, m]
+                    neurons[l].resize(M, 0.0);
+                    delta(mlp_hooks[l], [&](size_t i, double x) { neurons[l][i % M] += x; });
+                    const auto D = static_cast<size_t>(c.captures.at(resid_hooks[l]).shape[2]);
+                    if (resid[l].size() < P) resid[l].resize(P, 0.0);
+                    double layer_total = 0;
+                    delta(resid_hooks[l], [&](size_t i, double x) { resid[l][i / D] += x, layer_total += x; });
+                    if (l == 0) total = layer_total;  // the whole residual stream at the embedding: everything
+                }
+                per_pair.add_row({clean, corrupt, c.metric[row], k.metric[row], total});
+                ++used;
+            }
         }
         const double n = static_cast<double>(used);
         nscope::Result res;
@@ -294,11 +340,14 @@ private:
     nscope::common::PairedPromptIds prompts_;
     const nscope::ModelAccess* model_ = nullptr;
     int64_t n_layers_ = 0;
+    nscope::attribution::IntegratedGradients ig_;
+    size_t batch_size_ = 16;  ///< patching: pairs per forward
     std::function<std::string(int64_t)> token_text_;
 };
 
 }  // namespace
 
-NSCOPE_ANALYZER_PLUGIN(Attribution, "attribution", "1.0.0",
-                       "gradient x activation per neuron, and attribution patching over clean/corrupted prompt pairs "
-                       "(heads, residual positions, MLP neurons)")
+NSCOPE_ANALYZER_PLUGIN(Attribution, "attribution", "1.1.0",
+                       "gradient x activation per neuron, attribution patching over clean/corrupted prompt pairs "
+                       "(heads, residual positions, MLP neurons), integrated gradients over MLP neurons and knowledge "
+                       "neurons")

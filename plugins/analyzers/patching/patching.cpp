@@ -56,6 +56,8 @@ public:
         n_heads_ = static_cast<size_t>(ctx.model_info.value("n_heads", int64_t{0}));
         if (n_layers_ == 0 || n_heads_ == 0) throw nscope::InputError("patching: the model info has no n_layers / n_heads");
         metric_.begin(model_, "patching");
+        // Bad pairs (unknown prompts, different lengths) fail now, before the forward pass.
+        nscope::common::PairedPromptIds::check_up_front(pairs_, ctx.prompts, "patching", true);
     }
 
     void consume(const nscope::Batch& batch) override { prompts_.collect(pairs_, batch); }

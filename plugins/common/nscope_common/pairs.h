@@ -110,6 +110,22 @@ public:
         }
     }
 
+    /// Up-front check from the run's prompt list (RunContext::prompts, known before the forward pass): every pair
+    /// names prompts of the run and, when `equal_lengths`, of the same token length. Does nothing when the list is
+    /// empty (Lua caches, unit tests); the checks in make() / equal_length() still apply then.
+    static void check_up_front(const PromptPairs& pairs, const std::vector<const PromptInfo*>& prompts,
+                               const std::string& plugin, bool equal_lengths) {
+        if (prompts.empty()) return;
+        PairedPromptIds known;
+        for (const PromptInfo* info : prompts) {
+            if (info == nullptr || !pairs.wanted(static_cast<int64_t>(info->index), info)) continue;
+            known.ids_[static_cast<int64_t>(info->index)].resize(info->tokens.size());
+            known.labels_[static_cast<int64_t>(info->index)] = info->labels;
+        }
+        for (const auto& [a, b] : known.make(pairs, plugin))
+            if (equal_lengths) known.equal_length(a, b, plugin);
+    }
+
     /// The (clean, corrupted) pairs among the prompts seen; InputError naming `plugin` when there is none.
     std::vector<std::pair<int64_t, int64_t>> make(const PromptPairs& pairs, const std::string& plugin) const {
         auto out = pairs.make(labels_);
