@@ -421,3 +421,65 @@ TEST_CASE("example: a fine-tuning series of the bundled model and the drift scri
     CHECK(r.exit_code == 0);
     CHECK_THAT(r.out, Catch::Contains("DRIFT_OK") && Catch::Contains("blocks.3.mlp.hook_post   cosine"));
 }
+
+TEST_CASE("example: drift and cka across a fine-tuning series grow and fall with the steps", "[example][drift][series]") {
+    // The short series that the ctest fixture `finetune_series` makes (tests/CMakeLists.txt): kjv-tiny fine-tuned
+    // 24 steps on a license text, checkpoints after 8 and 16 steps.
+    const fs::path series = fs::path(NSCOPE_TEST_DATA_DIR) / "finetune-series";
+    INFO("the fine-tuning series is made by the ctest fixture finetune_series (ctest -R series)");
+    REQUIRE(fs::exists(series / "checkpoint-16/model.safetensors"));
+    const std::string models = "models=[{path: " + kSource + "/models/kjv-tiny, label: base}, {path: " +
+                               (series / "checkpoint-8").string() + ", label: step-8}, {path: " +
+                               (series / "checkpoint-16").string() + ", label: step-16}, {path: " + series.string() +
+                               ", label: final}]";
+    const fs::path run = run_example("drift.yaml", "drift", {models});
+    CHECK(fs::exists(run / "report.html"));
+    CHECK(fs::exists(run / "results/drift.json"));
+    CHECK(fs::exists(run / "step-8"));  // per-model outputs stay in their subfolders
+    std::ifstream in(run / "manifest.json");
+    const auto manifest = nlohmann::json::parse(in);
+    REQUIRE(manifest["lockstep"]["analyses"].size() == 2);
+    CHECK(manifest["lockstep"]["models"] == nlohmann::json({"base", "step-8", "step-16", "final"}));
+
+    // Drift grows with the fine-tuning steps, CKA to the base falls, top-k examples are shared less.
+    const auto drift = result(run, "drift");
+    const auto& cps = drift["summary"]["checkpoints"];
+    REQUIRE(cps.size() == 3);
+    for (size_t c = 0; c < cps.size(); ++c) INFO(cps[c].dump());
+    for (size_t c = 0; c + 1 < cps.size(); ++c) {
+        INFO(cps[c].dump() << " then " << cps[c + 1].dump());
+        CHECK(cps[c]["mean_drift"].get<double>() < cps[c + 1]["mean_drift"].get<double>());
+        CHECK(cps[c]["mean_cka"].get<double>() > cps[c + 1]["mean_cka"].get<double>());
+        CHECK(cps[c]["mean_topk_overlap"].get<double>() > cps[c + 1]["mean_topk_overlap"].get<double>());
+    }
+    CHECK(cps[0]["mean_drift"].get<double>() > 0.0);
+    const nscope::NpyArray d = nscope::read_npy(run / "results/drift.blocks.3.mlp.hook_post.drift.npy");
+    CHECK(d.shape == std::vector<int64_t>{3, 1024});
+
+    // CKA of each residual stream with the same hook of the base: falls along the series, on average.
+    const auto cka = result(run, "cka");
+    const nscope::NpyArray same = nscope::read_npy(run / "results/cka.same_hook.npy");
+    REQUIRE(same.shape == std::vector<int64_t>{3, 4});
+    const auto v = same.to_f32();
+    std::vector<double> mean(3, 0.0);
+    for (size_t c = 0; c < 3; ++c)
+        for (size_t h = 0; h < 4; ++h) mean[c] += v[c * 4 + h] / 4.0;
+    INFO(mean[0] << " " << mean[1] << " " << mean[2]);
+    CHECK(mean[0] > mean[1]);
+    CHECK(mean[1] > mean[2]);
+    CHECK(cka["tables"]["pairs"]["rows"].size() == 3 * 16);
+}
+
+TEST_CASE("example: the base compared with itself in lockstep gives CKA 1 and no drift", "[example][drift]") {
+    const std::string base = kSource + "/models/kjv-tiny";
+    const std::string models = "models=[{path: " + base + ", label: base}, {path: " + base + ", label: again}]";
+    const fs::path run = run_example("drift.yaml", "drift", {models, "exports=[json]"});
+    const auto cka = result(run, "cka");
+    const nscope::NpyArray m = nscope::read_npy(run / "results/cka.matrix.again.npy");
+    REQUIRE(m.shape == std::vector<int64_t>{4, 4});
+    const auto v = m.to_f32();
+    for (size_t i = 0; i < 4; ++i) CHECK(v[i * 4 + i] == Approx(1.0).margin(1e-5));
+    const auto drift = result(run, "drift");
+    CHECK(drift["summary"]["checkpoints"][0]["mean_drift"].get<double>() == Approx(0.0).margin(1e-5));
+    CHECK(drift["summary"]["checkpoints"][0]["mean_topk_overlap"].get<double>() == Approx(1.0));
+}
