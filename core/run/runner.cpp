@@ -465,8 +465,8 @@ void run_lockstep(const PluginRegistry& plugins, const RunPlan& plan, std::vecto
         dir.log("analysis_done", {{"id", spec.id}, {"use", spec.use}, {"models", runs.size()}});
     }
     record["timings"]["finish_s"] = seconds_since(t1);
-    // The run's exporters write the lockstep results at the top level (those that want raw activations
-    // already wrote them per model).
+    // The run's exporters write the lockstep results at the top level, except `activations` (each model's
+    // captures are in its subfolder); exporters that want activations get no batches here.
     t1 = Clock::now();
     ExportContext ectx;
     ectx.run_dir = dir.path();
@@ -478,8 +478,8 @@ void run_lockstep(const PluginRegistry& plugins, const RunPlan& plan, std::vecto
     ectx.host = &host_services();
     for (const auto& e : r.exports) {
         if (interrupt_requested()) throw Interrupted{};
+        if (e.use == "activations") continue;
         auto exporter = make_exporter(plugins, e);
-        if (exporter->wants_activations()) continue;
         call_plugin(export_role(e.use), "begin", [&] { exporter->begin(contexts[0]); });
         call_plugin(export_role(e.use), "write", [&] { exporter->write(ectx); });
         dir.log("export_done", {{"use", e.use}, {"lockstep", true}});
