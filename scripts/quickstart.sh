@@ -21,4 +21,8 @@ if [ "${SKIP_DRIFT:-0}" != 1 ]; then
   bash scripts/make-finetune-series.sh "$BUILD_DIR" "$BUILD_DIR/kjv-fortunes"
   "$BUILD_DIR/bin/nscope" script scripts/lua/drift.lua -- models/kjv-tiny \
     "$BUILD_DIR/kjv-fortunes/checkpoint-50" "$BUILD_DIR/kjv-fortunes/checkpoint-100" "$BUILD_DIR/kjv-fortunes"
+  # The drift and cka analyzers over the base and the series, in lockstep (results in the run's top level).
+  S="$(cd "$BUILD_DIR/kjv-fortunes" && pwd)"
+  "$BUILD_DIR/bin/nscope" run configs/drift.yaml --set "models=[{path: $PWD/models/kjv-tiny, label: base}, \
+{path: $S/checkpoint-50, label: step-50}, {path: $S/checkpoint-100, label: step-100}, {path: $S, label: final}]"
 fi

@@ -10,6 +10,7 @@
 #include "core/plugin/call_plugin.h"
 #include "core/plugin/registry.h"
 #include "core/util/memory.h"
+#include "core/util/sha256.h"
 #include "core/util/text.h"
 #include "nscope/error.h"
 
@@ -129,6 +130,36 @@ MemoryEstimate plan_memory(const Recipe& r, const ModelPlan& mp) {
                            logits, current_rss_bytes());
 }
 
+/// The plan-time context of an analysis on one model: its hooks and the model, nothing of the run.
+RunContext plan_context(const ModelPlan& mp, const std::vector<std::string>& hooks) {
+    RunContext ctx;
+    ctx.model_name = mp.spec.ref;
+    ctx.model_info = mp.handle.info.to_json();
+    ctx.hooks = model_context(mp, hooks).hooks;
+    return ctx;
+}
+
+/// Analyses that span models need a `models:` run and stand apart from the per-model analyses' `input:` DAG.
+void check_spanning(const Recipe& r, const std::vector<bool>& spans) {
+    std::map<std::string, size_t> index;
+    for (size_t i = 0; i < r.analyses.size(); ++i) index[r.analyses[i].id] = i;
+    for (size_t i = 0; i < r.analyses.size(); ++i) {
+        const AnalysisSpec& a = r.analyses[i];
+        if (spans[i] && r.models.size() < 2)
+            throw InputError(a.loc.text + ": analysis '" + a.id + "' (" + a.use + ") compares the models of a run, and " +
+                             "this recipe names one model; list the reference model first and the others after it " +
+                             "under `models:` (docs/recipes.md)");
+        for (const auto& in : a.inputs) {
+            const size_t j = index.at(in);
+            if (spans[i] != spans[j])
+                throw InputError(a.loc.text + ": analysis '" + a.id + "' names input '" + in + "', but " +
+                                 (spans[i] ? "'" + a.id + "'" : "'" + in + "'") +
+                                 " spans the models of the run (one result for the whole run) and the other runs "
+                                 "once per model; remove the 'input:' entry");
+        }
+    }
+}
+
 }  // namespace
 
 std::unique_ptr<Analyzer> make_analyzer(const PluginRegistry& plugins, const AnalysisSpec& spec) {
@@ -157,9 +188,15 @@ RunPlan plan_run(const PluginRegistry& plugins, Recipe recipe) {
     std::vector<PatternSource> recipe_patterns;
     for (size_t i = 0; i < recipe.hooks.size(); ++i) recipe_patterns.push_back({recipe.hooks[i], recipe.hook_locs[i]});
     std::vector<std::vector<PatternSource>> required(recipe.analyses.size());
+    std::vector<bool> spans(recipe.analyses.size(), false);
+    std::vector<std::unique_ptr<Analyzer>> checkers;  // throwaway instances for the plan-time checks
     for (size_t i = 0; i < recipe.analyses.size(); ++i) {
         const AnalysisSpec& a = recipe.analyses[i];
-        auto analyzer = make_analyzer(plugins, a);
+        checkers.push_back(make_analyzer(plugins, a));
+        Analyzer* analyzer = checkers.back().get();
+        spans[i] = at_entry(a.loc, [&] {
+            return call_plugin(analysis_role(a.id, a.use), "spans_models", [&] { return analyzer->spans_models(); });
+        });
         const auto& p = plugins.require(a.use, PluginKind::Analyzer);
         plan.analyzer_versions.push_back(p.id + "@" + p.version);
         const auto hooks = at_entry(a.loc, [&] {
@@ -167,6 +204,14 @@ RunPlan plan_run(const PluginRegistry& plugins, Recipe recipe) {
         });
         for (const auto& h : hooks) required[i].push_back({h, {a.loc.text + ": hooks needed by analysis '" + a.id + "'"}});
     }
+    check_spanning(recipe, spans);
+    for (size_t w = 0; w < plan.waves.size(); ++w) {  // the lockstep analyses leave the per-model waves
+        std::vector<size_t> keep;
+        for (size_t i : plan.waves[w]) (spans[i] ? plan.spanning : keep).push_back(i);
+        plan.waves[w] = std::move(keep);
+    }
+    plan.waves.erase(std::remove_if(plan.waves.begin(), plan.waves.end(), [](const auto& w) { return w.empty(); }),
+                     plan.waves.end());
     for (const auto& e : recipe.exports) {
         make_exporter(plugins, e);
         const auto& p = plugins.require(e.use, PluginKind::Exporter);
@@ -183,14 +228,17 @@ RunPlan plan_run(const PluginRegistry& plugins, Recipe recipe) {
         }
         const std::string note = recipe.models.size() > 1 ? " (model " + spec.ref + ")" : "";
         mp.export_hooks = resolve_patterns(mp.handle.hooks, recipe_patterns, note);
-        std::vector<std::string> all = mp.export_hooks;
-        for (const auto& req : required) {
+        std::vector<std::string> all = mp.export_hooks, lockstep;
+        for (size_t i = 0; i < required.size(); ++i) {
             std::vector<PatternSource> own = recipe_patterns;
-            own.insert(own.end(), req.begin(), req.end());
+            own.insert(own.end(), required[i].begin(), required[i].end());
             mp.analysis_hooks.push_back(resolve_patterns(mp.handle.hooks, own, note));
-            all.insert(all.end(), mp.analysis_hooks.back().begin(), mp.analysis_hooks.back().end());
+            auto& to = spans[i] ? lockstep : all;
+            to.insert(to.end(), mp.analysis_hooks.back().begin(), mp.analysis_hooks.back().end());
         }
         if (!all.empty()) mp.captured = match_hooks(mp.handle.hooks, all);  // the union, in forward order
+        if (!lockstep.empty()) mp.lockstep_captured = match_hooks(mp.handle.hooks, lockstep);
+        if (!mp.handle.files.tokenizer_json.empty()) mp.tokenizer_sha256 = sha256_file(mp.handle.files.tokenizer_json);
         for (const auto& iv : recipe.interventions) {  // against the model's dims: no run dir for a bad index
             try {
                 validate_intervention(mp.handle.hooks, iv.spec, recipe.prompts.size());
@@ -240,8 +288,34 @@ RunPlan plan_run(const PluginRegistry& plugins, Recipe recipe) {
         mp.memory = plan_memory(recipe, mp);
         plan.models.push_back(std::move(mp));
     }
+    // Plan-time checks of the analyzers (Analyzer::check): per model, or once over every model.
+    for (size_t i = 0; i < recipe.analyses.size(); ++i) {
+        const AnalysisSpec& a = recipe.analyses[i];
+        auto check = [&](const RunContext& ctx) {
+            at_entry(a.loc, [&] { call_plugin(analysis_role(a.id, a.use), "check", [&] { checkers[i]->check(ctx); }); });
+        };
+        if (spans[i]) {
+            RunContext ctx = plan_context(plan.models[0], plan.models[0].analysis_hooks[i]);
+            for (const auto& mp : plan.models) ctx.models.push_back(model_context(mp, mp.analysis_hooks[i]));
+            check(ctx);
+        } else {
+            for (const auto& mp : plan.models) check(plan_context(mp, mp.analysis_hooks[i]));
+        }
+    }
     plan.recipe = std::move(recipe);
     return plan;
+}
+
+ModelContext model_context(const ModelPlan& mp, const std::vector<std::string>& hooks) {
+    ModelContext m;
+    m.label = mp.spec.label;
+    m.ref = mp.spec.ref;
+    m.model_info = mp.handle.info.to_json();
+    for (const auto& name : hooks)
+        for (const auto& h : mp.handle.hooks)
+            if (h.name == name) m.hooks.push_back(h);
+    m.tokenizer_sha256 = mp.tokenizer_sha256;
+    return m;
 }
 
 void print_plan(const RunPlan& plan, std::ostream& os) {
@@ -264,6 +338,11 @@ void print_plan(const RunPlan& plan, std::ostream& os) {
         for (size_t i : plan.waves[w]) os << " " << r.analyses[i].id << " (" << r.analyses[i].use << ")";
         os << "\n";
     }
+    if (!plan.spanning.empty()) {
+        os << "lockstep pass over the " << plan.models.size() << " models (all loaded at once):";
+        for (size_t i : plan.spanning) os << " " << r.analyses[i].id << " (" << r.analyses[i].use << ")";
+        os << "\n";
+    }
     os << "exports:";
     for (const auto& e : r.exports) os << " " << e.use;
     os << (r.exports.empty() ? " none" : "") << "\n";
@@ -274,6 +353,28 @@ void check_memory_budget(const RunPlan& plan, uint64_t max_memory) {
     const bool machine = max_memory == 0;
     if (machine) max_memory = mem_available_bytes();
     if (max_memory == 0) return;  // no /proc/meminfo: nothing to compare with
+    if (!plan.spanning.empty()) {
+        // The lockstep pass keeps every model loaded, and one model's forward and captures alive at a time.
+        uint64_t weights = 0, peak = 0, runtime = 0;
+        for (const auto& m : plan.models) {
+            weights += m.memory.weights;
+            peak = std::max(peak, m.memory.forward + m.memory.captures);
+            runtime = std::max(runtime, m.memory.runtime);
+        }
+        const uint64_t total = weights + peak + runtime;
+        if (total > max_memory) {
+            const AnalysisSpec& a = plan.recipe.analyses[plan.spanning.front()];
+            throw InputError(a.loc.text + ": analysis '" + a.id + "' compares the " + std::to_string(plan.models.size()) +
+                             " models in lockstep, which keeps them all loaded: weights " +
+                             human_bytes(static_cast<double>(weights)) + " + one forward and its captures " +
+                             human_bytes(static_cast<double>(peak)) + " + runtime " +
+                             human_bytes(static_cast<double>(runtime)) + " = " + human_bytes(static_cast<double>(total)) +
+                             ", above the memory limit of " + human_bytes(static_cast<double>(max_memory)) +
+                             (machine ? " (the machine's available memory)" : " (--max-memory)") +
+                             ". To fit: compare fewer models, load them as int8 (dtype: int8) or bfloat16, or lower "
+                             "batch_size / max_tokens" + (machine ? "; or raise the limit with --max-memory." : "."));
+        }
+    }
     for (const auto& m : plan.models) {
         const MemoryEstimate& e = m.memory;
         if (e.total() <= max_memory) continue;

@@ -20,7 +20,11 @@ class PluginRegistry;
 struct ModelPlan {
     ModelSpec spec;
     ModelHandle handle;                  ///< config.json + adapter, no weights
-    std::vector<std::string> captured;   ///< exact hook names to capture (recipe hooks + analyzer needs)
+    std::vector<std::string> captured;   ///< exact hook names to capture (recipe hooks + per-model analyzers' needs)
+    /// What the lockstep pass of the analyses that span models captures of this model (their hooks, in
+    /// forward order); empty without such analyses.
+    std::vector<std::string> lockstep_captured;
+    std::string tokenizer_sha256;        ///< of tokenizer.json, "" without one
     /// What each analysis sees (by index in recipe.analyses): the recipe's hooks plus the hooks its own
     /// analyzer requires (`required_hooks`), never those another analyzer requires.
     std::vector<std::vector<std::string>> analysis_hooks;
@@ -32,9 +36,12 @@ struct ModelPlan {
 struct RunPlan {
     Recipe recipe;
     std::vector<ModelPlan> models;
-    /// Analyses grouped in waves: every analysis in wave k reads only results of waves < k. Each wave is
-    /// one pass over the prompts.
+    /// Per-model analyses grouped in waves: every analysis in wave k reads only results of waves < k. Each
+    /// wave is one pass over the prompts of each model.
     std::vector<std::vector<size_t>> waves;
+    /// Analyses that span the models (Analyzer::spans_models), by index in recipe.analyses: one instance
+    /// each for the whole run, fed in one lockstep pass over every model after the per-model runs.
+    std::vector<size_t> spanning;
     std::vector<std::string> analyzer_versions;  ///< plugin id@version per analysis
     std::vector<std::string> exporter_versions;
 };
@@ -50,6 +57,9 @@ void print_plan(const RunPlan& plan, std::ostream& os);
 /// Refuse (InputError, exit 2) a plan whose estimated peak memory exceeds `max_memory` bytes (0: the
 /// machine's MemAvailable), with the estimate broken down and the knobs that lower it.
 void check_memory_budget(const RunPlan& plan, uint64_t max_memory);
+
+/// How an analysis that spans models sees one model of the plan (no token_text or model access yet).
+ModelContext model_context(const ModelPlan& mp, const std::vector<std::string>& hooks);
 
 /// Configure a fresh analyzer / exporter for a recipe entry, naming the entry in any error.
 std::unique_ptr<Analyzer> make_analyzer(const PluginRegistry& plugins, const AnalysisSpec& spec);

@@ -93,7 +93,15 @@ public:
              fs::path out_dir, nlohmann::json& record)
         : plugins_(plugins), plan_(plan), model_(model), dir_(dir), out_dir_(std::move(out_dir)), record_(record) {}
 
+    /// The whole per-model run: load, the per-model analyses, the exports; the model is released after.
     void run() {
+        prepare();
+        analyze();
+        release();
+    }
+
+    /// Tokenize, load the weights, open the session and build the analyzers' context.
+    void prepare() {
         const Recipe& r = plan_.recipe;
         auto t0 = Clock::now();
         reset_peak_rss();  // peaks per phase (record_phase_peak)
@@ -106,7 +114,8 @@ public:
 
         t0 = Clock::now();
         const ModelOptions options = parse_model_dtype(model_.spec.dtype);
-        LoadedModel loaded = load_model(plugins_, model_.spec.ref, options);
+        loaded_ = std::make_unique<LoadedModel>(load_model(plugins_, model_.spec.ref, options));
+        LoadedModel& loaded = *loaded_;
         record_["timings"]["load_s"] = seconds_since(t0);
         record_["memory"]["estimate"] = model_.memory.to_json();
         record_phase_peak(record_, "load");
@@ -124,17 +133,26 @@ public:
         dir_.save_manifest();
         dir_.log("model_loaded", {{"model", model_.spec.ref}, {"architecture", loaded.handle.info.architecture}});
 
-        ModelSession session(loaded);
+        session_ = std::make_unique<ModelSession>(loaded);
+        ModelSession& session = *session_;
         for (size_t i = 0; i < prompts_.ids.size(); ++i)  // patch sources may live in another batch
             session.register_prompt(i, prompts_.ids[i], prompts_.type_ids.empty() ? std::vector<int64_t>{}
                                                                                   : prompts_.type_ids[i]);
         build_context(loaded);
         const Tokenizer* tok = tokenizer_ ? &*tokenizer_ : nullptr;
-        SessionModelAccess access(session, tok ? std::function<std::vector<int64_t>(const std::string&)>(
-                                                     [tok](const std::string& text) { return tok->encode(text, false).ids; })
-                                               : nullptr);
-        ctx_.model = access.access();
+        access_ = std::make_unique<SessionModelAccess>(
+            session, tok ? std::function<std::vector<int64_t>(const std::string&)>(
+                               [tok](const std::string& text) { return tok->encode(text, false).ids; })
+                         : nullptr);
+        ctx_.model = access_->access();
+    }
 
+    /// The per-model analyses (the plan's waves) and the exports into this model's output folder.
+    void analyze() {
+        const Recipe& r = plan_.recipe;
+        ModelSession& session = *session_;
+        const LoadedModel& loaded = *loaded_;
+        auto t0 = Clock::now();
         std::vector<std::unique_ptr<Exporter>> exporters;
         for (const auto& e : r.exports) {
             exporters.push_back(make_exporter(plugins_, e));
@@ -195,6 +213,79 @@ public:
         record_phase_peak(record_, "export");
     }
 
+    /// Give back the model's memory (the session, the access, the weights).
+    void release() {
+        access_.reset();
+        session_.reset();
+        loaded_.reset();
+        release_cached_tensors();
+    }
+
+    const RunContext& context() const { return ctx_; }
+    const ModelPlan& plan() const { return model_; }
+    const PromptSet& prompts() const { return prompts_; }
+    const LoadedModel& loaded() const { return *loaded_; }
+    const ModelAccess* access() const { return access_ ? access_->access() : nullptr; }
+
+    /// Forward prompts [start, end) capturing `capture` (the recipe's interventions applied; gradients only when
+    /// `gradients` and the recipe asks for them).
+    ForwardOutput forward_rows(size_t start, size_t end, const std::vector<std::string>& capture, bool gradients) {
+        ForwardRequest request;
+        request.capture = capture;
+        request.interventions = model_.interventions;
+        request.keep_logits = false;
+        if (gradient_ && gradients) {
+            request.gradients = capture;
+            request.metric = gradient_;
+            if (!gradient_tokens_.empty())
+                request.metric->row_tokens.assign(gradient_tokens_.begin() + start, gradient_tokens_.begin() + end);
+        }
+        std::vector<std::vector<int64_t>> rows(prompts_.ids.begin() + start, prompts_.ids.begin() + end);
+        std::vector<std::vector<int64_t>> types;
+        if (!prompts_.type_ids.empty()) types.assign(prompts_.type_ids.begin() + start, prompts_.type_ids.begin() + end);
+        std::vector<size_t> indices;
+        for (size_t i = start; i < end; ++i) indices.push_back(i);
+        return session_->forward(rows, types.empty() ? nullptr : &types, indices, request);
+    }
+
+    /// Views of a forward's output as a batch of prompts [start, end) (valid while `out` lives).
+    Batch batch_view(const ForwardOutput& out, size_t start, size_t end, const std::vector<std::string>& captured) const {
+        Batch batch;
+        batch.rows = static_cast<size_t>(out.input_ids.size(0));
+        batch.positions = static_cast<size_t>(out.input_ids.size(1));
+        batch.input_ids = out.input_ids.data_ptr<int64_t>();
+        batch.attention_mask = out.attention_mask.data_ptr<int64_t>();
+        for (size_t i = start; i < end; ++i) batch.prompts.push_back(&prompts_.infos[i]);
+        for (const auto& name : captured) {
+            const at::Tensor& t = out.captures.at(name);
+            batch.activations.push_back({name, {t.data_ptr<float>(), DType::Float32, t.sizes().vec()}});
+        }
+        for (const auto& [name, g] : out.gradients)
+            batch.gradients.push_back({name, {g.data_ptr<float>(), DType::Float32, g.sizes().vec()}});
+        return batch;
+    }
+
+    static std::vector<HookPoint> hook_points(const LoadedModel& loaded, const std::vector<std::string>& names) {
+        std::vector<HookPoint> out;
+        for (const auto& name : names)
+            for (const auto& hp : loaded.handle.hooks)
+                if (hp.name == name) out.push_back(hp);
+        return out;
+    }
+
+    /// The part of `full` whose hooks are in `names` (views only; nothing copied but the small vectors).
+    static Batch batch_of(const Batch& full, const std::vector<std::string>& names) {
+        Batch b = full;
+        b.activations.clear();
+        b.gradients.clear();
+        auto wanted = [&](const NamedActivation& a) { return std::find(names.begin(), names.end(), a.hook) != names.end(); };
+        for (const auto& a : full.activations)
+            if (wanted(a)) b.activations.push_back(a);
+        for (const auto& g : full.gradients)
+            if (wanted(g)) b.gradients.push_back(g);
+        return b;
+    }
+
 private:
     /// The recipe's `gradient:` as a Metric, with per-prompt tokens when a token comes from a prompt label.
     void resolve_gradient(const GradientSpec& g) {
@@ -231,67 +322,19 @@ private:
         ctx_.host = &host_services();
     }
 
-    static std::vector<HookPoint> hook_points(const LoadedModel& loaded, const std::vector<std::string>& names) {
-        std::vector<HookPoint> out;
-        for (const auto& name : names)
-            for (const auto& hp : loaded.handle.hooks)
-                if (hp.name == name) out.push_back(hp);
-        return out;
-    }
-
-    /// The part of `full` whose hooks are in `names` (views only; nothing copied but the small vectors).
-    static Batch batch_of(const Batch& full, const std::vector<std::string>& names) {
-        Batch b = full;
-        b.activations.clear();
-        b.gradients.clear();
-        auto wanted = [&](const NamedActivation& a) { return std::find(names.begin(), names.end(), a.hook) != names.end(); };
-        for (const auto& a : full.activations)
-            if (wanted(a)) b.activations.push_back(a);
-        for (const auto& g : full.gradients)
-            if (wanted(g)) b.gradients.push_back(g);
-        return b;
-    }
-
     void forward_pass(ModelSession& session, size_t pass, const std::string& label,
                       std::vector<std::unique_ptr<Analyzer>>& analyzers, const std::vector<size_t>& wave,
                       const std::vector<std::pair<Exporter*, std::string>>& feed) {
         const Recipe& r = plan_.recipe;
+        (void)session;
         double consume_s = 0;
-        ForwardRequest request;
-        request.capture = model_.captured;
-        request.interventions = model_.interventions;
-        request.keep_logits = false;
-        if (gradient_) request.gradients = model_.captured;
         Progress progress(label, prompts_.tokens);
         const size_t n = prompts_.ids.size();
         for (size_t start = 0; start < n; start += r.batch_size) {
             if (interrupt_requested()) throw Interrupted{};
             const size_t end = std::min(n, start + r.batch_size);
-            std::vector<std::vector<int64_t>> rows(prompts_.ids.begin() + start, prompts_.ids.begin() + end);
-            std::vector<std::vector<int64_t>> types;
-            if (!prompts_.type_ids.empty())
-                types.assign(prompts_.type_ids.begin() + start, prompts_.type_ids.begin() + end);
-            std::vector<size_t> indices;
-            for (size_t i = start; i < end; ++i) indices.push_back(i);
-            if (gradient_) {
-                request.metric = gradient_;
-                if (!gradient_tokens_.empty())
-                    request.metric->row_tokens.assign(gradient_tokens_.begin() + start, gradient_tokens_.begin() + end);
-            }
-            ForwardOutput out = session.forward(rows, types.empty() ? nullptr : &types, indices, request);
-
-            Batch batch;
-            batch.rows = static_cast<size_t>(out.input_ids.size(0));
-            batch.positions = static_cast<size_t>(out.input_ids.size(1));
-            batch.input_ids = out.input_ids.data_ptr<int64_t>();
-            batch.attention_mask = out.attention_mask.data_ptr<int64_t>();
-            for (size_t i = start; i < end; ++i) batch.prompts.push_back(&prompts_.infos[i]);
-            for (const auto& name : model_.captured) {
-                const at::Tensor& t = out.captures.at(name);
-                batch.activations.push_back({name, {t.data_ptr<float>(), DType::Float32, t.sizes().vec()}});
-            }
-            for (const auto& [name, g] : out.gradients)
-                batch.gradients.push_back({name, {g.data_ptr<float>(), DType::Float32, g.sizes().vec()}});
+            const ForwardOutput out = forward_rows(start, end, model_.captured, true);
+            const Batch batch = batch_view(out, start, end, model_.captured);
             // Each consumer sees its own hooks (an analyzer's required_hooks reach only that analyzer).
             std::vector<Batch> views;
             views.reserve(analyzers.size() + 1);
@@ -313,7 +356,7 @@ private:
             run_concurrently(consumers);
             consume_s += seconds_since(consume_start);
             uint64_t tokens = 0;
-            for (const auto& row : rows) tokens += row.size();
+            for (size_t i = start; i < end; ++i) tokens += prompts_.ids[i].size();
             progress.advance(tokens);
         }
         progress.finish();
@@ -331,9 +374,119 @@ private:
     std::optional<Tokenizer> tokenizer_;
     PromptSet prompts_;
     RunContext ctx_;
+    std::unique_ptr<LoadedModel> loaded_;
+    std::unique_ptr<ModelSession> session_;
+    std::unique_ptr<SessionModelAccess> access_;
     std::optional<Metric> gradient_;                     ///< the recipe's gradient metric, resolved
     std::vector<std::vector<int64_t>> gradient_tokens_;  ///< per prompt, when tokens come from labels
 };
+
+/// The lockstep pass of the analyses that span models: one instance each, fed for every batch of prompts
+/// model 0's batch, then model 1's, ... (each forward's output freed before the next), then finished and
+/// exported at the run's top level. Every model in `runs` is prepared (loaded).
+void run_lockstep(const PluginRegistry& plugins, const RunPlan& plan, std::vector<std::unique_ptr<ModelRun>>& runs,
+                  RunDirectory& dir) {
+    const Recipe& r = plan.recipe;
+    nlohmann::json& record = dir.manifest()["lockstep"];
+    record = {{"analyses", nlohmann::json::array()}, {"models", nlohmann::json::array()}};
+    for (const auto& run : runs) record["models"].push_back(run->plan().spec.label);
+    const size_t n = runs[0]->prompts().ids.size();
+    for (const auto& run : runs)
+        if (run->prompts().ids.size() != n)
+            throw RuntimeError("lockstep: model " + run->plan().spec.ref + " has " +
+                               std::to_string(run->prompts().ids.size()) + " prompts, the first " + std::to_string(n));
+    reset_peak_rss();
+    const auto t0 = Clock::now();
+    // One context per analysis: model 0's as the run's, plus every model.
+    std::vector<std::unique_ptr<Analyzer>> analyzers;
+    std::vector<RunContext> contexts;
+    for (size_t i : plan.spanning) {
+        RunContext ctx = runs[0]->context();
+        ctx.run_dir = dir.path().string();
+        ctx.model = nullptr;
+        ctx.hooks = ModelRun::hook_points(runs[0]->loaded(), plan.models[0].analysis_hooks[i]);
+        for (size_t m = 0; m < runs.size(); ++m) {
+            ModelContext mc = model_context(plan.models[m], plan.models[m].analysis_hooks[i]);
+            mc.token_text = runs[m]->context().token_text;
+            mc.model = runs[m]->access();
+            ctx.models.push_back(std::move(mc));
+        }
+        contexts.push_back(std::move(ctx));
+    }
+    for (size_t k = 0; k < plan.spanning.size(); ++k) {
+        const AnalysisSpec& spec = r.analyses[plan.spanning[k]];
+        analyzers.push_back(make_analyzer(plugins, spec));
+        call_plugin(analysis_role(spec.id, spec.use), "begin", [&] { analyzers[k]->begin(contexts[k]); });
+    }
+    uint64_t total_tokens = 0;
+    for (const auto& run : runs) total_tokens += run->prompts().tokens;
+    Progress progress("lockstep", total_tokens);
+    double consume_s = 0;
+    for (size_t start = 0; start < n; start += r.batch_size) {
+        const size_t end = std::min(n, start + r.batch_size);
+        for (size_t m = 0; m < runs.size(); ++m) {
+            if (interrupt_requested()) throw Interrupted{};
+            const auto& captured = plan.models[m].lockstep_captured;
+            const ForwardOutput out = runs[m]->forward_rows(start, end, captured, false);
+            Batch batch = runs[m]->batch_view(out, start, end, captured);
+            batch.model = m;
+            std::vector<Batch> views;
+            views.reserve(analyzers.size());
+            for (size_t k = 0; k < analyzers.size(); ++k)
+                views.push_back(ModelRun::batch_of(batch, plan.models[m].analysis_hooks[plan.spanning[k]]));
+            std::vector<std::function<void()>> consumers;
+            for (size_t k = 0; k < analyzers.size(); ++k)
+                consumers.emplace_back([&, k] {
+                    const AnalysisSpec& spec = r.analyses[plan.spanning[k]];
+                    call_plugin(analysis_role(spec.id, spec.use), "consume", [&] { analyzers[k]->consume(views[k]); });
+                });
+            const auto consume_start = Clock::now();
+            run_concurrently(consumers);
+            consume_s += seconds_since(consume_start);
+            uint64_t tokens = 0;
+            for (size_t i = start; i < end; ++i) tokens += runs[m]->prompts().ids[i].size();
+            progress.advance(tokens);
+        }
+    }
+    progress.finish();
+    record["timings"]["pass_s"] = seconds_since(t0);
+    record["timings"]["consume_s"] = consume_s;
+    release_cached_tensors();
+    record_phase_peak(record, "lockstep");
+
+    auto t1 = Clock::now();
+    std::map<std::string, Result> results;
+    std::vector<std::string> order;
+    for (size_t k = 0; k < analyzers.size(); ++k) {
+        const AnalysisSpec& spec = r.analyses[plan.spanning[k]];
+        call_plugin(analysis_role(spec.id, spec.use), "finish", [&] { results[spec.id] = analyzers[k]->finish(); });
+        order.push_back(spec.id);
+        record["analyses"].push_back({{"id", spec.id}, {"use", spec.use}, {"result", "results/" + spec.id + ".json"}});
+        dir.log("analysis_done", {{"id", spec.id}, {"use", spec.use}, {"models", runs.size()}});
+    }
+    record["timings"]["finish_s"] = seconds_since(t1);
+    // The run's exporters write the lockstep results at the top level, except `activations` (each model's
+    // captures are in its subfolder); exporters that want activations get no batches here.
+    t1 = Clock::now();
+    ExportContext ectx;
+    ectx.run_dir = dir.path();
+    ectx.manifest = &dir.manifest();
+    ectx.analysis_order = order;
+    for (const auto& [id, res] : results) ectx.results[id] = &res;
+    for (size_t i : plan.spanning) ectx.analysis_plugins[r.analyses[i].id] = r.analyses[i].use;
+    ectx.run = &contexts[0];
+    ectx.host = &host_services();
+    for (const auto& e : r.exports) {
+        if (interrupt_requested()) throw Interrupted{};
+        if (e.use == "activations") continue;
+        auto exporter = make_exporter(plugins, e);
+        call_plugin(export_role(e.use), "begin", [&] { exporter->begin(contexts[0]); });
+        call_plugin(export_role(e.use), "write", [&] { exporter->write(ectx); });
+        dir.log("export_done", {{"use", e.use}, {"lockstep", true}});
+    }
+    record["timings"]["export_s"] = seconds_since(t1);
+    dir.save_manifest();
+}
 
 nlohmann::json plugin_list(const PluginRegistry& plugins) {
     nlohmann::json j = nlohmann::json::array();
@@ -395,10 +548,25 @@ RunOutcome run_recipe(const PluginRegistry& plugins, Recipe recipe, const RunOpt
     try {
         // The whole list first: exporters of the first model already see every model of the run.
         for (const auto& model : plan.models) m["models"].push_back({{"ref", model.spec.ref}, {"label", model.spec.label}});
-        for (size_t i = 0; i < plan.models.size(); ++i) {
-            const ModelPlan& model = plan.models[i];
-            const fs::path out = plan.models.size() > 1 ? dir.path() / model.spec.label : dir.path();
-            ModelRun(plugins, plan, model, dir, out, m["models"][i]).run();
+        if (plan.spanning.empty()) {
+            for (size_t i = 0; i < plan.models.size(); ++i) {
+                const ModelPlan& model = plan.models[i];
+                const fs::path out = plan.models.size() > 1 ? dir.path() / model.spec.label : dir.path();
+                ModelRun(plugins, plan, model, dir, out, m["models"][i]).run();
+            }
+        } else {
+            // Analyses that compare the models: every model stays loaded after its own analyses, then one
+            // lockstep pass feeds them the same prompts from every model.
+            std::vector<std::unique_ptr<ModelRun>> runs;
+            for (size_t i = 0; i < plan.models.size(); ++i) {
+                const ModelPlan& model = plan.models[i];
+                runs.push_back(std::make_unique<ModelRun>(plugins, plan, model, dir, dir.path() / model.spec.label,
+                                                          m["models"][i]));
+                runs.back()->prepare();
+                runs.back()->analyze();
+            }
+            run_lockstep(plugins, plan, runs, dir);
+            for (auto& run : runs) run->release();
         }
     } catch (const Interrupted&) {
         finish("interrupted", "stopped by signal " + std::to_string(interrupt_signal()));

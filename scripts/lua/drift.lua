@@ -5,6 +5,9 @@
 --   nscope script scripts/lua/drift.lua -- BASE CHECKPOINT [CHECKPOINT ...]
 --
 -- Make a fine-tuning series first (a few minutes): bash scripts/make-finetune-series.sh
+-- The recommended way to measure drift is the `drift` analyzer in a recipe with `models:` (configs/drift.yaml,
+-- docs/analyses.md#drift): per neuron profile correlation, mean shift, top-k overlap and per-hook CKA, streamed
+-- over the models in lockstep. This script shows the same idea by hand, on per-neuron means.
 -- Shows: loading several models in one script, pooling activations over real tokens with the mask, and
 -- t:topk to rank neurons; writes drift.npy ([checkpoints, layers] mean |change|) into the run directory.
 local base_path = arg[1] or "models/kjv-tiny"

@@ -470,3 +470,73 @@ TEST_CASE("example: the NeuronLens range study masks each concept's ranges and i
     while (std::getline(csv, line)) ++lines;
     CHECK(lines == 1 + rows.size());
 }
+
+TEST_CASE("example: drift and cka across a fine-tuning series, deeper layers drift more", "[example][drift][series]") {
+    // The short series that the ctest fixture `finetune_series` makes (tests/CMakeLists.txt): kjv-tiny fine-tuned
+    // 24 steps on a license text, checkpoints after 8 and 16 steps.
+    const fs::path series = fs::path(NSCOPE_TEST_DATA_DIR) / "finetune-series";
+    INFO("the fine-tuning series is made by the ctest fixture finetune_series (ctest -R series)");
+    REQUIRE(fs::exists(series / "checkpoint-16/model.safetensors"));
+    const std::string models = "models=[{path: " + kSource + "/models/kjv-tiny, label: base}, {path: " +
+                               (series / "checkpoint-8").string() + ", label: step-8}, {path: " +
+                               (series / "checkpoint-16").string() + ", label: step-16}, {path: " + series.string() +
+                               ", label: final}]";
+    const fs::path run = run_example("drift.yaml", "drift", {models});
+    CHECK(fs::exists(run / "report.html"));
+    CHECK(fs::exists(run / "results/drift.json"));
+    CHECK(fs::exists(run / "step-8"));  // per-model outputs stay in their subfolders
+    std::ifstream in(run / "manifest.json");
+    const auto manifest = nlohmann::json::parse(in);
+    REQUIRE(manifest["lockstep"]["analyses"].size() == 2);
+    CHECK(manifest["lockstep"]["models"] == nlohmann::json({"base", "step-8", "step-16", "final"}));
+
+    // Every checkpoint moved: its neurons' profiles decorrelate from the base and CKA falls below 1.
+    const auto drift = result(run, "drift");
+    const auto& cps = drift["summary"]["checkpoints"];
+    REQUIRE(cps.size() == 3);
+    for (const auto& c : cps) {
+        INFO(c.dump());
+        CHECK(c["mean_drift"].get<double>() > 0.1);
+        CHECK(c["mean_cka"].get<double>() < 0.95);
+        CHECK(c["mean_topk_overlap"].get<double>() < 0.9);
+    }
+    // Deeper layers drift more, in every checkpoint (table `layers`: one row per checkpoint and hook).
+    const auto& layers = drift["tables"]["layers"];
+    std::map<std::string, std::vector<double>> by_model;  // model -> mean drift per layer, in layer order
+    for (const auto& row : layers["rows"]) by_model[cell(layers, row, "model")].push_back(cell(layers, row, "mean_drift"));
+    REQUIRE(by_model.size() == 3);
+    for (const auto& [model, d] : by_model) {
+        INFO(model << ": " << d[0] << " " << d[1] << " " << d[2] << " " << d[3]);
+        REQUIRE(d.size() == 4);
+        CHECK(d[0] < d[1]);
+        CHECK(d[1] < d[3]);
+    }
+    const nscope::NpyArray a = nscope::read_npy(run / "results/drift.blocks.3.mlp.hook_post.drift.npy");
+    CHECK(a.shape == std::vector<int64_t>{3, 1024});
+
+    // CKA of each residual stream with the same hook of the base falls with depth, in every checkpoint.
+    const auto cka = result(run, "cka");
+    const nscope::NpyArray same = nscope::read_npy(run / "results/cka.same_hook.npy");
+    REQUIRE(same.shape == std::vector<int64_t>{3, 4});
+    const auto v = same.to_f32();
+    for (size_t c = 0; c < 3; ++c) {
+        INFO("checkpoint " << c << ": " << v[c * 4] << " " << v[c * 4 + 1] << " " << v[c * 4 + 2] << " " << v[c * 4 + 3]);
+        CHECK(v[c * 4] > v[c * 4 + 3]);
+        CHECK(v[c * 4 + 3] < 0.95);
+    }
+    CHECK(cka["tables"]["pairs"]["rows"].size() == 3 * 16);
+}
+
+TEST_CASE("example: the base compared with itself in lockstep gives CKA 1 and no drift", "[example][drift]") {
+    const std::string base = kSource + "/models/kjv-tiny";
+    const std::string models = "models=[{path: " + base + ", label: base}, {path: " + base + ", label: again}]";
+    const fs::path run = run_example("drift.yaml", "drift", {models, "exports=[json]"});
+    const auto cka = result(run, "cka");
+    const nscope::NpyArray m = nscope::read_npy(run / "results/cka.matrix.again.npy");
+    REQUIRE(m.shape == std::vector<int64_t>{4, 4});
+    const auto v = m.to_f32();
+    for (size_t i = 0; i < 4; ++i) CHECK(v[i * 4 + i] == Approx(1.0).margin(1e-5));
+    const auto drift = result(run, "drift");
+    CHECK(drift["summary"]["checkpoints"][0]["mean_drift"].get<double>() == Approx(0.0).margin(1e-5));
+    CHECK(drift["summary"]["checkpoints"][0]["mean_topk_overlap"].get<double>() == Approx(1.0));
+}

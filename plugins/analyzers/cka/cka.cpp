@@ -1,33 +1,71 @@
 // `cka` analyzer: linear CKA (Kornblith et al. 2019) between every pair of hooks of one model, token by token
-// (padding excluded), as a hooks × hooks matrix with a heatmap. Schema: docs/analyses.md#cka.
+// (padding excluded), as a hooks × hooks matrix with a heatmap; or, with `across: models` in a `models:` run,
+// between every hook of the first model and every hook of each other model (a checkpoint against its base),
+// token by token (same tokens required, checked) or on per-prompt pooled points (`pool: mean | last`, any
+// tokenizers). Schema: docs/analyses.md#cka.
 //
 // For centred token matrices X [tokens, p] and Y [tokens, q] of two hooks,
 //   CKA(X, Y) = ‖Xᵀ Y‖²_F / (‖Xᵀ X‖_F · ‖Yᵀ Y‖_F),
 // which needs only the cross-covariances, never the tokens × tokens Gram matrices. They are blocks of the
 // covariance of the concatenated hooks (D = Σ widths), accumulated streaming and mergeable (CoMoments):
-// memory D² doubles, cost D²/2 multiply-adds per token; the finish is O(D²). The memory is estimated
-// before the first batch and refused above `max_memory_mb`. Deterministic.
+// memory D² doubles, cost D²/2 multiply-adds per token; the finish is O(D²). Across models, each model's
+// joint covariance (D_m²) plus the cross-covariance of the first model's hooks with each other model's
+// (CrossMoments, D_0 × D_m). The memory is estimated before the first batch (at plan time across models) and
+// refused above `max_memory_mb`. Deterministic.
 #include <nscope/eigen.h>
 #include <nscope/sdk.h>
 
 #include "nscope_common/covariance.h"
 #include "nscope_common/hooks.h"
+#include "nscope_common/lockstep.h"
 #include "nscope_common/params.h"
+#include "nscope_common/points.h"
 
 namespace {
 
 using nscope::common::CoMoments;
+using nscope::common::CrossMoments;
+namespace nc = nscope::common;
+
+const char* kPoolFix = "set 'pool: mean' or 'pool: last' to compare one pooled point per prompt instead";
+
+/// The selected token-wise hooks of one model of an `across: models` run.
+struct ModelHooks {
+    std::vector<std::string> names;
+    std::vector<int64_t> widths;
+    int64_t total = 0;
+};
 
 class Cka : public nscope::Analyzer {
 public:
     void configure(const nscope::Params& params) override {
-        nscope::common::ParamReader p("cka", params, {"hooks", "max_memory_mb", "min_tokens"});
+        nscope::common::ParamReader p("cka", params, {"hooks", "max_memory_mb", "min_tokens", "across", "pool"});
         filter_ = nscope::common::HookFilter(p.strings("hooks"));
         max_memory_mb_ = p.number("max_memory_mb", 2048, 1);
         min_tokens_ = p.integer("min_tokens", 2, 2);
+        across_ = p.choice("across", "hooks", {"hooks", "models"}) == "models";
+        pool_ = p.choice("pool", "tokens", {"tokens", "mean", "last"});
+        if (!across_ && pool_ != "tokens")
+            p.fail("pool", "is only for 'across: models' (pooled points of models with different tokenizers); "
+                           "between the hooks of one model CKA compares token by token");
+    }
+
+    bool spans_models() const override { return across_; }
+
+    void check(const nscope::RunContext& ctx) override {
+        if (across_) plan_models(ctx);
     }
 
     void begin(const nscope::RunContext& ctx) override {
+        if (across_) {
+            plan_models(ctx);
+            models_ = ctx.models;
+            cov_models_.assign(models_.size(), {});
+            cross_.assign(models_.size() - 1, {});
+            for (size_t m = 0; m < models_.size(); ++m) cov_models_[m].init(model_hooks_[m].total);
+            for (size_t m = 1; m < models_.size(); ++m) cross_[m - 1].init(model_hooks_[0].total, model_hooks_[m].total);
+            return;
+        }
         double width = 0;
         std::string widest;
         int64_t widest_n = 0;
@@ -45,6 +83,7 @@ public:
     }
 
     void consume(const nscope::Batch& batch) override {
+        if (across_) return consume_across(batch);
         std::vector<std::pair<std::string, const nscope::ActivationView*>> acts;
         std::vector<int64_t> widths;
         for (const auto& act : batch.activations) {
@@ -84,7 +123,7 @@ public:
         cov_.add(joint_.data(), tokens);
     }
 
-    bool mergeable() const override { return true; }
+    bool mergeable() const override { return !across_; }
 
     void merge(const nscope::Analyzer& other) override {
         const auto& o = static_cast<const Cka&>(other);
@@ -100,6 +139,7 @@ public:
     }
 
     nscope::Result finish() override {
+        if (across_) return finish_across();
         nscope::Result res;
         const auto h = static_cast<int64_t>(hooks_.size());
         if (h == 0) throw nscope::InputError("cka: no token-wise hook was selected; check parameter 'hooks'");
@@ -111,8 +151,6 @@ public:
         auto block = [&](int64_t i, int64_t j) {
             return cov_.m2.block(start[i], start[j], widths_[i], widths_[j]);
         };
-        std::vector<double> self(static_cast<size_t>(h));
-        for (int64_t i = 0; i < h; ++i) self[i] = block(i, i).norm();
         std::vector<float> matrix(static_cast<size_t>(h * h));
         nlohmann::json z = nlohmann::json::array();
         nscope::Table pairs;
@@ -121,9 +159,7 @@ public:
             nlohmann::json row = nlohmann::json::array();
             for (int64_t j = 0; j < h; ++j) {
                 // A constant hook has no variance to compare: CKA is undefined (NaN, null in JSON).
-                const double denom = self[i] * self[j];
-                const double v = denom > 0 ? block(i, j).squaredNorm() / denom
-                                           : std::numeric_limits<double>::quiet_NaN();
+                const double v = nc::linear_cka(block(i, j), block(i, i), block(j, j));
                 matrix[static_cast<size_t>(i * h + j)] = static_cast<float>(v);
                 row.push_back(std::isfinite(v) ? nlohmann::json(v) : nlohmann::json());
                 if (j > i)
@@ -145,6 +181,162 @@ public:
     }
 
 private:
+    /// Across models: each model's selected hooks, the checks and the memory estimate.
+    void plan_models(const nscope::RunContext& ctx) {
+        nc::check_models("cka", ctx);
+        if (pool_ == "tokens") nc::require_same_tokenizer("cka", ctx, kPoolFix);
+        model_hooks_.clear();
+        double bytes = 0;
+        std::string widest;
+        int64_t widest_n = 0;
+        for (size_t m = 0; m < ctx.models.size(); ++m) {
+            nscope::RunContext one;
+            one.hooks = ctx.models[m].hooks;
+            ModelHooks mh;
+            try {
+                for (const auto& h : nc::planned_hooks("cka", one, filter_)) {
+                    mh.names.push_back(h.name), mh.widths.push_back(h.width), mh.total += h.width;
+                    if (h.width > widest_n) widest_n = h.width, widest = h.name;
+                }
+            } catch (const nscope::InputError& e) {
+                throw nscope::InputError(std::string(e.what()) + " (in model " + nc::model_name(ctx.models, m) + ")");
+            }
+            if (mh.names.empty() && !one.hooks.empty())
+                throw nscope::InputError("cka: no token-wise hook of " + nc::model_name(ctx.models, m) +
+                                         " is selected; check parameter 'hooks'");
+            model_hooks_.push_back(std::move(mh));
+        }
+        // Each model's joint covariance (+ its float Gram) and the cross-covariances with the first model (+ the
+        // float product).
+        const double d0 = static_cast<double>(model_hooks_[0].total);
+        for (size_t m = 0; m < model_hooks_.size(); ++m) {
+            const double dm = static_cast<double>(model_hooks_[m].total);
+            bytes += 1.5 * nc::comoments_bytes(model_hooks_[m].total);
+            if (m > 0) bytes += 1.5 * 8 * d0 * dm;
+        }
+        nc::check_memory("cka", bytes, max_memory_mb_,
+                         "across " + std::to_string(ctx.models.size()) + " models, the covariances of each model's " +
+                             "hooks and their cross-covariances with the first model's",
+                         "select fewer hooks with 'hooks' (the widest is '" + widest + "', " + std::to_string(widest_n) + ")");
+    }
+
+    /// Model m's points of this batch, its selected hooks side by side: joint [points, D_m].
+    void joint_points(const nscope::Batch& batch, const ModelHooks& mh, std::vector<float>& joint) {
+        const auto total = static_cast<size_t>(mh.total);
+        const nc::PointMode mode = nc::point_mode(pool_);
+        size_t offset = 0, points = 0;
+        for (size_t i = 0; i < mh.names.size(); ++i) {
+            const nscope::ActivationView* v = batch.find(mh.names[i]);
+            nc::TokenLayout lay;
+            if (!v || !filter_.accept(mh.names[i], *v, batch, lay) || lay.neurons != mh.widths[i])
+                throw nscope::RuntimeError("cka: a batch of " + nc::model_name(models_, batch.model) +
+                                           " lacks hook '" + mh.names[i] + "' or has it with another width");
+            nc::batch_points(batch, v->f32(), lay.neurons, mode, points_, origin_);
+            if (i == 0) points = origin_.size(), joint.assign(points * total, 0.0f);
+            const auto w = static_cast<size_t>(lay.neurons);
+            for (size_t t = 0; t < points; ++t)
+                std::copy_n(points_.data() + t * w, w, joint.data() + t * total + offset);
+            offset += w;
+        }
+    }
+
+    void consume_across(const nscope::Batch& batch) {
+        const size_t m = batch.model;
+        if (m >= models_.size())
+            throw nscope::RuntimeError("cka: a batch of model " + std::to_string(m) + ", and the run has " +
+                                       std::to_string(models_.size()) + " (across: models needs a models: run)");
+        if (m == 0) lock_.reference(batch);
+        else lock_.check("cka", batch, models_, pool_ == "tokens", kPoolFix);
+        std::vector<float>& joint = m == 0 ? base_joint_ : joint_;
+        joint_points(batch, model_hooks_[m], joint);
+        const size_t points = model_hooks_[m].total ? joint.size() / static_cast<size_t>(model_hooks_[m].total) : 0;
+        cov_models_[m].add(joint.data(), points);
+        if (m > 0) cross_[m - 1].add(base_joint_.data(), joint.data(), points);
+    }
+
+    nscope::Result finish_across() {
+        nscope::Result res;
+        if (models_.empty()) throw nscope::InputError("cka: across: models needs a models: run");
+        const ModelHooks& base = model_hooks_[0];
+        if (base.names.empty()) throw nscope::InputError("cka: no token-wise hook was selected; check parameter 'hooks'");
+        const uint64_t points = cov_models_[0].count;
+        if (points < static_cast<uint64_t>(min_tokens_))
+            throw nscope::InputError("cka: too few " + std::string(pool_ == "tokens" ? "tokens" : "prompts") + ": " +
+                                     std::to_string(points) + " (at least " + std::to_string(min_tokens_) +
+                                     " needed, parameter 'min_tokens'); add prompts");
+        auto starts = [](const ModelHooks& mh) {
+            std::vector<int64_t> s(mh.names.size() + 1, 0);
+            for (size_t i = 0; i < mh.names.size(); ++i) s[i + 1] = s[i] + mh.widths[i];
+            return s;
+        };
+        const auto s0 = starts(base);
+        nscope::Table pairs;
+        pairs.columns = {"model", "hook_a", "layer_a", "hook_b", "layer_b", "cka"};
+        nlohmann::json cols = nlohmann::json::object(), labels = nlohmann::json::array();
+        // CKA of each base hook with the same hook of every model, when the models share the hooks.
+        bool same_hooks = true;
+        for (const auto& mh : model_hooks_) same_hooks &= mh.names == base.names;
+        nlohmann::json same_series = nlohmann::json::array();
+        std::vector<std::vector<double>> same(base.names.size());
+        for (size_t m = 1; m < models_.size(); ++m) {
+            const ModelHooks& mh = model_hooks_[m];
+            const auto sm = starts(mh);
+            const auto h0 = static_cast<int64_t>(base.names.size()), hm = static_cast<int64_t>(mh.names.size());
+            const auto& c0 = cov_models_[0].m2;
+            const auto& cm = cov_models_[m].m2;
+            const auto& cx = cross_[m - 1].c;
+            std::vector<float> matrix(static_cast<size_t>(h0 * hm));
+            nlohmann::json z = nlohmann::json::array();
+            for (int64_t i = 0; i < h0; ++i) {
+                nlohmann::json row = nlohmann::json::array();
+                for (int64_t j = 0; j < hm; ++j) {
+                    const double v = nc::linear_cka(cx.block(s0[i], sm[j], base.widths[i], mh.widths[j]),
+                                                    c0.block(s0[i], s0[i], base.widths[i], base.widths[i]),
+                                                    cm.block(sm[j], sm[j], mh.widths[j], mh.widths[j]));
+                    matrix[static_cast<size_t>(i * hm + j)] = static_cast<float>(v);
+                    const nlohmann::json cell = std::isfinite(v) ? nlohmann::json(v) : nlohmann::json();
+                    row.push_back(cell);
+                    pairs.add_row({models_[m].label, base.names[i], nc::hook_layer(base.names[i]), mh.names[j],
+                                   nc::hook_layer(mh.names[j]), cell});
+                    if (same_hooks && i == j) same[i].push_back(v);
+                }
+                z.push_back(std::move(row));
+            }
+            const std::string& label = models_[m].label;
+            res.set_array("matrix." + label, nscope::NdArray::floats({h0, hm}, std::move(matrix)));
+            cols[label] = mh.names;
+            labels.push_back(label);
+            res.set_figure("cka." + label,
+                           {{"kind", "heatmap"},
+                            {"title", "linear CKA: " + models_[0].label + " (rows) vs " + label + " (columns), " +
+                                          (pool_ == "tokens" ? "token by token" : "pooled by " + pool_ + " per prompt")},
+                            {"z", std::move(z)}, {"x", mh.names}, {"y", base.names}, {"z_label", "CKA"}});
+        }
+        if (same_hooks) {
+            const auto k = static_cast<int64_t>(models_.size() - 1), h = static_cast<int64_t>(base.names.size());
+            std::vector<float> diag(static_cast<size_t>(k * h));
+            for (int64_t m = 0; m < k; ++m)
+                for (int64_t i = 0; i < h; ++i) diag[static_cast<size_t>(m * h + i)] = static_cast<float>(same[i][m]);
+            res.set_array("same_hook", nscope::NdArray::floats({k, h}, std::move(diag)));
+            for (size_t i = 0; i < base.names.size(); ++i) {
+                nlohmann::json y = nlohmann::json::array();
+                for (double v : same[i]) y.push_back(std::isfinite(v) ? nlohmann::json(v) : nlohmann::json());
+                same_series.push_back({{"name", base.names[i]}, {"y", std::move(y)}});
+            }
+            res.set_figure("same_hook", {{"kind", "line"}, {"title", "CKA of each hook with the same hook of " + models_[0].label},
+                                         {"x", labels}, {"series", std::move(same_series)}, {"x_label", "model"},
+                                         {"y_label", "CKA"}});
+        }
+        res.data["rows"] = base.names;
+        res.data["cols"] = cols;
+        res.data["models"] = labels;
+        res.set_table("pairs", std::move(pairs));
+        res.data["summary"] = {{"across", "models"}, {"base", models_[0].label}, {"models", labels},
+                               {"pool", pool_}, {"points", points}, {"hooks", base.names.size()},
+                               {"same_hooks", same_hooks}, {"skipped", filter_.skipped_json()}};
+        return res;
+    }
+
     // Every batch must carry the same hooks with the same widths: the joint covariance has fixed columns.
     void check_same_hooks(const std::vector<std::pair<std::string, const nscope::ActivationView*>>& acts,
                           const std::vector<int64_t>& widths, const std::vector<size_t>& order) const {
@@ -163,8 +355,18 @@ private:
     std::vector<int64_t> widths_;
     CoMoments cov_;
     std::vector<float> joint_;
+    // across: models
+    bool across_ = false;
+    std::string pool_ = "tokens";
+    std::vector<nscope::ModelContext> models_;
+    std::vector<ModelHooks> model_hooks_;
+    std::vector<CoMoments> cov_models_;
+    std::vector<CrossMoments> cross_;
+    std::vector<float> base_joint_, points_;
+    std::vector<nc::PointOrigin> origin_;
+    nc::LockstepBatches lock_;
 };
 
 }  // namespace
 
-NSCOPE_ANALYZER_PLUGIN(Cka, "cka", "1.0.0", "linear CKA between the hooks of one model, token by token, streaming")
+NSCOPE_ANALYZER_PLUGIN(Cka, "cka", "1.0.0", "linear CKA between the hooks of one model, or across the models of a models: run, streaming")

@@ -14,7 +14,9 @@
 #pragma once
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -86,6 +88,143 @@ private:
     RowMatrixXf centred_;
     Eigen::MatrixXf gram_;
 };
+
+/// Streaming, mergeable cross co-moments of two aligned streams of rows: row i of x (p floats) and row i of
+/// y (q floats) come from the same token or point. C = Σ (x − mean_x)(y − mean_y)ᵀ [p, q] with both means; the
+/// numerics of CoMoments (chunks centred on their own means in double, a float32 product, double totals,
+/// the pairwise update C = Ca + Cb + dx dyᵀ·na·nb/n). Memory p·q doubles; cost p·q multiply-adds per row.
+class CrossMoments {
+public:
+    void init(int64_t p, int64_t q) {
+        p_ = p, q_ = q;
+        count = 0;
+        mean_x = Eigen::VectorXd::Zero(p);
+        mean_y = Eigen::VectorXd::Zero(q);
+        c = Eigen::MatrixXd::Zero(p, q);
+    }
+    int64_t rows_features() const { return p_; }
+    int64_t cols_features() const { return q_; }
+
+    /// Fold in `rows` aligned rows: x row-major [rows, p], y row-major [rows, q].
+    void add(const float* x, const float* y, size_t rows) {
+        for (size_t start = 0; start < rows; start += CoMoments::kChunk) {
+            const size_t nb = std::min(CoMoments::kChunk, rows - start);
+            const auto n = static_cast<Eigen::Index>(nb);
+            Eigen::Map<const RowMatrixXf> bx(x + start * p_, n, p_), by(y + start * q_, n, q_);
+            const Eigen::VectorXd mx = bx.cast<double>().colwise().sum().transpose() / static_cast<double>(nb);
+            const Eigen::VectorXd my = by.cast<double>().colwise().sum().transpose() / static_cast<double>(nb);
+            xc_ = bx.rowwise() - mx.cast<float>().transpose();
+            yc_ = by.rowwise() - my.cast<float>().transpose();
+            prod_.noalias() = xc_.transpose() * yc_;
+            combine(nb, mx, my, prod_.cast<double>());
+        }
+    }
+
+    void merge(const CrossMoments& o) {
+        if (o.count == 0) return;
+        if (o.p_ != p_ || o.q_ != q_)
+            throw RuntimeError("cross co-moments merge: shape " + std::to_string(o.p_) + "x" + std::to_string(o.q_) +
+                               " vs " + std::to_string(p_) + "x" + std::to_string(q_));
+        combine(o.count, o.mean_x, o.mean_y, o.c);
+    }
+
+    uint64_t count = 0;
+    Eigen::VectorXd mean_x, mean_y;
+    Eigen::MatrixXd c;
+
+private:
+    void combine(uint64_t nb_count, const Eigen::VectorXd& mx, const Eigen::VectorXd& my, const Eigen::MatrixXd& cb) {
+        if (count == 0) {
+            count = nb_count, mean_x = mx, mean_y = my, c = cb;
+            return;
+        }
+        const double na = static_cast<double>(count), nb = static_cast<double>(nb_count), n = na + nb;
+        const Eigen::VectorXd dx = mx - mean_x, dy = my - mean_y;
+        c += cb;
+        c.noalias() += (na * nb / n) * dx * dy.transpose();
+        mean_x += dx * (nb / n);
+        mean_y += dy * (nb / n);
+        count += nb_count;
+    }
+
+    int64_t p_ = 0, q_ = 0;
+    RowMatrixXf xc_, yc_;
+    Eigen::MatrixXf prod_;
+};
+
+/// Per-neuron co-moments of two aligned streams of the same n neurons (a neuron in a base model and in a
+/// checkpoint, over the same tokens): count, both means, both M2 and the co-moment Σ (x − x̄)(y − ȳ), in
+/// double, per chunk centred on the chunk's means and folded in with the pairwise update. Memory 5n doubles;
+/// mergeable.
+class NeuronPairMoments {
+public:
+    void init(int64_t n) {
+        n_ = static_cast<size_t>(n);
+        count = 0;
+        for (auto* v : {&mean_x, &mean_y, &m2_x, &m2_y, &c_xy}) v->assign(n_, 0.0);
+    }
+    size_t neurons() const { return n_; }
+
+    /// Fold in `rows` aligned rows of n floats each (x and y row-major).
+    void add(const float* x, const float* y, size_t rows) {
+        if (rows == 0) return;
+        const double nb = static_cast<double>(rows);
+        std::vector<double> mx(n_, 0.0), my(n_, 0.0), sxx(n_, 0.0), syy(n_, 0.0), sxy(n_, 0.0);
+        for (size_t r = 0; r < rows; ++r)
+            for (size_t j = 0; j < n_; ++j) mx[j] += x[r * n_ + j], my[j] += y[r * n_ + j];
+        for (size_t j = 0; j < n_; ++j) mx[j] /= nb, my[j] /= nb;
+        for (size_t r = 0; r < rows; ++r)
+            for (size_t j = 0; j < n_; ++j) {
+                const double a = x[r * n_ + j] - mx[j], b = y[r * n_ + j] - my[j];
+                sxx[j] += a * a, syy[j] += b * b, sxy[j] += a * b;
+            }
+        combine(rows, mx, my, sxx, syy, sxy);
+    }
+
+    void merge(const NeuronPairMoments& o) {
+        if (o.count == 0) return;
+        if (o.n_ != n_) throw RuntimeError("paired moments merge: " + std::to_string(o.n_) + " vs " + std::to_string(n_));
+        combine(o.count, o.mean_x, o.mean_y, o.m2_x, o.m2_y, o.c_xy);
+    }
+
+    /// Pearson correlation of neuron j over the rows; NaN when either side is constant.
+    double correlation(size_t j) const {
+        const double d = std::sqrt(m2_x[j] * m2_y[j]);
+        return d > 0 ? c_xy[j] / d : std::numeric_limits<double>::quiet_NaN();
+    }
+
+    uint64_t count = 0;
+    std::vector<double> mean_x, mean_y, m2_x, m2_y, c_xy;
+
+private:
+    void combine(uint64_t nb_count, const std::vector<double>& mx, const std::vector<double>& my,
+                 const std::vector<double>& sxx, const std::vector<double>& syy, const std::vector<double>& sxy) {
+        if (count == 0) {
+            count = nb_count, mean_x = mx, mean_y = my, m2_x = sxx, m2_y = syy, c_xy = sxy;
+            return;
+        }
+        const double na = static_cast<double>(count), nb = static_cast<double>(nb_count), n = na + nb, f = na * nb / n;
+        for (size_t j = 0; j < n_; ++j) {
+            const double dx = mx[j] - mean_x[j], dy = my[j] - mean_y[j];
+            m2_x[j] += sxx[j] + f * dx * dx;
+            m2_y[j] += syy[j] + f * dy * dy;
+            c_xy[j] += sxy[j] + f * dx * dy;
+            mean_x[j] += dx * nb / n;
+            mean_y[j] += dy * nb / n;
+        }
+        count += nb_count;
+    }
+
+    size_t n_ = 0;
+};
+
+/// Linear CKA from co-moments: ‖Cxy‖²_F / (‖Cxx‖_F ‖Cyy‖_F) (Kornblith et al. 2019, the feature-space form
+/// of tr(K H L H) / √(tr(K H K H) tr(L H L H))); NaN when either side is constant.
+template <typename Cross, typename SelfX, typename SelfY>
+double linear_cka(const Cross& cxy, const SelfX& cxx, const SelfY& cyy) {
+    const double d = cxx.norm() * cyy.norm();
+    return d > 0 ? cxy.squaredNorm() / d : std::numeric_limits<double>::quiet_NaN();
+}
 
 /// Bytes of the n×n double matrix a CoMoments of n features holds (for plan-time memory checks).
 inline double comoments_bytes(int64_t n) { return 8.0 * static_cast<double>(n) * static_cast<double>(n); }

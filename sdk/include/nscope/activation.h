@@ -52,6 +52,9 @@ struct NamedActivation {
 /// A batch of prompts after the forward pass. Rows are right-padded; `attention_mask` says which
 /// positions are real. Activation values at padded positions are zero.
 struct Batch {
+    /// The model this batch came from: its index in RunContext::models for an analyzer that spans the models
+    /// of a `models:` run (Analyzer::spans_models); 0 everywhere else.
+    size_t model = 0;
     size_t rows = 0;
     size_t positions = 0;
     const int64_t* input_ids = nullptr;       ///< [rows, positions]

@@ -29,6 +29,21 @@ using Params = nlohmann::json;
 /// See RunContext::parallel_for.
 using ParallelFor = std::function<void(size_t n, const std::function<void(size_t)>& task)>;
 
+/// One model of a `models:` run as an analyzer that spans the models sees it (RunContext::models).
+struct ModelContext {
+    std::string label;              ///< the model's label (its subfolder of the run directory)
+    std::string ref;                ///< model id or path as the recipe named it
+    nlohmann::json model_info;      ///< architecture, dims (nscope info)
+    std::vector<HookPoint> hooks;   ///< the hooks this analyzer receives from this model
+    /// sha256 of the model's tokenizer.json ("" without one). Equal digests tokenize every prompt alike;
+    /// different ones may not (compare Batch::input_ids to be sure).
+    std::string tokenizer_sha256;
+    /// Token id -> readable text under this model's tokenizer; valid for the whole run (empty at plan time).
+    std::function<std::string(int64_t)> token_text;
+    /// Further forwards through this model (nscope/model_access.h); null at plan time and in unit tests.
+    const ModelAccess* model = nullptr;
+};
+
 /// What an analyzer knows about the run it belongs to.
 struct RunContext {
     std::string run_dir;                          ///< absolute path of the run directory
@@ -51,6 +66,11 @@ struct RunContext {
     /// The run's model for further forwards, metrics, gradients and the unembedding (nscope/model_access.h);
     /// null when there is none (unit tests, merged shards). Analyzers that need it say so in `begin`.
     const ModelAccess* model = nullptr;
+    /// For an analyzer that spans models (Analyzer::spans_models): every model of the run in recipe order
+    /// (the first is the reference, e.g. the base of a fine-tuning series); `model_name`, `model_info`,
+    /// `hooks` and `token_text` above then describe models[0], and `model` is null (use models[i].model).
+    /// Empty for every other analyzer.
+    std::vector<ModelContext> models;
 };
 
 /// `parallel_for(n, task)` if the host provided one, else task(0), ..., task(n - 1) on this thread.
@@ -71,6 +91,20 @@ public:
 
     /// Hook patterns this analyzer needs in addition to the recipe's `hooks:` (empty: use those).
     virtual std::vector<std::string> required_hooks() const { return {}; }
+
+    /// True if this analyzer compares the models of a `models:` run: the host then makes one instance for
+    /// the whole run (results at the run's top level, not per model), lists the models in
+    /// RunContext::models, and feeds the models' batches in lockstep: for every batch of prompts, model 0's
+    /// batch, then model 1's, ... (Batch::model says which), the same prompts in the same rows. At most one
+    /// batch is alive at a time: keep what a comparison needs of the earlier models' batches. Only valid
+    /// after `configure`. A recipe with one model and such an analyzer is refused at plan time.
+    virtual bool spans_models() const { return false; }
+
+    /// Optional check at plan time, before any weight is read, on a throwaway instance: `ctx` has the
+    /// hooks (and, for an analyzer that spans models, `models`) but no prompts, no run directory and no
+    /// model access. Throw InputError for a run this configuration cannot handle (hooks missing in one model,
+    /// a state that would not fit in memory). Default: nothing.
+    virtual void check(const RunContext& ctx) { (void)ctx; }
 
     /// Called once before the first batch.
     virtual void begin(const RunContext& ctx) = 0;
