@@ -750,7 +750,7 @@ ModelSpec parse_model(const Ctx& c, const YAML::Node& n, const std::string& path
         if (n["dtype"].IsDefined()) m.dtype = get_string(c, n["dtype"], path + ".dtype");
         if (n["label"].IsDefined()) m.label = get_string(c, n["label"], path + ".label");
     }
-    check_dtype(c, n["dtype"].IsDefined() ? n["dtype"] : n, path + ".dtype", m.dtype);
+    check_dtype(c, n.IsMap() && n["dtype"].IsDefined() ? n["dtype"] : n, path + ".dtype", m.dtype);
     if (m.label.empty()) m.label = fs::path(m.ref).filename().string();
     return m;
 }

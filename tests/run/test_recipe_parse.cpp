@@ -94,6 +94,21 @@ analyses:
     CHECK_THROWS_WITH(load_recipe(path, {"novalue"}), Catch::Contains("expected key=value"));
 }
 
+TEST_CASE("a model given as a plain string is its path or hub id, with the recipe's dtype", "[recipe]") {
+    // The short form `model: REF` (fuzz_recipe found it ending in an internal error).
+    const auto r = parse_recipe_text("name: s\nmodel: some/model\ndtype: int8\nprompts: [ \"a\" ]\n", "s.yaml", ".");
+    REQUIRE(r.models.size() == 1);
+    CHECK(r.models[0].ref == "some/model");
+    CHECK(r.models[0].label == "model");
+    const auto both = parse_recipe_text("name: s\nmodels: [ a/one, { path: b/two, label: two } ]\nprompts: [ \"a\" ]\n",
+                                        "s.yaml", ".");
+    REQUIRE(both.models.size() == 2);
+    CHECK(both.models[0].ref == "a/one");
+    CHECK(both.models[1].label == "two");
+    CHECK_THROWS_WITH(parse_recipe_text("name: s\nmodel: some/model\ndtype: int4\nprompts: [ \"a\" ]\n", "s.yaml", "."),
+                      Catch::Contains("int4"));
+}
+
 TEST_CASE("analysis parameters pass through to the plugin, id defaults to use", "[recipe]") {
     const std::string dir = nscope::test::temp_dir("recipe-an");
     const auto r = load_recipe(write_recipe(dir, R"(
