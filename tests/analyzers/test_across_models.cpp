@@ -271,3 +271,39 @@ TEST_CASE("drift: one model, a hook missing in a checkpoint, other widths and ot
     CHECK_NOTHROW(a->check(context({model("base", big), model("ckpt", big)})));
     CHECK_THROWS_AS(registry().create_analyzer("drift")->configure({{"topk", 3}}), InputError);
 }
+
+TEST_CASE("cka across models, method minibatch and rsa: equal the same measures between the hooks of one model",
+          "[analyzers][cka][across][rsa]") {
+    const Fixture& f = fixture();
+    // The second model's hooks renamed as later layers of one model: the same points in the same order.
+    Tokens joined = f.a;
+    Widths joined_widths = f.widths;
+    const std::vector<std::string> hooks = f.expected["hooks"];
+    for (size_t i = 0; i < hooks.size(); ++i) {
+        const std::string renamed = "blocks." + std::to_string(7 + i) + ".hook_resid_post";
+        joined[renamed] = f.b.at(hooks[i]);
+        joined_widths[renamed] = f.widths.at(hooks[i]);
+    }
+    for (const Params& params : {Params{{"method", "minibatch"}, {"minibatch", 8}}, Params{{"method", "rsa"}}}) {
+        INFO(params.dump());
+        Params across = params;
+        across["across"] = "models";
+        const Result r = run_lockstep("cka", across, {f.a, f.b}, f.widths, f.lengths);
+        const Eigen::MatrixXd m = matrix(r.arrays.at("matrix.ckpt-1"));
+
+        std::vector<std::unique_ptr<PromptInfo>> prompts;
+        auto one = registry().create_analyzer("cka");
+        one->configure(params);
+        one->begin(RunContext{});
+        for (const auto& b : token_batches(joined, joined_widths, f.lengths, 3, prompts)) one->consume(b.view());
+        const Eigen::MatrixXd all = matrix(one->finish().arrays.at("matrix"));
+        REQUIRE(all.rows() == 4);
+        CHECK((m - all.block(0, 2, 2, 2)).cwiseAbs().maxCoeff() < 1e-9);
+
+        const Result self = run_lockstep("cka", across, {f.a, f.a}, f.widths, f.lengths);
+        CHECK(matrix(self.arrays.at("matrix.ckpt-1")).diagonal().isApprox(Eigen::VectorXd::Ones(2), 1e-9));
+    }
+    Params pooled{{"method", "rsa"}, {"across", "models"}, {"pool", "mean"}};
+    const Result p = run_lockstep("cka", pooled, {f.a, f.b}, f.widths, f.lengths);
+    CHECK(p.data["summary"]["sampled"] == f.expected["prompts"]);
+}

@@ -159,3 +159,92 @@ TEST_CASE("cka: a joint covariance over max_memory_mb, unknown hooks and too few
     Tokens tokens{{"blocks.0.hook_resid_post", {1.0f, 2.0f}}};
     CHECK_THAT(input_error([&] { run_cka(tokens, {{"blocks.0.hook_resid_post", 2}}, {{"min_tokens", 3}}); }), Catch::Contains("too few tokens"));
 }
+
+TEST_CASE("cka method minibatch and rsa: equal numpy's debiased-HSIC and RDM-Spearman computations on the fixture",
+          "[analyzers][cka][rsa]") {
+    std::ifstream in(kFixtures + "expected.json");
+    const auto expected = nlohmann::json::parse(in);
+    Tokens tokens;
+    Widths widths;
+    for (const auto& hook : expected["hooks"]) {
+        const NpyArray a = read_npy(kFixtures + hook.get<std::string>() + ".npy");
+        tokens[hook] = a.to_f32();
+        widths[hook] = a.shape[1];
+    }
+    // 73 tokens: four minibatches of 16 and a last one of 9, in the order the tokens arrive; padding excluded.
+    const Result mb = run_cka(tokens, widths, {{"method", "minibatch"}, {"minibatch", 16}}, 50.0f);
+    CHECK(mb.data["summary"]["method"] == "minibatch");
+    CHECK(mb.data["summary"]["minibatches"] == 5);
+    CHECK(mb.data["summary"]["dropped"] == 0);
+    const Result rsa = run_cka(tokens, widths, {{"method", "rsa"}, {"max_points", 100}}, 50.0f);
+    CHECK(rsa.data["summary"]["sampled"] == 73);
+    CHECK(rsa.data["tables"]["pairs"]["columns"][4] == "rsa");
+    const Eigen::MatrixXd m = matrix_of(mb), r = matrix_of(rsa);
+    for (size_t i = 0; i < 3; ++i)
+        for (size_t j = 0; j < 3; ++j) {
+            INFO(i << ", " << j);
+            CHECK(m(i, j) == Approx(expected["minibatch"][i][j].get<double>()).margin(1e-5));
+            CHECK(r(i, j) == Approx(expected["rsa"][i][j].get<double>()).margin(1e-5));
+        }
+    // Different measures: the comparison is not vacuous.
+    CHECK(std::abs(m(0, 1) - expected["matrix"][0][1].get<double>()) > 1e-3);
+}
+
+TEST_CASE("cka method minibatch: converges to linear CKA on many tokens, and a short tail is dropped",
+          "[analyzers][cka][rsa]") {
+    Tokens tokens;
+    Widths widths;
+    random_hooks(4003, tokens, widths, 5);
+    const Eigen::MatrixXd linear = matrix_of(run_cka(tokens, widths));
+    const Result r = run_cka(tokens, widths, {{"method", "minibatch"}, {"minibatch", 500}});
+    CHECK(r.data["summary"]["minibatches"] == 8);
+    CHECK(r.data["summary"]["dropped"] == 3);  // 4003 = 8 × 500 + 3, and 3 points are below the estimator's 4
+    const Eigen::MatrixXd m = matrix_of(r);
+    INFO("linear\n" << linear << "\nminibatch\n" << m);
+    CHECK((m - linear).cwiseAbs().maxCoeff() < 0.03);
+    CHECK(m.diagonal().isApprox(Eigen::VectorXd::Ones(3), 1e-9));
+}
+
+TEST_CASE("cka method rsa: the sample does not depend on batching, is capped, and isotropic scaling leaves RSA unchanged",
+          "[analyzers][cka][rsa]") {
+    Tokens tokens;
+    Widths widths;
+    random_hooks(400, tokens, widths, 13);
+    const Params params{{"method", "rsa"}, {"max_points", 60}};
+    const Result a = run_cka(tokens, widths, params);
+    CHECK(a.data["summary"]["sampled"] == 60);
+    std::vector<std::unique_ptr<PromptInfo>> prompts;
+    auto other = registry().create_analyzer("cka");
+    other->configure(params);
+    other->begin(RunContext{});
+    CHECK_FALSE(other->mergeable());
+    for (const auto& b : token_batches(tokens, widths, {5, 1, 9, 3, 7}, 1, prompts)) other->consume(b.view());
+    CHECK((matrix_of(other->finish()) - matrix_of(a)).cwiseAbs().maxCoeff() == 0.0);
+
+    Tokens scaled = tokens;
+    for (float& v : scaled["blocks.1.hook_resid_post"]) v = 4.0f * v;
+    CHECK((matrix_of(run_cka(scaled, widths, params)) - matrix_of(a)).cwiseAbs().maxCoeff() < 1e-6);
+    CHECK(matrix_of(a)(0, 1) > 0.05);
+}
+
+TEST_CASE("cka method minibatch and rsa: parameters of the other method, a minibatch below 4 and states over max_memory_mb are input errors",
+          "[analyzers][cka][rsa]") {
+    CHECK_THROWS_AS(registry().create_analyzer("cka")->configure({{"minibatch", 64}}), InputError);
+    CHECK_THROWS_AS(registry().create_analyzer("cka")->configure({{"method", "rsa"}, {"minibatch", 64}}), InputError);
+    CHECK_THROWS_AS(registry().create_analyzer("cka")->configure({{"method", "minibatch"}, {"max_points", 64}}), InputError);
+    CHECK_THROWS_AS(registry().create_analyzer("cka")->configure({{"method", "minibatch"}, {"minibatch", 3}}), InputError);
+    CHECK_THROWS_AS(registry().create_analyzer("cka")->configure({{"method", "cca"}}), InputError);
+    RunContext ctx;
+    for (int l = 0; l < 32; ++l)
+        ctx.hooks.push_back({"blocks." + std::to_string(l) + ".mlp.hook_post", {"batch", "pos", "neuron"}, {-1, -1, 14336}});
+    // 32 × 14336 features: the linear method's covariance would be 1.6 TB; 256-point minibatches fit in 0.5 GB.
+    auto a = registry().create_analyzer("cka");
+    a->configure(nlohmann::json::object());
+    CHECK_THAT(input_error([&] { a->begin(ctx); }), Catch::Contains("max_memory_mb"));
+    a = registry().create_analyzer("cka");
+    a->configure({{"method", "minibatch"}});
+    CHECK_NOTHROW(a->begin(ctx));
+    a = registry().create_analyzer("cka");
+    a->configure({{"method", "rsa"}, {"max_points", 20000}});
+    CHECK_THAT(input_error([&] { a->begin(ctx); }), Catch::Contains("max_memory_mb") && Catch::Contains("20000 points"));
+}

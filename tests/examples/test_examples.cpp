@@ -234,6 +234,12 @@ TEST_CASE("example: structure projects, compares, clusters and maps the activati
         for (size_t j = 0; j < 5; ++j) CHECK(z[i][j].get<double>() == Approx(z[j][i].get<double>()).margin(1e-6));
     }
     CHECK(z[2][3].get<double>() > z[0][4].get<double>() + 0.2);
+    // rsa (cka with method: rsa): the same picture from rank-correlated RDMs of 600 sampled tokens.
+    const auto rsa = result(run, "rsa");
+    CHECK(rsa["summary"]["sampled"] == 600);
+    const auto& zr = rsa["figures"]["cka"]["z"];
+    for (size_t i = 0; i < 5; ++i) CHECK(zr[i][i].get<double>() == Approx(1.0).margin(1e-9));
+    CHECK(zr[2][3].get<double>() > zr[0][4].get<double>() + 0.1);
     // cluster: both MLP layers have clusters that separate (silhouette > 0), and the labels array agrees with
     // the cluster table.
     const auto clusters = result(run, "clusters");

@@ -12,6 +12,10 @@
 // joint covariance (D_m²) plus the cross-covariance of the first model's hooks with each other model's
 // (CrossMoments, D_0 × D_m). The memory is estimated before the first batch (at plan time across models) and
 // refused above `max_memory_mb`. Deterministic.
+//
+// `method: minibatch` (minibatch CKA from the debiased HSIC) and `method: rsa` (RDMs + Spearman) work from
+// points instead (point_similarity.h): the choice when the joint covariance of many wide hooks would not fit,
+// or when a rank-based, nonlinear comparison is wanted.
 #include <nscope/eigen.h>
 #include <nscope/sdk.h>
 
@@ -20,6 +24,7 @@
 #include "nscope_common/lockstep.h"
 #include "nscope_common/params.h"
 #include "nscope_common/points.h"
+#include "point_similarity.h"
 
 namespace {
 
@@ -28,6 +33,9 @@ using nscope::common::CrossMoments;
 namespace nc = nscope::common;
 
 const char* kPoolFix = "set 'pool: mean' or 'pool: last' to compare one pooled point per prompt instead";
+
+/// How two hooks are compared: linear CKA from covariances (exact), minibatch CKA, or RSA.
+enum class Method { Linear, Minibatch, Rsa };
 
 /// The selected token-wise hooks of one model of an `across: models` run.
 struct ModelHooks {
@@ -39,7 +47,8 @@ struct ModelHooks {
 class Cka : public nscope::Analyzer {
 public:
     void configure(const nscope::Params& params) override {
-        nscope::common::ParamReader p("cka", params, {"hooks", "max_memory_mb", "min_tokens", "across", "pool"});
+        nscope::common::ParamReader p("cka", params,
+                                      {"hooks", "max_memory_mb", "min_tokens", "across", "pool", "method", "minibatch", "max_points"});
         filter_ = nscope::common::HookFilter(p.strings("hooks"));
         max_memory_mb_ = p.number("max_memory_mb", 2048, 1);
         min_tokens_ = p.integer("min_tokens", 2, 2);
@@ -48,6 +57,14 @@ public:
         if (!across_ && pool_ != "tokens")
             p.fail("pool", "is only for 'across: models' (pooled points of models with different tokenizers); "
                            "between the hooks of one model CKA compares token by token");
+        const std::string method = p.choice("method", "linear", {"linear", "minibatch", "rsa"});
+        method_ = method == "minibatch" ? Method::Minibatch : method == "rsa" ? Method::Rsa : Method::Linear;
+        minibatch_ = static_cast<size_t>(p.integer("minibatch", 256, 4));
+        max_points_ = static_cast<size_t>(p.integer("max_points", 1000, 3));
+        if (method_ != Method::Minibatch && params.contains("minibatch"))
+            p.fail("minibatch", "is the minibatch size of 'method: minibatch'");
+        if (method_ != Method::Rsa && params.contains("max_points"))
+            p.fail("max_points", "is the sample size of 'method: rsa'");
     }
 
     bool spans_models() const override { return across_; }
@@ -57,9 +74,11 @@ public:
     }
 
     void begin(const nscope::RunContext& ctx) override {
+        seed_ = ctx.seed;
         if (across_) {
             plan_models(ctx);
             models_ = ctx.models;
+            if (method_ != Method::Linear) return init_measure(model_hooks_, across_pairs());
             cov_models_.assign(models_.size(), {});
             cross_.assign(models_.size() - 1, {});
             for (size_t m = 0; m < models_.size(); ++m) cov_models_[m].init(model_hooks_[m].total);
@@ -69,9 +88,18 @@ public:
         double width = 0;
         std::string widest;
         int64_t widest_n = 0;
+        ModelHooks planned;
         for (const auto& h : nscope::common::planned_hooks("cka", ctx, filter_)) {
             width += static_cast<double>(h.width);
             if (h.width > widest_n) widest_n = h.width, widest = h.name;
+            planned.names.push_back(h.name), planned.widths.push_back(h.width), planned.total += h.width;
+        }
+        if (method_ != Method::Linear) {
+            if (!planned.names.empty())
+                nc::check_memory("cka", measure_bytes({planned}), max_memory_mb_, measure_what(),
+                                 "select fewer hooks with 'hooks' (the widest is '" + widest + "', " +
+                                     std::to_string(widest_n) + ")");
+            return;
         }
         // Joint covariance (double) + the per-chunk float Gram of the same size.
         nscope::common::check_memory("cka", 1.5 * nscope::common::comoments_bytes(static_cast<int64_t>(width)),
@@ -99,11 +127,12 @@ public:
         if (hooks_.empty()) {
             int64_t total = 0;
             for (size_t i : order) hooks_.push_back(acts[i].first), widths_.push_back(widths[i]), total += widths[i];
-            cov_.init(total);
+            if (method_ == Method::Linear) cov_.init(total);
+            else init_measure({ModelHooks{hooks_, widths_, total}}, hooks_pairs());
         }
         check_same_hooks(acts, widths, order);
         // One row per real token: the hooks' values side by side.
-        const auto total = static_cast<size_t>(cov_.features());
+        const auto total = static_cast<size_t>(std::accumulate(widths_.begin(), widths_.end(), int64_t{0}));
         size_t tokens = 0;
         for (size_t r = 0; r < batch.rows; ++r) tokens += batch.length(r);
         joint_.resize(tokens * total);
@@ -120,10 +149,20 @@ public:
                     }
             offset += w;
         }
-        cov_.add(joint_.data(), tokens);
+        if (method_ == Method::Linear) return cov_.add(joint_.data(), tokens);
+        seen_ += tokens;
+        if (method_ == Method::Minibatch) return minibatch_cka_.add(0, joint_.data(), tokens);
+        origin_.clear();
+        for (size_t r = 0; r < batch.rows; ++r)
+            for (size_t p = 0; p < batch.positions; ++p)
+                if (batch.valid(r, p))
+                    origin_.push_back({static_cast<int64_t>(batch.prompts[r]->index), static_cast<int64_t>(p),
+                                       batch.input_ids[r * batch.positions + p], batch.prompts[r]});
+        rsa_.add(0, joint_, origin_);
     }
 
-    bool mergeable() const override { return !across_; }
+    // Minibatch CKA depends on where the minibatches fall, so shards would not add up to one pass.
+    bool mergeable() const override { return !across_ && method_ == Method::Linear; }
 
     void merge(const nscope::Analyzer& other) override {
         const auto& o = static_cast<const Cka&>(other);
@@ -143,23 +182,29 @@ public:
         nscope::Result res;
         const auto h = static_cast<int64_t>(hooks_.size());
         if (h == 0) throw nscope::InputError("cka: no token-wise hook was selected; check parameter 'hooks'");
-        if (cov_.count < static_cast<uint64_t>(min_tokens_))
-            throw nscope::InputError("cka: too few tokens: " + std::to_string(cov_.count) + " (at least " +
+        const uint64_t seen = method_ == Method::Linear ? cov_.count : seen_;
+        if (seen < static_cast<uint64_t>(min_tokens_))
+            throw nscope::InputError("cka: too few tokens: " + std::to_string(seen) + " (at least " +
                                      std::to_string(min_tokens_) + " needed, parameter 'min_tokens'); add prompts");
+        finish_measure();
         std::vector<int64_t> start(static_cast<size_t>(h) + 1, 0);
         for (int64_t i = 0; i < h; ++i) start[i + 1] = start[i] + widths_[i];
         auto block = [&](int64_t i, int64_t j) {
             return cov_.m2.block(start[i], start[j], widths_[i], widths_[j]);
         };
+        auto similarity = [&](int64_t i, int64_t j) {
+            if (method_ != Method::Linear) return measure_value(hooks_pair(std::min(i, j), std::max(i, j)));
+            return nc::linear_cka(block(i, j), block(i, i), block(j, j));
+        };
         std::vector<float> matrix(static_cast<size_t>(h * h));
         nlohmann::json z = nlohmann::json::array();
         nscope::Table pairs;
-        pairs.columns = {"hook_a", "layer_a", "hook_b", "layer_b", "cka"};
+        pairs.columns = {"hook_a", "layer_a", "hook_b", "layer_b", value_name()};
         for (int64_t i = 0; i < h; ++i) {
             nlohmann::json row = nlohmann::json::array();
             for (int64_t j = 0; j < h; ++j) {
                 // A constant hook has no variance to compare: CKA is undefined (NaN, null in JSON).
-                const double v = nc::linear_cka(block(i, j), block(i, i), block(j, j));
+                const double v = similarity(i, j);
                 matrix[static_cast<size_t>(i * h + j)] = static_cast<float>(v);
                 row.push_back(std::isfinite(v) ? nlohmann::json(v) : nlohmann::json());
                 if (j > i)
@@ -173,10 +218,11 @@ public:
         res.data["rows"] = hooks_;
         res.data["cols"] = hooks_;
         res.set_table("pairs", std::move(pairs));
-        res.set_figure("cka", {{"kind", "heatmap"}, {"title", "linear CKA between hooks (token by token)"},
-                               {"z", std::move(z)}, {"x", hooks_}, {"y", hooks_}, {"z_label", "CKA"}});
-        res.data["summary"] = {{"hooks", h}, {"tokens", cov_.count}, {"features", cov_.features()},
+        res.set_figure("cka", {{"kind", "heatmap"}, {"title", method_title() + " between hooks (token by token)"},
+                               {"z", std::move(z)}, {"x", hooks_}, {"y", hooks_}, {"z_label", value_label()}});
+        res.data["summary"] = {{"hooks", h}, {"tokens", seen}, {"features", start.back()},
                                {"skipped", filter_.skipped_json()}};
+        add_measure_summary(res.data["summary"]);
         return res;
     }
 
@@ -206,6 +252,11 @@ private:
                                          " is selected; check parameter 'hooks'");
             model_hooks_.push_back(std::move(mh));
         }
+        if (method_ != Method::Linear)
+            return nc::check_memory("cka", measure_bytes(model_hooks_), max_memory_mb_,
+                                    "across " + std::to_string(ctx.models.size()) + " models, " + measure_what(),
+                                    "select fewer hooks with 'hooks' (the widest is '" + widest + "', " +
+                                        std::to_string(widest_n) + ")");
         // Each model's joint covariance (+ its float Gram) and the cross-covariances with the first model (+ the
         // float product).
         const double d0 = static_cast<double>(model_hooks_[0].total);
@@ -250,6 +301,11 @@ private:
         std::vector<float>& joint = m == 0 ? base_joint_ : joint_;
         joint_points(batch, model_hooks_[m], joint);
         const size_t points = model_hooks_[m].total ? joint.size() / static_cast<size_t>(model_hooks_[m].total) : 0;
+        if (method_ != Method::Linear) {
+            if (m == 0) seen_ += points;
+            if (method_ == Method::Minibatch) return minibatch_cka_.add(m, joint.data(), points);
+            return rsa_.add(m, joint, origin_);
+        }
         cov_models_[m].add(joint.data(), points);
         if (m > 0) cross_[m - 1].add(base_joint_.data(), joint.data(), points);
     }
@@ -259,7 +315,7 @@ private:
         if (models_.empty()) throw nscope::InputError("cka: across: models needs a models: run");
         const ModelHooks& base = model_hooks_[0];
         if (base.names.empty()) throw nscope::InputError("cka: no token-wise hook was selected; check parameter 'hooks'");
-        const uint64_t points = cov_models_[0].count;
+        const uint64_t points = method_ == Method::Linear ? cov_models_[0].count : seen_;
         if (points < static_cast<uint64_t>(min_tokens_))
             throw nscope::InputError("cka: too few " + std::string(pool_ == "tokens" ? "tokens" : "prompts") + ": " +
                                      std::to_string(points) + " (at least " + std::to_string(min_tokens_) +
@@ -270,8 +326,9 @@ private:
             return s;
         };
         const auto s0 = starts(base);
+        finish_measure();
         nscope::Table pairs;
-        pairs.columns = {"model", "hook_a", "layer_a", "hook_b", "layer_b", "cka"};
+        pairs.columns = {"model", "hook_a", "layer_a", "hook_b", "layer_b", value_name()};
         nlohmann::json cols = nlohmann::json::object(), labels = nlohmann::json::array();
         // CKA of each base hook with the same hook of every model, when the models share the hooks.
         bool same_hooks = true;
@@ -282,17 +339,21 @@ private:
             const ModelHooks& mh = model_hooks_[m];
             const auto sm = starts(mh);
             const auto h0 = static_cast<int64_t>(base.names.size()), hm = static_cast<int64_t>(mh.names.size());
-            const auto& c0 = cov_models_[0].m2;
-            const auto& cm = cov_models_[m].m2;
-            const auto& cx = cross_[m - 1].c;
+            auto similarity = [&](int64_t i, int64_t j) {
+                if (method_ != Method::Linear) return measure_value(across_pair(m, static_cast<size_t>(i), static_cast<size_t>(j)));
+                const auto& c0 = cov_models_[0].m2;
+                const auto& cm = cov_models_[m].m2;
+                const auto& cx = cross_[m - 1].c;
+                return nc::linear_cka(cx.block(s0[i], sm[j], base.widths[i], mh.widths[j]),
+                                      c0.block(s0[i], s0[i], base.widths[i], base.widths[i]),
+                                      cm.block(sm[j], sm[j], mh.widths[j], mh.widths[j]));
+            };
             std::vector<float> matrix(static_cast<size_t>(h0 * hm));
             nlohmann::json z = nlohmann::json::array();
             for (int64_t i = 0; i < h0; ++i) {
                 nlohmann::json row = nlohmann::json::array();
                 for (int64_t j = 0; j < hm; ++j) {
-                    const double v = nc::linear_cka(cx.block(s0[i], sm[j], base.widths[i], mh.widths[j]),
-                                                    c0.block(s0[i], s0[i], base.widths[i], base.widths[i]),
-                                                    cm.block(sm[j], sm[j], mh.widths[j], mh.widths[j]));
+                    const double v = similarity(i, j);
                     matrix[static_cast<size_t>(i * hm + j)] = static_cast<float>(v);
                     const nlohmann::json cell = std::isfinite(v) ? nlohmann::json(v) : nlohmann::json();
                     row.push_back(cell);
@@ -308,9 +369,9 @@ private:
             labels.push_back(label);
             res.set_figure("cka." + label,
                            {{"kind", "heatmap"},
-                            {"title", "linear CKA: " + models_[0].label + " (rows) vs " + label + " (columns), " +
+                            {"title", method_title() + ": " + models_[0].label + " (rows) vs " + label + " (columns), " +
                                           (pool_ == "tokens" ? "token by token" : "pooled by " + pool_ + " per prompt")},
-                            {"z", std::move(z)}, {"x", mh.names}, {"y", base.names}, {"z_label", "CKA"}});
+                            {"z", std::move(z)}, {"x", mh.names}, {"y", base.names}, {"z_label", value_label()}});
         }
         if (same_hooks) {
             const auto k = static_cast<int64_t>(models_.size() - 1), h = static_cast<int64_t>(base.names.size());
@@ -323,9 +384,10 @@ private:
                 for (double v : same[i]) y.push_back(std::isfinite(v) ? nlohmann::json(v) : nlohmann::json());
                 same_series.push_back({{"name", base.names[i]}, {"y", std::move(y)}});
             }
-            res.set_figure("same_hook", {{"kind", "line"}, {"title", "CKA of each hook with the same hook of " + models_[0].label},
+            res.set_figure("same_hook", {{"kind", "line"},
+                                         {"title", method_title() + " of each hook with the same hook of " + models_[0].label},
                                          {"x", labels}, {"series", std::move(same_series)}, {"x_label", "model"},
-                                         {"y_label", "CKA"}});
+                                         {"y_label", value_label()}});
         }
         res.data["rows"] = base.names;
         res.data["cols"] = cols;
@@ -334,7 +396,92 @@ private:
         res.data["summary"] = {{"across", "models"}, {"base", models_[0].label}, {"models", labels},
                                {"pool", pool_}, {"points", points}, {"hooks", base.names.size()},
                                {"same_hooks", same_hooks}, {"skipped", filter_.skipped_json()}};
+        add_measure_summary(res.data["summary"]);
         return res;
+    }
+
+    // --- method: minibatch | rsa (point_similarity.h) ---
+
+    /// Between the hooks of one model: every pair (i, j), i ≤ j, in row-major order of the upper triangle.
+    std::vector<nscope::cka::HookPair> hooks_pairs() const {
+        std::vector<nscope::cka::HookPair> out;
+        for (size_t i = 0; i < hooks_.size(); ++i)
+            for (size_t j = i; j < hooks_.size(); ++j) out.emplace_back(i, j);
+        return out;
+    }
+    size_t hooks_pair(int64_t i, int64_t j) const {
+        const auto h = static_cast<int64_t>(hooks_.size());
+        return static_cast<size_t>(i * h - i * (i - 1) / 2 + (j - i));
+    }
+
+    /// Across models: each hook of the first model with each hook of model m ≥ 1, models in order. Hooks are
+    /// numbered model by model (the order init_measure lays them out).
+    std::vector<nscope::cka::HookPair> across_pairs() const {
+        std::vector<nscope::cka::HookPair> out;
+        size_t first = model_hooks_[0].names.size();
+        for (size_t m = 1; m < model_hooks_.size(); ++m) {
+            for (size_t i = 0; i < model_hooks_[0].names.size(); ++i)
+                for (size_t j = 0; j < model_hooks_[m].names.size(); ++j) out.emplace_back(i, first + j);
+            first += model_hooks_[m].names.size();
+        }
+        return out;
+    }
+    size_t across_pair(size_t m, size_t i, size_t j) const {
+        size_t offset = 0;
+        const size_t h0 = model_hooks_[0].names.size();
+        for (size_t k = 1; k < m; ++k) offset += h0 * model_hooks_[k].names.size();
+        return offset + i * model_hooks_[m].names.size() + j;
+    }
+
+    void init_measure(const std::vector<ModelHooks>& models, std::vector<nscope::cka::HookPair> pairs) {
+        std::vector<int64_t> totals;
+        std::vector<nscope::cka::HookColumns> columns;
+        for (size_t m = 0; m < models.size(); ++m) {
+            totals.push_back(models[m].total);
+            int64_t start = 0;
+            for (int64_t w : models[m].widths) columns.push_back({m, start, w}), start += w;
+        }
+        seen_ = 0;
+        if (method_ == Method::Minibatch) minibatch_cka_.init(totals, std::move(columns), std::move(pairs), minibatch_);
+        else rsa_.init(totals, std::move(columns), std::move(pairs), max_points_, seed_);
+    }
+
+    double measure_bytes(const std::vector<ModelHooks>& models) const {
+        std::vector<int64_t> totals;
+        size_t hooks = 0;
+        for (const auto& mh : models) totals.push_back(std::max<int64_t>(mh.total, 1)), hooks += mh.names.size();
+        return method_ == Method::Minibatch ? nscope::cka::MinibatchCka::bytes(totals, hooks, minibatch_)
+                                            : nscope::cka::Rsa::bytes(totals, hooks, max_points_);
+    }
+    std::string measure_what() const {
+        return method_ == Method::Minibatch
+                   ? "minibatches of " + std::to_string(minibatch_) + " points of every selected hook and their Gram matrices"
+                   : "a sample of " + std::to_string(max_points_) + " points of every selected hook and their ranked RDMs";
+    }
+
+    void finish_measure() {
+        if (method_ == Method::Minibatch) minibatch_cka_.finish();
+        else if (method_ == Method::Rsa) rsa_.finish();
+    }
+    double measure_value(size_t pair) const {
+        return method_ == Method::Minibatch ? minibatch_cka_.value(pair) : rsa_.value(pair);
+    }
+
+    std::string method_title() const {
+        if (method_ == Method::Minibatch) return "minibatch CKA (debiased HSIC, " + std::to_string(minibatch_) + " points)";
+        if (method_ == Method::Rsa) return "RSA (Spearman ρ of correlation-distance RDMs)";
+        return "linear CKA";
+    }
+    std::string value_name() const { return method_ == Method::Rsa ? "rsa" : "cka"; }
+    std::string value_label() const { return method_ == Method::Rsa ? "Spearman ρ" : "CKA"; }
+
+    void add_measure_summary(nlohmann::json& summary) const {
+        summary["method"] = method_ == Method::Minibatch ? "minibatch" : method_ == Method::Rsa ? "rsa" : "linear";
+        if (method_ == Method::Minibatch)
+            summary.update({{"minibatch", minibatch_}, {"minibatches", minibatch_cka_.minibatches},
+                            {"dropped", minibatch_cka_.dropped}});
+        if (method_ == Method::Rsa)
+            summary.update({{"max_points", max_points_}, {"sampled", rsa_.points}, {"seed", seed_}});
     }
 
     // Every batch must carry the same hooks with the same widths: the joint covariance has fixed columns.
@@ -349,6 +496,11 @@ private:
     }
 
     nscope::common::HookFilter filter_;
+    Method method_ = Method::Linear;
+    size_t minibatch_ = 256, max_points_ = 1000;
+    uint64_t seed_ = 0, seen_ = 0;
+    nscope::cka::MinibatchCka minibatch_cka_;
+    nscope::cka::Rsa rsa_;
     double max_memory_mb_ = 2048;
     int64_t min_tokens_ = 2;
     std::vector<std::string> hooks_;
