@@ -24,6 +24,7 @@
 #include "core/tokenizer/tokenizer.h"
 #include "core/util/concurrency.h"
 #include "core/util/files.h"
+#include "core/util/sha256.h"
 #include "core/util/text.h"
 #include "nscope/error.h"
 
@@ -770,33 +771,100 @@ RunContext cache_context(lua_State* L, const CacheData& c, const std::vector<std
     return ctx;
 }
 
-/// Feed the cache to `fn` as SDK Batches of `batch_size` rows, positions trimmed to each batch's longest prompt.
+/// The SDK Batch of the cache's rows [start, start + rows), positions trimmed to their longest prompt. The
+/// batch points into tensors appended to `keep`, which must outlive it.
+Batch cache_batch(const CacheData& c, const std::vector<std::string>& hooks, int64_t start, int64_t rows,
+                  std::vector<at::Tensor>& keep) {
+    const at::Tensor mask_rows = c.mask.narrow(0, start, rows);
+    const int64_t P = std::max<int64_t>(1, mask_rows.sum(1).max().item<int64_t>());
+    keep.push_back(c.ids.narrow(0, start, rows).narrow(1, 0, P).contiguous());
+    keep.push_back(mask_rows.narrow(1, 0, P).contiguous());
+    Batch b;
+    b.rows = static_cast<size_t>(rows);
+    b.positions = static_cast<size_t>(P);
+    b.input_ids = keep[keep.size() - 2].data_ptr<int64_t>();
+    b.attention_mask = keep.back().data_ptr<int64_t>();
+    for (int64_t i = start; i < start + rows; ++i) b.prompts.push_back(&c.prompts[static_cast<size_t>(i)]);
+    for (const auto& h : hooks) {
+        at::Tensor t = c.acts.at(h).narrow(0, start, rows);
+        const auto dims = dims_of(c.model, h, t.dim());
+        for (int64_t d = 1; d < t.dim() && static_cast<size_t>(d) < dims.size(); ++d)
+            if (is_position_dim(dims[static_cast<size_t>(d)])) t = t.narrow(d, 0, std::min(P, t.size(d)));
+        keep.push_back(t.to(at::kFloat).contiguous());
+        b.activations.push_back({h, {keep.back().data_ptr<float>(), DType::Float32, keep.back().sizes().vec()}});
+    }
+    return b;
+}
+
+/// Feed the caches to `fn` as SDK Batches of `batch_size` rows: for every block of rows, one batch per cache
+/// in order (Batch::model = its index), the lockstep order of a `models:` run.
 template <typename Fn>
-void for_each_batch(const CacheData& c, const std::vector<std::string>& hooks, size_t batch_size, Fn&& fn) {
-    const int64_t n = c.ids.size(0);
+void for_each_batch(const std::vector<const CacheData*>& caches, const std::vector<std::string>& hooks,
+                    size_t batch_size, Fn&& fn) {
+    const int64_t n = caches[0]->ids.size(0);
     for (int64_t start = 0; start < n; start += static_cast<int64_t>(batch_size)) {
         const int64_t rows = std::min<int64_t>(static_cast<int64_t>(batch_size), n - start);
-        const at::Tensor mask_rows = c.mask.narrow(0, start, rows);
-        const int64_t P = std::max<int64_t>(1, mask_rows.sum(1).max().item<int64_t>());
-        const at::Tensor ids = c.ids.narrow(0, start, rows).narrow(1, 0, P).contiguous();
-        const at::Tensor mask = mask_rows.narrow(1, 0, P).contiguous();
-        std::vector<at::Tensor> keep;
-        Batch b;
-        b.rows = static_cast<size_t>(rows);
-        b.positions = static_cast<size_t>(P);
-        b.input_ids = ids.data_ptr<int64_t>();
-        b.attention_mask = mask.data_ptr<int64_t>();
-        for (int64_t i = start; i < start + rows; ++i) b.prompts.push_back(&c.prompts[static_cast<size_t>(i)]);
-        for (const auto& h : hooks) {
-            at::Tensor t = c.acts.at(h).narrow(0, start, rows);
-            const auto dims = dims_of(c.model, h, t.dim());
-            for (int64_t d = 1; d < t.dim() && static_cast<size_t>(d) < dims.size(); ++d)
-                if (is_position_dim(dims[static_cast<size_t>(d)])) t = t.narrow(d, 0, std::min(P, t.size(d)));
-            keep.push_back(t.to(at::kFloat).contiguous());
-            b.activations.push_back({h, {keep.back().data_ptr<float>(), DType::Float32, keep.back().sizes().vec()}});
+        for (size_t m = 0; m < caches.size(); ++m) {
+            std::vector<at::Tensor> keep;
+            Batch b = cache_batch(*caches[m], hooks, start, rows, keep);
+            b.model = m;
+            fn(b);
         }
-        fn(b);
     }
+}
+
+/// nscope.analyze's second argument: one cache, or a list of caches (the models an analyzer compares).
+std::vector<CacheData> read_caches(lua_State* L, int idx, const char* fn) {
+    idx = lua_absindex(L, idx);
+    std::vector<CacheData> out;
+    if (is_cache(L, idx) || lua_type(L, idx) != LUA_TTABLE) {
+        out.push_back(read_cache(L, idx, fn));
+        return out;
+    }
+    const int64_t n = raw_len(L, idx);
+    if (n == 0) arg_fail(idx, fn, "a cache from model:run, or a list of caches {base, checkpoint, ...}, expected; got an empty table");
+    for (int64_t i = 1; i <= n; ++i) {
+        lua_rawgeti(L, idx, i);
+        if (!is_cache(L, -1))
+            arg_fail(idx, fn, "element " + std::to_string(i) + " of the list is " + type_name_at(L, -1) +
+                                  ", and a list must hold caches from model:run");
+        out.push_back(read_cache(L, -1, fn));
+        lua_pop(L, 1);
+        if (out.back().ids.size(0) != out[0].ids.size(0))
+            arg_fail(idx, fn, "cache " + std::to_string(i) + " has " + std::to_string(out.back().ids.size(0)) +
+                                  " prompts and cache 1 has " + std::to_string(out[0].ids.size(0)) +
+                                  "; models are compared on the same prompts: run them all on one prompt list");
+    }
+    return out;
+}
+
+/// The models of a list of caches, for an analyzer that compares them (RunContext::models). Labels: `labels`
+/// when given, else each model's folder name (made unique).
+std::vector<ModelContext> cache_models(lua_State* L, const std::vector<CacheData>& caches,
+                                       const std::vector<std::string>& hooks, const std::vector<std::string>& labels) {
+    std::vector<ModelContext> out;
+    std::map<std::string, int> seen;
+    for (size_t m = 0; m < caches.size(); ++m) {
+        const CacheData& c = caches[m];
+        ModelContext mc;
+        const RunContext one = cache_context(L, c, hooks);
+        mc.hooks = one.hooks;
+        mc.token_text = one.token_text;
+        mc.model_info = one.model_info;
+        mc.ref = c.model ? c.model->ref : "";
+        if (c.model && !c.model->loaded.handle.files.tokenizer_json.empty())
+            mc.tokenizer_sha256 = sha256_file(c.model->loaded.handle.files.tokenizer_json);
+        if (m < labels.size()) {
+            mc.label = labels[m];
+        } else {
+            std::string base = c.model ? std::filesystem::path(c.model->ref).filename().string() : "";
+            if (base.empty()) base = "model" + std::to_string(m + 1);
+            const int k = seen[base]++;
+            mc.label = k == 0 ? base : base + "-" + std::to_string(k + 1);
+        }
+        out.push_back(std::move(mc));
+    }
+    return out;
 }
 
 void push_result(lua_State* L, const Result& r, const std::string& plugin) {
@@ -856,7 +924,8 @@ Result to_result(lua_State* L, int idx, const std::string& where) {
 int f_analyze(lua_State* L) {
     // stack: plugin, cache, params
     const std::string plugin = arg_string(L, 1, "nscope.analyze");
-    const CacheData cache = read_cache(L, 2, "nscope.analyze");
+    const std::vector<CacheData> caches = read_caches(L, 2, "nscope.analyze");
+    const CacheData& cache = caches[0];
     nlohmann::json params = nlohmann::json::object();
     if (lua_type(L, 3) == LUA_TTABLE) params = to_json(L, 3, "nscope.analyze params");
     else if (!lua_isnoneornil(L, 3)) arg_fail(3, "nscope.analyze", "parameter table expected, got " + type_name_at(L, 3));
@@ -869,6 +938,14 @@ int f_analyze(lua_State* L) {
         else if (h.is_array())
             for (const auto& x : h) patterns.push_back(x.is_string() ? x.get<std::string>() : x.dump());
         params.erase("hooks");
+    }
+    std::vector<std::string> labels;
+    if (params.contains("labels")) {
+        if (!params["labels"].is_array() || params["labels"].size() != caches.size())
+            throw std::invalid_argument("nscope.analyze('" + plugin + "'): 'labels' must list one name per cache (" +
+                                        std::to_string(caches.size()) + ")");
+        for (const auto& l : params["labels"]) labels.push_back(l.is_string() ? l.get<std::string>() : l.dump());
+        params.erase("labels");
     }
     const size_t batch_size = 16;
     AnalysisSpec spec;
@@ -900,7 +977,26 @@ int f_analyze(lua_State* L) {
     for (const auto& p : call_plugin(role, "required_hooks", [&] { return analyzer->required_hooks(); }))
         add_matching(p, true);
 
+    for (size_t m = 1; m < caches.size(); ++m)
+        for (const auto& h : fed)
+            if (!caches[m].acts.count(h))
+                throw std::invalid_argument("nscope.analyze('" + plugin + "'): cache " + std::to_string(m + 1) +
+                                            " has no hook '" + h + "'; run every model with the same hooks");
+    const bool spans = call_plugin(role, "spans_models", [&] { return analyzer->spans_models(); });
+    if (spans && caches.size() < 2)
+        throw std::invalid_argument("nscope.analyze('" + plugin + "'): this analysis compares models; give a list of "
+                                    "caches of the same prompts, the reference first: nscope.analyze('" + plugin +
+                                    "', {base_cache, other_cache, ...}, params)");
+    if (!spans && caches.size() > 1)
+        throw std::invalid_argument("nscope.analyze('" + plugin + "'): a list of " + std::to_string(caches.size()) +
+                                    " caches is for analyses that compare models (drift, cka with across='models'); "
+                                    "give one cache");
+
     RunContext ctx = cache_context(L, cache, fed);
+    if (spans) {
+        ctx.models = cache_models(L, caches, fed, labels);
+        call_plugin(role, "check", [&] { analyzer->check(ctx); });
+    }
     // The cache's model serves the analyzer's own forwards and the unembedding (logit lens, ablations).
     std::optional<SessionModelAccess> access;
     if (cache.model != nullptr && cache.model->session) {
@@ -911,7 +1007,9 @@ int f_analyze(lua_State* L) {
         ctx.model = access->access();
     }
     call_plugin(role, "begin", [&] { analyzer->begin(ctx); });
-    for_each_batch(cache, fed, batch_size, [&](const Batch& b) { call_plugin(role, "consume", [&] { analyzer->consume(b); }); });
+    std::vector<const CacheData*> fed_caches;
+    for (const auto& c : caches) fed_caches.push_back(&c);
+    for_each_batch(fed_caches, fed, batch_size, [&](const Batch& b) { call_plugin(role, "consume", [&] { analyzer->consume(b); }); });
     Result result = call_plugin(role, "finish", [&] { return analyzer->finish(); });
     push_result(L, result, plugin);
     return 1;
@@ -982,7 +1080,7 @@ int f_export(lua_State* L) {
         if (!cache)
             throw std::invalid_argument("nscope.export('" + plugin + "') writes activations: pass the cache, "
                                         "nscope.export('" + plugin + "', cache) or {cache=cache}");
-        for_each_batch(*cache, cache->hooks, 16, [&](const Batch& b) { call_plugin(role, "consume", [&] { exporter->consume(b); }); });
+        for_each_batch({&*cache}, cache->hooks, 16, [&](const Batch& b) { call_plugin(role, "consume", [&] { exporter->consume(b); }); });
     }
     ExportContext ectx;
     ectx.run_dir = dir;

@@ -1,15 +1,16 @@
--- Activation drift under fine-tuning: run the same prompts through a base model and one or more fine-tuned
--- checkpoints, and report per layer how far each checkpoint's MLP neurons moved from the base (cosine of
--- the per-neuron mean activation, mean |change|) and which neurons drifted most.
+-- Activation drift under fine-tuning, from a script: run the same prompts through a base model and one or more
+-- fine-tuned checkpoints, compare them with the `drift` analyzer (per neuron: 1 − profile correlation with the
+-- base, mean shift, top-k overlap; per layer: CKA to the base), then dig into the result by hand: the most
+-- drifted neurons of each layer, and whether a neuron's mean moved as much as its profile.
 --
 --   nscope script scripts/lua/drift.lua -- BASE CHECKPOINT [CHECKPOINT ...]
 --
 -- Make a fine-tuning series first (a few minutes): bash scripts/make-finetune-series.sh
--- The recommended way to measure drift is the `drift` analyzer in a recipe with `models:` (configs/drift.yaml,
--- docs/analyses.md#drift): per neuron profile correlation, mean shift, top-k overlap and per-hook CKA, streamed
--- over the models in lockstep. This script shows the same idea by hand, on per-neuron means.
--- Shows: loading several models in one script, pooling activations over real tokens with the mask, and
--- t:topk to rank neurons; writes drift.npy ([checkpoints, layers] mean |change|) into the run directory.
+-- The same analysis runs from a recipe with `models:` (configs/drift.yaml, docs/analyses.md#drift), streamed
+-- over the models batch by batch; here each model's activations are cached first (fine for a few prompts).
+-- Shows: loading several models in one script, nscope.analyze with a list of caches (analyses that compare
+-- models), reading a result's tables and arrays, and exporting it as JSON + report; writes drift.npy
+-- ([checkpoints, layers] mean drift) into the run directory.
 local base_path = arg[1] or "models/kjv-tiny"
 local checkpoints = {}
 for i = 2, #arg do checkpoints[#checkpoints + 1] = arg[i] end
@@ -24,35 +25,45 @@ local prompts = {
   "There is no place like home.",
 }
 
--- Mean activation of every neuron of every layer over the real tokens of all prompts: [layers][d_mlp].
-local function neuron_means(model)
-  local hooks = model:hooks("blocks.*.mlp.hook_post")
-  local cache = model:run(prompts, { hooks = hooks })
-  local mask = cache.mask:to("float32")            -- [n, p]
-  local tokens = mask:sum()
-  local means = {}
-  for l, h in ipairs(hooks) do
-    local acts = cache[h]                           -- [n, p, d_mlp], zero at padding
-    means[l] = acts:sum(1):sum(1) / tokens          -- [d_mlp]
-  end
-  return hooks, means
+-- Every model sees the same prompts with the same hooks; the base comes first.
+local base = nscope.load(base_path)
+local hooks = base:hooks("blocks.*.mlp.hook_post")
+local caches, labels = { base:run(prompts, { hooks = hooks }) }, { "base" }
+for c, path in ipairs(checkpoints) do
+  caches[#caches + 1] = nscope.load(path):run(prompts, { hooks = hooks })
+  labels[#labels + 1] = "ckpt" .. c
 end
 
-local base = nscope.load(base_path)
-local hooks, base_means = neuron_means(base)
+local result = nscope.analyze("drift", caches, { k = 5, top_neurons = 3, labels = labels })
+
+-- Tables: `layers` has one row per checkpoint and hook, `neurons` the most drifted neurons of each.
+local function columns(t)
+  local cols = {}
+  for i, name in ipairs(t.columns) do cols[name] = i end
+  return cols
+end
+local lc, nc = columns(result.tables.layers), columns(result.tables.neurons)
 local drift = nscope.zeros { #checkpoints, #hooks }
+for _, row in ipairs(result.tables.layers.rows) do
+  drift[{ row[lc.checkpoint], row[lc.layer] + 1 }] = row[lc.mean_drift]
+end
 for c, path in ipairs(checkpoints) do
-  local _, means = neuron_means(nscope.load(path))
   print(("checkpoint %s"):format(path))
   for l, h in ipairs(hooks) do
-    local change = (means[l] - base_means[l]):abs()
-    drift[{ c, l }] = change:mean()
-    local values, idx = change:topk(3, 1)
-    print(("  %-24s cosine %.4f  mean |change| %.4f  most drifted neurons %d %d %d"):format(
-      h, means[l]:cosine(base_means[l]), change:mean(), idx[1] - 1, idx[2] - 1, idx[3] - 1))
+    -- The analyzer's per-neuron arrays are [checkpoints, neurons]: this checkpoint's row.
+    local shift = result.arrays[h .. ".mean_shift"][c]:abs()
+    local top = {}
+    for _, row in ipairs(result.tables.neurons.rows) do
+      if row[nc.model] == labels[c + 1] and row[nc.hook] == h then
+        top[#top + 1] = ("%d (%.2f)"):format(row[nc.neuron], row[nc.drift])
+      end
+    end
+    print(("  %-24s mean drift %.4f  mean |shift| %.4f  most drifted neurons %s"):format(
+      h, drift[{ c, l }], shift:mean(), table.concat(top, " ")))
   end
 end
 -- A fine-tuned checkpoint differs from its base somewhere (the base against itself would be all zeros).
-assert(drift:max() > 0, "no neuron mean changed between the base model and its checkpoints")
+assert(drift:max() > 0, "no neuron drifted between the base model and its checkpoints")
 print("saved " .. drift:save("drift.npy"))
+nscope.export("json", { drift = result })
 print("DRIFT_OK")

@@ -425,7 +425,13 @@ TEST_CASE("example: a fine-tuning series of the bundled model and the drift scri
     INFO(r.out);
     INFO(r.err);
     CHECK(r.exit_code == 0);
-    CHECK_THAT(r.out, Catch::Contains("DRIFT_OK") && Catch::Contains("blocks.3.mlp.hook_post   cosine"));
+    CHECK_THAT(r.out, Catch::Contains("DRIFT_OK") && Catch::Contains("blocks.3.mlp.hook_post   mean drift"));
+    // The script exports the analyzer's result next to its own drift.npy.
+    std::vector<fs::path> dirs;
+    for (const auto& e : fs::directory_iterator(fs::path(runs) / "drift")) dirs.push_back(e.path());
+    REQUIRE(dirs.size() == 1);
+    CHECK(fs::exists(dirs[0] / "drift.npy"));
+    CHECK(fs::exists(dirs[0] / "results/drift.json"));
 }
 
 TEST_CASE("example: the NeuronLens range study masks each concept's ranges and its whole neurons, held-out loss per concept",

@@ -178,6 +178,55 @@ print(pcall(nscope.analyze, "embed", c, { method = "umap", perplexity = 30 }))
     CHECK_THAT(r.out, Catch::Contains("'perplexity' applies to method: tsne"));
 }
 
+TEST_CASE("lua: nscope.analyze compares models from a list of caches, in lockstep like a models: run",
+          "[lua][model][drift]") {
+    // The base, the base again, and the base with neuron 5 of block 0's MLP scaled by 3: drift is zero against
+    // itself; the scaled neuron keeps its profile (drift 0) but its mean triples, and the later block drifts.
+    const auto r = run_code("lockstep.lua", R"(
+local m = nscope.load(MODEL)
+local prompts = {}
+for p = 1, 20 do
+  local ids = {}
+  for t = 1, 4 + p % 5 do ids[t] = (p * 31 + t * 7) % 300 + 1 end
+  prompts[p] = { ids = ids }
+end
+local hooks = { "blocks.0.mlp.hook_post", "blocks.1.mlp.hook_post" }
+local base = m:run(prompts, { hooks = hooks })
+local again = m:run(prompts, { hooks = hooks })
+local scaled = m:run(prompts, { hooks = hooks, interventions = {
+  { hook = "blocks.0.mlp.hook_post", op = "scale", factor = 3, neurons = { 5 } } } })
+local same = nscope.analyze("drift", { base, again }, { k = 5 })
+print("same", same.summary.checkpoints[1].mean_drift < 1e-6, same.summary.checkpoints[1].mean_topk_overlap, same.summary.models[1])
+local d = nscope.analyze("drift", { base, again, scaled }, { k = 5, labels = { "base", "again", "scaled" } })
+local h0 = "blocks.0.mlp.hook_post"
+local drift0, shift0 = d.arrays[h0 .. ".drift"], d.arrays[h0 .. ".mean_shift"]
+local mean5 = base[h0][{ {}, {}, 6 }]:sum() / base.mask:to("float32"):sum()
+print("scaled neuron", math.abs(drift0[{ 2, 6 }]) < 1e-5, math.abs(shift0[{ 2, 6 }] - 2 * mean5) < 1e-4 * math.abs(mean5) + 1e-6)
+print("other neurons of block 0", drift0[2]:abs():max() < 1e-5, math.abs(shift0[{ 2, 7 }]) < 1e-6)
+print("block 1 drifts", d.arrays["blocks.1.mlp.hook_post.drift"][2]:abs():max() > 1e-3)
+print("models", table.concat(d.summary.models, ","))
+local cka = nscope.analyze("cka", { base, scaled }, { across = "models", method = "rsa" })
+print("cka", cka.summary.across, cka.summary.method)
+print(pcall(nscope.analyze, "stats", { base, again }))
+print(pcall(nscope.analyze, "drift", base))
+print(pcall(nscope.analyze, "drift", { base, m:run({ { ids = { 1, 2 } } }, { hooks = hooks }) }))
+print(pcall(nscope.analyze, "drift", { base, again }, { labels = { "one" } }))
+)");
+    INFO(r.err);
+    REQUIRE(r.exit_code == 0);
+    INFO(r.out);
+    CHECK_THAT(r.out, Catch::Contains("same\ttrue\t1.0\t"));
+    CHECK_THAT(r.out, Catch::Contains("scaled neuron\ttrue\ttrue\n"));
+    CHECK_THAT(r.out, Catch::Contains("other neurons of block 0\ttrue\ttrue\n"));
+    CHECK_THAT(r.out, Catch::Contains("block 1 drifts\ttrue\n"));
+    CHECK_THAT(r.out, Catch::Contains("models\tbase,again,scaled\n"));
+    CHECK_THAT(r.out, Catch::Contains("cka\tmodels\trsa\n"));
+    CHECK_THAT(r.out, Catch::Contains("is for analyses that compare models"));
+    CHECK_THAT(r.out, Catch::Contains("this analysis compares models; give a list of caches"));
+    CHECK_THAT(r.out, Catch::Contains("cache 2 has 1 prompts and cache 1 has 20"));
+    CHECK_THAT(r.out, Catch::Contains("'labels' must list one name per cache (2)"));
+}
+
 TEST_CASE("example scripts run on the tiny GPT-2 and print their markers", "[lua][model][examples]") {
     const std::vector<std::pair<std::string, std::string>> examples = {
         {"ablate_neuron.lua", "ABLATION_OK"}, {"compare_prompts.lua", "COMPARE_OK"}, {"neuron_search.lua", "NEURON_SEARCH_OK"}};
