@@ -67,19 +67,25 @@ std::vector<float> transform(const std::vector<float>& v, const Eigen::MatrixXd&
     return std::vector<float>(y.data(), y.data() + y.size());
 }
 
-}  // namespace
-
-TEST_CASE("cka: equals the numpy Gram-matrix computation on the committed fixture, padding excluded", "[analyzers][cka]") {
+/// The committed fixture: each hook's tokens and width, and numpy's results (expected.json).
+nlohmann::json read_fixture(Tokens& tokens, Widths& widths) {
     std::ifstream in(kFixtures + "expected.json");
     const auto expected = nlohmann::json::parse(in);
-    Tokens tokens;
-    Widths widths;
     for (const auto& hook : expected["hooks"]) {
         const NpyArray a = read_npy(kFixtures + hook.get<std::string>() + ".npy");
         REQUIRE(a.shape[0] == expected["tokens"].get<int64_t>());
         tokens[hook] = a.to_f32();
         widths[hook] = a.shape[1];
     }
+    return expected;
+}
+
+}  // namespace
+
+TEST_CASE("cka: equals the numpy Gram-matrix computation on the committed fixture, padding excluded", "[analyzers][cka]") {
+    Tokens tokens;
+    Widths widths;
+    const nlohmann::json expected = read_fixture(tokens, widths);
     // A loud padding value: one padded token in the sums would move every entry.
     const Result r = run_cka(tokens, widths, nlohmann::json::object(), 50.0f);
     CHECK(r.data["rows"] == expected["hooks"]);
@@ -162,15 +168,9 @@ TEST_CASE("cka: a joint covariance over max_memory_mb, unknown hooks and too few
 
 TEST_CASE("cka method minibatch and rsa: equal numpy's debiased-HSIC and RDM-Spearman computations on the fixture",
           "[analyzers][cka][rsa]") {
-    std::ifstream in(kFixtures + "expected.json");
-    const auto expected = nlohmann::json::parse(in);
     Tokens tokens;
     Widths widths;
-    for (const auto& hook : expected["hooks"]) {
-        const NpyArray a = read_npy(kFixtures + hook.get<std::string>() + ".npy");
-        tokens[hook] = a.to_f32();
-        widths[hook] = a.shape[1];
-    }
+    const nlohmann::json expected = read_fixture(tokens, widths);
     // 73 tokens: four minibatches of 16 and a last one of 9, in the order the tokens arrive; padding excluded.
     const Result mb = run_cka(tokens, widths, {{"method", "minibatch"}, {"minibatch", 16}}, 50.0f);
     CHECK(mb.data["summary"]["method"] == "minibatch");
