@@ -11,23 +11,13 @@
 # sklearn's t-SNE of the same points instead.
 #   bash bench/geometry.sh [BUILD_DIR]       ROWS="pca tsne umap tsne_neurons" by default
 # One function per row (row_<name>): add a row for another analyzer (kmeans, probes, ...) and list it in ROWS.
-set -euo pipefail
-cd "$(dirname "$0")/.."
-BUILD_DIR=${1:-build}
-NSCOPE_WITH_BENCH=1 bash scripts/install-deps.sh
-MODEL=${MODEL:-$BUILD_DIR/bench-gpt2-small}
-THREADS=${THREADS:-2}
+# shellcheck source=bench/geometry_common.sh
+. "$(dirname "$0")/geometry_common.sh"
 TOKENS=${TOKENS:-10240}
 NEURON_TOKENS=${NEURON_TOKENS:-2048}
-HOOK=${HOOK:-blocks.6.hook_resid_post}
 MLP=${MLP:-blocks.6.mlp.hook_post}
 TRUST_SAMPLE=${TRUST_SAMPLE:-5000}
 ROWS=${ROWS:-pca tsne umap tsne_neurons}
-WORK=$(mktemp -d)
-trap 'rm -rf "$WORK"' EXIT
-[ -f "$MODEL/model.safetensors" ] || "$BUILD_DIR/bin/nscope_bench_forward" make-model "$MODEL"
-model_abs=$(cd "$MODEL" && pwd)
-py=/usr/bin/python3
 base="$py bench/geometry_baseline.py"
 export OMP_NUM_THREADS=$THREADS OPENBLAS_NUM_THREADS=$THREADS MKL_NUM_THREADS=$THREADS
 # sklearn's OpenMP threads sleep instead of spinning between parallel regions: on a shared machine spinning

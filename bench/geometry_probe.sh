@@ -12,20 +12,10 @@
 # nscope's time is its share of the run (consume + finish of the analysis, from the manifest of a run with that
 # analysis alone); scikit-learn's is its fit and scoring on the exported activations (loading not counted).
 #   bash bench/geometry_probe.sh [BUILD_DIR]          (THREADS=2 by default)
-set -euo pipefail
-cd "$(dirname "$0")/.."
-BUILD_DIR=${1:-build}
-NSCOPE_WITH_BENCH=1 bash scripts/install-deps.sh
-MODEL=${MODEL:-$BUILD_DIR/bench-gpt2-small}
-THREADS=${THREADS:-2}
-HOOK=${HOOK:-blocks.6.hook_resid_post}
+# shellcheck source=bench/geometry_common.sh
+. "$(dirname "$0")/geometry_common.sh"
 KMEANS_HOOKS=${KMEANS_HOOKS:-blocks.6.hook_resid_post blocks.6.mlp.hook_post}
 K=${K:-16}
-WORK=$(mktemp -d)
-trap 'rm -rf "$WORK"' EXIT
-[ -f "$MODEL/model.safetensors" ] || "$BUILD_DIR/bin/nscope_bench_forward" make-model "$MODEL"
-model_abs=$(cd "$MODEL" && pwd)
-py=/usr/bin/python3
 export OMP_NUM_THREADS=$THREADS OPENBLAS_NUM_THREADS=$THREADS
 
 # 4 topics x 20 prompts x 128 tokens: each token is, with probability 1/2, one of 100 ids of its prompt's topic
