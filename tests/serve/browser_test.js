@@ -30,14 +30,15 @@ async function main() {
     page.on('requestfailed', (r) => errors.push('request failed: ' + r.url()));
     page.on('response', (r) => { if (r.status() >= 400) errors.push('HTTP ' + r.status() + ': ' + r.url()); });
 
-    await page.goto(url, {waitUntil: 'load'});
-    await page.waitForFunction(() => document.getElementById('status').textContent === 'ready', {timeout: 30000});
+    page.setDefaultTimeout(120000);  // generous: CI machines run this beside other tests
+    await page.goto(url, {waitUntil: 'load', timeout: 120000});
+    await page.waitForFunction(() => document.getElementById('status').textContent === 'ready', {timeout: 120000});
 
     // Prompt -> heatmap.
     await page.click('#prompt', {clickCount: 3});
     await page.keyboard.type('In the beginning God created the heaven and the earth. And the earth was without form');
     await page.click('#run');
-    await page.waitForSelector('.layer-plot .nsewdrag', {timeout: 30000});
+    await page.waitForSelector('.layer-plot .nsewdrag', {timeout: 120000});
     const layers = await page.$$eval('.layer-plot', (els) => els.length);
     if (layers !== 4) throw new Error('expected 4 layer heatmaps, got ' + layers);
     await page.screenshot({path: path.join(shots, 'serve-heatmap.png')});
@@ -48,7 +49,7 @@ async function main() {
     const box = await drag.boundingBox();
     const x = box.x + box.width * 0.1, y = box.y + box.height * 0.3;
     await page.mouse.move(x, y);
-    await page.waitForSelector('.hoverlayer .hovertext', {timeout: 10000});
+    await page.waitForSelector('.hoverlayer .hovertext', {timeout: 60000});
     const hover = await page.$eval('.hoverlayer .hovertext', (e) => e.textContent);
     if (!/token/.test(hover) || !/neuron n\d+/.test(hover) || !/value/.test(hover))
       throw new Error('hover text lacks token / neuron / value: ' + hover);
@@ -56,10 +57,10 @@ async function main() {
     // Click it -> the neuron page.
     await page.mouse.click(x, y);
     await page.waitForFunction(() => /neuron \d+/.test((document.querySelector('#neuron-page h2') || {}).textContent || ''),
-                               {timeout: 30000});
+                               {timeout: 120000});
     const title = await page.$eval('#neuron-page h2', (e) => e.textContent);
     if (!title.startsWith('blocks.1.mlp.hook_post')) throw new Error('clicked layer 1 but opened ' + title);
-    await page.waitForSelector('#neuron-page .js-plotly-plot', {timeout: 10000});
+    await page.waitForSelector('#neuron-page .js-plotly-plot', {timeout: 60000});
     const promotes = await page.$$eval('#neuron-page table', (ts) => ts.some((t) => /promotes/.test(t.textContent)));
     if (!promotes) throw new Error('the neuron page has no direct-effect table');
     await page.screenshot({path: path.join(shots, 'serve-neuron.png'), fullPage: true});
@@ -70,17 +71,17 @@ async function main() {
     await page.click('#e-number', {clickCount: 3});
     await page.keyboard.type('25');
     await page.click('#e-run');
-    await page.waitForFunction(() => /KL\(before/.test(document.getElementById('edit-result').textContent), {timeout: 30000});
+    await page.waitForFunction(() => /KL\(before/.test(document.getElementById('edit-result').textContent), {timeout: 120000});
     await page.screenshot({path: path.join(shots, 'serve-edit.png'), fullPage: true});
 
     // Attention and logit lens tabs.
     await page.click('nav button[data-tab=attention]');
     await page.click('#a-run');
-    await page.waitForSelector('#head-scores .js-plotly-plot', {timeout: 30000});
+    await page.waitForSelector('#head-scores .js-plotly-plot', {timeout: 120000});
     await page.screenshot({path: path.join(shots, 'serve-attention.png'), fullPage: true});
     await page.click('nav button[data-tab=lens]');
     await page.click('#l-run');
-    await page.waitForSelector('#lens .js-plotly-plot', {timeout: 30000});
+    await page.waitForSelector('#lens .js-plotly-plot', {timeout: 120000});
     await page.screenshot({path: path.join(shots, 'serve-lens.png'), fullPage: true});
 
     const boxes = await page.$$eval('.error-box', (els) => els.map((e) => e.textContent));

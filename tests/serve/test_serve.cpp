@@ -333,7 +333,7 @@ TEST_CASE("serve: the neuron page reads top examples and n-grams from a run's ne
     CHECK(db["stats"][0]["max"].get<double>() == Approx(db["top_examples"][0]["value"].get<double>()));
 }
 
-TEST_CASE("serve: a bearer token guards the API and the run files; off loopback it is required", "[serve]") {
+TEST_CASE("serve: a bearer token guards the API and the run files, and off loopback it is required", "[serve]") {
     ServeOptions o;
     o.token = "s3cret";
     Running srv(o);
