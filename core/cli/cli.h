@@ -44,6 +44,8 @@ void add_run_command(CLI::App& app, CliContext& ctx, const std::string& command_
 /// nscope train / finetune / train-tokenizer
 void add_train_commands(CLI::App& app, CliContext& ctx);
 void add_script_command(CLI::App& app, CliContext& ctx);
+/// nscope serve [MODEL...] [--runs DIR] [--host H] [--port P] [--token T]
+void add_serve_command(CLI::App& app, CliContext& ctx);
 
 /// Text for `nscope --version`: versions, build tag, LibTorch threads and the BLAS library in use.
 std::string version_report();

@@ -53,6 +53,7 @@ int main(int argc, char** argv) {
     add_run_command(app, ctx, command_line);
     add_train_commands(app, ctx);
     add_script_command(app, ctx);
+    add_serve_command(app, ctx);
 
     try {
         app.parse(argc, argv);
