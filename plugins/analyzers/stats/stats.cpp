@@ -35,6 +35,16 @@ public:
         filter_.merge(o.filter_);
     }
 
+    uint32_t state_version() const override { return 1; }
+    void save_state(nscope::StateWriter& out) const override {
+        moments_.save(out);
+        filter_.save(out);
+    }
+    void load_state(nscope::StateReader& in) override {
+        moments_.load(in);
+        filter_.load(in);
+    }
+
     nscope::Result finish() override {
         nscope::Result res;
         const std::vector<std::string> names = nscope::common::hooks_in_order(moments_.hooks());
