@@ -21,6 +21,7 @@ packages=(
   libpcre2-dev            # tokenizer regex pre-tokenizers
   libsqlite3-dev          # neuron database exporter
   chromium                # headless browser: the report.html test renders the page
+  munge slurmctld slurmd slurm-client  # the [slurm] test starts a single-node Slurm (scripts/slurm/local-cluster.sh)
 )
 if [ "${NSCOPE_WITH_FUZZ:-0}" = 1 ]; then
   # scripts/fuzz.sh: clang 16 (clang 14 rejects C++20 parts of the host in the C++17 fuzz build), libFuzzer
