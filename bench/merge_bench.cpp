@@ -73,19 +73,21 @@ struct Synth {
 }  // namespace
 
 int main(int argc, char** argv) {
-    size_t shards = 100, hooks = 12, width = 3072, k = 10, tokens_per_shard = 64;
+    size_t shards = 100, hooks = 12, width = 3072, k = 10, tokens_per_shard = 64, context = 5, ngram = 1;
     CLI::App app{"nscope_bench_merge: time to merge saved stats + topk shard states"};
     app.add_option("--shards", shards);
     app.add_option("--hooks", hooks);
     app.add_option("--width", width);
     app.add_option("--k", k);
+    app.add_option("--context", context, "topk context window each side (its state holds k x (2c+1) ids per neuron)");
+    app.add_option("--ngram", ngram, "topk n-gram lengths (0: none)");
     app.add_option("--tokens-per-shard", tokens_per_shard, "synthetic tokens each shard consumes (makes its state)");
     CLI11_PARSE(app, argc, argv);
 
     PluginRegistry registry;
     registry.scan(PluginRegistry::search_path({}));
     std::vector<AnalysisSpec> specs = {{"stats", "stats", {}, nlohmann::json::object(), {"bench"}},
-                                       {"top", "topk", {}, {{"k", k}, {"ngram", 1}}, {"bench"}}};
+                                       {"top", "topk", {}, {{"k", k}, {"context", context}, {"ngram", ngram}}, {"bench"}}};
     std::vector<std::string> versions;
     for (const auto& s : specs) {
         const auto& p = registry.require(s.use, PluginKind::Analyzer);
@@ -147,7 +149,7 @@ int main(int argc, char** argv) {
     const double finish_s = seconds_since(t0);
     fs::remove_all(dir);
 
-    std::cout << shards << " shards x " << hooks << " hooks x " << width << " neurons (stats + topk k=" << k << "): "
+    std::cout << shards << " shards x " << hooks << " hooks x " << width << " neurons (stats + topk k=" << k << " context=" << context << " ngram=" << ngram << "): "
               << state_bytes / 1e6 << " MB of state files (made in " << make_s << " s)\n"
               << "  read the files:        " << read_s << " s\n"
               << "  load + merge:          " << merge_s << " s  (" << merge_s / read_s << "x reading)\n"
