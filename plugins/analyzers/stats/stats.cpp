@@ -11,7 +11,7 @@ namespace {
 
 using nscope::common::NeuronMoments;
 
-class Stats : public nscope::Analyzer {
+class Stats : public nscope::common::MomentsAnalyzer {
 public:
     void configure(const nscope::Params& params) override {
         nscope::common::ParamReader p("stats", params, {"hooks", "threshold", "neuron_table"});
@@ -26,24 +26,6 @@ public:
     }
 
     void consume(const nscope::Batch& batch) override { moments_.consume(batch, filter_, parallel_for_); }
-
-    bool mergeable() const override { return true; }
-
-    void merge(const nscope::Analyzer& other) override {
-        const auto& o = static_cast<const Stats&>(other);
-        moments_.merge(o.moments_);
-        filter_.merge(o.filter_);
-    }
-
-    uint32_t state_version() const override { return 1; }
-    void save_state(nscope::StateWriter& out) const override {
-        moments_.save(out);
-        filter_.save(out);
-    }
-    void load_state(nscope::StateReader& in) override {
-        moments_.load(in);
-        filter_.load(in);
-    }
 
     nscope::Result finish() override {
         nscope::Result res;
@@ -112,10 +94,8 @@ public:
     }
 
 private:
-    nscope::common::HookFilter filter_;
     double threshold_ = 0.0;
     bool neuron_table_ = false;
-    nscope::common::MomentsByHook moments_;
     nscope::ParallelFor parallel_for_;
 };
 

@@ -258,4 +258,29 @@ private:
     std::vector<std::vector<const float*>> rows_;  // per hook of a batch, kept to reuse the memory
 };
 
+/// Base of the analyzers whose whole streaming state is per-hook moments plus their hook filter (stats,
+/// dead): merging shards and saving / loading that state live here once.
+class MomentsAnalyzer : public Analyzer {
+public:
+    bool mergeable() const override { return true; }
+    void merge(const Analyzer& other) override {
+        const auto& o = static_cast<const MomentsAnalyzer&>(other);
+        moments_.merge(o.moments_);
+        filter_.merge(o.filter_);
+    }
+    uint32_t state_version() const override { return 1; }
+    void save_state(StateWriter& out) const override {
+        moments_.save(out);
+        filter_.save(out);
+    }
+    void load_state(StateReader& in) override {
+        moments_.load(in);
+        filter_.load(in);
+    }
+
+protected:
+    HookFilter filter_;
+    MomentsByHook moments_;
+};
+
 }  // namespace nscope::common
