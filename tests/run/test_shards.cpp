@@ -139,7 +139,7 @@ void check_same_results(const fs::path& single, const fs::path& merged) {
 
 }  // namespace
 
-TEST_CASE("4 shards merged equal the single-process run; the manifest lists the shards", "[run][shard]") {
+TEST_CASE("4 shards merged equal the single-process run, and the manifest lists the shards", "[run][shard]") {
     const std::string dir = nscope::test::temp_dir("shards");
     // 30 prompts in batches of 4: 8 batches, split 2/2/2/2 over 4 shards; the heatmap's prompts and the
     // dead/top-k sets span shards.
