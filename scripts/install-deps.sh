@@ -22,6 +22,7 @@ packages=(
   libsqlite3-dev          # neuron database exporter
   chromium                # headless browser: the report.html and nscope serve tests render the pages
   libcpp-httplib-dev      # nscope serve (HTTP server)
+  munge slurmctld slurmd slurm-client  # the [slurm] test starts a single-node Slurm (scripts/slurm/local-cluster.sh)
 )
 if [ "${NSCOPE_WITH_FUZZ:-0}" = 1 ]; then
   # scripts/fuzz.sh: clang 16 (clang 14 rejects C++20 parts of the host in the C++17 fuzz build), libFuzzer

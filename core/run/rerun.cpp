@@ -7,6 +7,7 @@
 
 #include "core/run/recipe.h"
 #include "core/run/runner.h"
+#include "core/run/study.h"
 #include "nscope/error.h"
 
 namespace nscope {
@@ -62,23 +63,11 @@ RerunReport compare_runs(const fs::path& a, const fs::path& b) {
 RerunReport rerun(const PluginRegistry& plugins, const fs::path& run_dir_arg, int threads_override) {
     fs::path run_dir = fs::absolute(run_dir_arg).lexically_normal();
     if (run_dir.filename().empty()) run_dir = run_dir.parent_path();  // "runs/x/id/" -> "runs/x/id"
-    const fs::path manifest_path = run_dir / "manifest.json";
-    std::ifstream in(manifest_path);
-    if (!in) throw InputError(run_dir.string() + " is not a run directory (no manifest.json)");
-    nlohmann::json m;
-    try {
-        m = nlohmann::json::parse(in);
-    } catch (const std::exception& e) {
-        throw InputError(manifest_path.string() + ": not valid JSON (" + e.what() + ")");
-    }
-    if (!m.contains("recipe") || !m.contains("status"))
-        throw InputError(manifest_path.string() + ": no resolved recipe recorded; cannot rerun");
+    const nlohmann::json m = read_manifest(run_dir);
+    Recipe recipe = recipe_from_manifest(m, run_dir);
     if (m["status"] != "complete")
         throw InputError(run_dir.string() + " did not complete (status '" + m["status"].get<std::string>() +
                          "'); only complete runs can be compared");
-    const fs::path base = m.value("recipe_base_dir", run_dir.string());
-    Recipe recipe = parse_recipe(json_to_yaml(m["recipe"]), manifest_path.string() + " (recorded recipe)", base);
-    recipe.file = m.value("recipe_file", "");
     RunOptions opts;
     opts.out_root = run_dir.parent_path().parent_path();
     opts.threads = threads_override > 0 ? threads_override : m.value("threads", 0);

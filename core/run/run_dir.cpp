@@ -39,6 +39,30 @@ RunDirectory RunDirectory::create(const fs::path& out_root, const std::string& n
     return dir;
 }
 
+RunDirectory RunDirectory::create_at(const fs::path& path) {
+    RunDirectory dir;
+    dir.path_ = fs::absolute(path).lexically_normal();
+    if (dir.path_.filename().empty()) dir.path_ = dir.path_.parent_path();
+    std::error_code ec;
+    if (fs::exists(dir.path_) && !(fs::is_directory(dir.path_) && fs::is_empty(dir.path_)))
+        throw InputError(dir.path_.string() + " already exists; give a new folder for the merged run");
+    fs::create_directories(dir.path_, ec);
+    if (ec) throw InputError("cannot create the run folder " + dir.path_.string() + ": " + ec.message());
+    dir.id_ = dir.path_.filename().string();
+    dir.log_ = std::make_shared<std::ofstream>(dir.path_ / "log.jsonl", std::ios::app);
+    return dir;
+}
+
+RunDirectory RunDirectory::reopen(const fs::path& path, nlohmann::json manifest) {
+    RunDirectory dir;
+    dir.path_ = fs::absolute(path).lexically_normal();
+    if (dir.path_.filename().empty()) dir.path_ = dir.path_.parent_path();
+    dir.id_ = manifest.value("run_id", dir.path_.filename().string());
+    dir.manifest_ = std::move(manifest);
+    dir.log_ = std::make_shared<std::ofstream>(dir.path_ / "log.jsonl", std::ios::app);
+    return dir;
+}
+
 void RunDirectory::write(const fs::path& relative, std::string_view bytes) const {
     write_file_atomic(path_ / relative, bytes);
 }

@@ -18,6 +18,10 @@ class RunDirectory {
 public:
     /// Create `out_root/<name>/<run-id>/` (run-id = UTC time yyyymmdd-HHMMSS, with -2, -3... if taken).
     static RunDirectory create(const std::filesystem::path& out_root, const std::string& name);
+    /// Create exactly `path` (nscope merge --out); InputError if it exists and is not an empty folder.
+    static RunDirectory create_at(const std::filesystem::path& path);
+    /// Continue an existing run directory (--resume) whose manifest is `manifest`; the log is appended to.
+    static RunDirectory reopen(const std::filesystem::path& path, nlohmann::json manifest);
 
     const std::filesystem::path& path() const { return path_; }
     const std::string& id() const { return id_; }

@@ -21,6 +21,7 @@
 #include "core/run/progress.h"
 #include "core/run/run_dir.h"
 #include "core/run/run_plan.h"
+#include "core/run/study.h"
 #include "core/tokenizer/tokenizer.h"
 #include "core/util/concurrency.h"
 #include "core/util/files.h"
@@ -90,8 +91,10 @@ nlohmann::json file_record(const fs::path& p) {
 class ModelRun {
 public:
     ModelRun(const PluginRegistry& plugins, const RunPlan& plan, const ModelPlan& model, RunDirectory& dir,
-             fs::path out_dir, nlohmann::json& record)
-        : plugins_(plugins), plan_(plan), model_(model), dir_(dir), out_dir_(std::move(out_dir)), record_(record) {}
+             fs::path out_dir, nlohmann::json& record, const RunOptions& options,
+             std::optional<Checkpoint> resume_from = std::nullopt)
+        : plugins_(plugins), plan_(plan), model_(model), dir_(dir), out_dir_(std::move(out_dir)), record_(record),
+          options_(options), resume_from_(std::move(resume_from)) {}
 
     /// The whole per-model run: load, the per-model analyses, the exports; the model is released after.
     void run() {
@@ -111,6 +114,17 @@ public:
         record_["tokens"] = prompts_.tokens;
         record_["timings"]["tokenize_s"] = seconds_since(t0);
         if (r.gradient) resolve_gradient(*r.gradient);  // a bad target token fails before the weights load
+        if (!options_.merge_from.empty()) {
+            // A merge forwards nothing: the model is described by its config and its shards' records.
+            const nlohmann::json& shard_model = options_.merge_from.front()["models"][0];
+            for (const char* key : {"architecture", "info", "adapter", "dtype", "files", "sha256"})
+                if (shard_model.contains(key)) record_[key] = shard_model[key];
+            uint64_t tokens = 0;
+            for (const auto& m : options_.merge_from) tokens += m["models"][0].value("tokens_forwarded", uint64_t{0});
+            record_["tokens_forwarded"] = tokens;
+            build_context(model_.handle);
+            return;
+        }
 
         t0 = Clock::now();
         const ModelOptions options = parse_model_dtype(model_.spec.dtype);
@@ -129,6 +143,7 @@ public:
         for (const auto& f : loaded.handle.files.weight_files) record_["files"].push_back(file_record(f));
         if (!loaded.handle.files.tokenizer_json.empty())
             record_["files"].push_back(file_record(loaded.handle.files.tokenizer_json));
+        record_["sha256"] = model_digest(record_["files"]);
         record_["timings"]["hash_s"] = seconds_since(t0);
         dir_.save_manifest();
         dir_.log("model_loaded", {{"model", model_.spec.ref}, {"architecture", loaded.handle.info.architecture}});
@@ -138,7 +153,7 @@ public:
         for (size_t i = 0; i < prompts_.ids.size(); ++i)  // patch sources may live in another batch
             session.register_prompt(i, prompts_.ids[i], prompts_.type_ids.empty() ? std::vector<int64_t>{}
                                                                                   : prompts_.type_ids[i]);
-        build_context(loaded);
+        build_context(loaded.handle);
         const Tokenizer* tok = tokenizer_ ? &*tokenizer_ : nullptr;
         access_ = std::make_unique<SessionModelAccess>(
             session, tok ? std::function<std::vector<int64_t>(const std::string&)>(
@@ -150,11 +165,10 @@ public:
     /// The per-model analyses (the plan's waves) and the exports into this model's output folder.
     void analyze() {
         const Recipe& r = plan_.recipe;
-        ModelSession& session = *session_;
-        const LoadedModel& loaded = *loaded_;
         auto t0 = Clock::now();
         std::vector<std::unique_ptr<Exporter>> exporters;
         for (const auto& e : r.exports) {
+            if (options_.shard) break;  // a shard exports nothing: the merge does
             exporters.push_back(make_exporter(plugins_, e));
             call_plugin(export_role(e.use), "begin", [&] { exporters.back()->begin(ctx_); });
         }
@@ -172,7 +186,7 @@ public:
                 const AnalysisSpec& spec = r.analyses[wave[k]];
                 analyzers.push_back(make_analyzer(plugins_, spec));
                 for (const auto& in : spec.inputs) contexts[k].inputs[in] = &results.at(in);
-                contexts[k].hooks = hook_points(loaded, model_.analysis_hooks[wave[k]]);
+                contexts[k].hooks = hook_points(model_.handle, model_.analysis_hooks[wave[k]]);
                 call_plugin(analysis_role(spec.id, spec.use), "begin", [&] { analyzers[k]->begin(contexts[k]); });
             }
             std::vector<std::pair<Exporter*, std::string>> feed;  // exporter, plugin id
@@ -180,10 +194,51 @@ public:
                 for (size_t i = 0; i < exporters.size(); ++i)
                     if (exporters[i]->wants_activations()) feed.emplace_back(exporters[i].get(), r.exports[i].use);
             t0 = Clock::now();
-            forward_pass(session, w + 1, passes > 1 ? "pass " + std::to_string(w + 1) : "forward", analyzers, wave, feed);
-            record_["timings"]["pass" + std::to_string(w + 1) + "_s"] = seconds_since(t0);
-            release_cached_tensors();  // the forwards are over: give their memory back before finish and export
-            record_phase_peak(record_, "pass" + std::to_string(w + 1));
+            if (!options_.merge_from.empty()) {
+                merge_states(analyzers, contexts, wave);
+                record_["timings"]["merge_s"] = seconds_since(t0);
+                record_phase_peak(record_, "merge");
+            } else {
+                const size_t batches = (prompts_.ids.size() + r.batch_size - 1) / r.batch_size;
+                const BatchRange range = options_.shard ? shard_batches(batches, *options_.shard) : BatchRange{0, batches};
+                BatchRange todo = range;
+                if (resume_from_) {
+                    todo.first = resume_from_->next_batch;
+                    if (todo.first < range.first || todo.first > range.last)
+                        throw InputError("the checkpoint resumes at batch " + std::to_string(todo.first) +
+                                         ", outside this run's batches [" + std::to_string(range.first) + ", " +
+                                         std::to_string(range.last) + ")");
+                    for (size_t k = 0; k < wave.size(); ++k) {
+                        const AnalysisSpec& spec = r.analyses[wave[k]];
+                        load_analysis_state(*analyzers[k], spec, plan_.analyzer_versions[wave[k]],
+                                            read_checkpoint_state(*resume_from_, spec.id),
+                                            (resume_from_->dir / (spec.id + ".bin")).string());
+                    }
+                    dir_.log("resumed", {{"next_batch", todo.first}});
+                }
+                auto after_batch = [&](size_t next) {
+                    const size_t every = options_.checkpoint_every;
+                    if (every == 0 || (next - range.first) % every != 0 || next >= range.last) return;
+                    write_checkpoint(dir_.path(), next, saved_states(analyzers, wave));
+                    dir_.log("checkpoint", {{"next_batch", next}});
+                };
+                forward_pass(w + 1, passes > 1 ? "pass " + std::to_string(w + 1) : "forward", analyzers, wave, feed,
+                             todo, after_batch);
+                // The tokens of this run's batches (a shard's block; a resumed run's earlier batches too).
+                uint64_t forwarded = 0;
+                for (size_t i = range.first * r.batch_size; i < std::min(prompts_.ids.size(), range.last * r.batch_size); ++i)
+                    forwarded += prompts_.ids[i].size();
+                record_["tokens_forwarded"] = forwarded;
+                record_["timings"]["pass" + std::to_string(w + 1) + "_s"] = seconds_since(t0);
+                release_cached_tensors();  // the forwards are over: give their memory back before finish and export
+                record_phase_peak(record_, "pass" + std::to_string(w + 1));
+                if (options_.shard) {
+                    // The shard's product is its states; finish and the exports run after the merge.
+                    for (const auto& [id, blob] : saved_states(analyzers, wave)) dir_.write(fs::path("state") / (id + ".bin"), blob);
+                    record_["states"] = "state/";
+                    return;
+                }
+            }
             t0 = Clock::now();
             for (size_t k = 0; k < wave.size(); ++k) {
                 const AnalysisSpec& spec = r.analyses[wave[k]];
@@ -211,6 +266,43 @@ public:
         }
         record_["timings"]["export_s"] = seconds_since(t0);
         record_phase_peak(record_, "export");
+    }
+
+    /// Every analysis of `wave`'s state in its envelope, by analysis id.
+    std::map<std::string, std::string> saved_states(const std::vector<std::unique_ptr<Analyzer>>& analyzers,
+                                                    const std::vector<size_t>& wave) const {
+        std::map<std::string, std::string> out;
+        for (size_t k = 0; k < wave.size(); ++k) {
+            const AnalysisSpec& spec = plan_.recipe.analyses[wave[k]];
+            out[spec.id] = save_analysis_state(*analyzers[k], spec, plan_.analyzer_versions[wave[k]]);
+        }
+        return out;
+    }
+
+    /// nscope merge: load shard 0's states into `analyzers`, then fold in every other shard's, in shard
+    /// order (each into a fresh instance first, begun with the same context).
+    void merge_states(std::vector<std::unique_ptr<Analyzer>>& analyzers, const std::vector<RunContext>& contexts,
+                      const std::vector<size_t>& wave) {
+        const Recipe& r = plan_.recipe;
+        for (size_t s = 0; s < options_.merge_from.size(); ++s) {
+            const fs::path shard_dir = options_.merge_from[s]["_dir"].get<std::string>();
+            for (size_t k = 0; k < wave.size(); ++k) {
+                const AnalysisSpec& spec = r.analyses[wave[k]];
+                const std::string role = analysis_role(spec.id, spec.use);
+                const fs::path file = shard_dir / "state" / (spec.id + ".bin");
+                if (!fs::exists(file)) throw InputError("merge: shard " + shard_dir.string() + " has no state of analysis '" + spec.id + "'");
+                std::unique_ptr<Analyzer> other;
+                Analyzer* target = analyzers[k].get();
+                if (s > 0) {
+                    other = make_analyzer(plugins_, spec);
+                    call_plugin(role, "begin", [&] { other->begin(contexts[k]); });
+                    target = other.get();
+                }
+                load_analysis_state(*target, spec, plan_.analyzer_versions[wave[k]], read_bytes(file), file.string());
+                if (other) call_plugin(role, "merge", [&] { analyzers[k]->merge(*other); });
+            }
+            dir_.log("shard_merged", {{"shard", s}, {"dir", shard_dir.string()}});
+        }
     }
 
     /// Give back the model's memory (the session, the access, the weights).
@@ -265,10 +357,10 @@ public:
         return batch;
     }
 
-    static std::vector<HookPoint> hook_points(const LoadedModel& loaded, const std::vector<std::string>& names) {
+    static std::vector<HookPoint> hook_points(const ModelHandle& handle, const std::vector<std::string>& names) {
         std::vector<HookPoint> out;
         for (const auto& name : names)
-            for (const auto& hp : loaded.handle.hooks)
+            for (const auto& hp : handle.hooks)
                 if (hp.name == name) out.push_back(hp);
         return out;
     }
@@ -309,12 +401,12 @@ private:
         }
     }
 
-    void build_context(const LoadedModel& loaded) {
+    void build_context(const ModelHandle& handle) {
         ctx_.run_dir = out_dir_.string();
         ctx_.model_name = model_.spec.ref;
-        ctx_.model_info = loaded.handle.info.to_json();
+        ctx_.model_info = handle.info.to_json();
         ctx_.seed = plan_.recipe.seed;
-        ctx_.hooks = hook_points(loaded, model_.export_hooks);
+        ctx_.hooks = hook_points(handle, model_.export_hooks);
         for (const auto& p : prompts_.infos) ctx_.prompts.push_back(&p);
         const Tokenizer* tok = tokenizer_ ? &*tokenizer_ : nullptr;
         ctx_.token_text = [tok](int64_t id) { return token_text_or_id(tok, id); };
@@ -322,17 +414,21 @@ private:
         ctx_.host = &host_services();
     }
 
-    void forward_pass(ModelSession& session, size_t pass, const std::string& label,
-                      std::vector<std::unique_ptr<Analyzer>>& analyzers, const std::vector<size_t>& wave,
-                      const std::vector<std::pair<Exporter*, std::string>>& feed) {
+    /// Forward batches [todo.first, todo.last) into the analyzers and exporters; after_batch(b + 1) runs
+    /// after batch b is consumed (checkpoints).
+    void forward_pass(size_t pass, const std::string& label, std::vector<std::unique_ptr<Analyzer>>& analyzers,
+                      const std::vector<size_t>& wave, const std::vector<std::pair<Exporter*, std::string>>& feed,
+                      BatchRange todo, const std::function<void(size_t)>& after_batch) {
         const Recipe& r = plan_.recipe;
-        (void)session;
         double consume_s = 0;
-        Progress progress(label, prompts_.tokens);
         const size_t n = prompts_.ids.size();
-        for (size_t start = 0; start < n; start += r.batch_size) {
+        const size_t first_prompt = std::min(n, todo.first * r.batch_size), last_prompt = std::min(n, todo.last * r.batch_size);
+        uint64_t total = 0;
+        for (size_t i = first_prompt; i < last_prompt; ++i) total += prompts_.ids[i].size();
+        Progress progress(label, total);
+        for (size_t b = todo.first; b < todo.last; ++b) {
             if (interrupt_requested()) throw Interrupted{};
-            const size_t end = std::min(n, start + r.batch_size);
+            const size_t start = b * r.batch_size, end = std::min(n, start + r.batch_size);
             const ForwardOutput out = forward_rows(start, end, model_.captured, true);
             const Batch batch = batch_view(out, start, end, model_.captured);
             // Each consumer sees its own hooks (an analyzer's required_hooks reach only that analyzer).
@@ -358,6 +454,7 @@ private:
             uint64_t tokens = 0;
             for (size_t i = start; i < end; ++i) tokens += prompts_.ids[i].size();
             progress.advance(tokens);
+            after_batch(b + 1);
         }
         progress.finish();
         record_["tokens_per_s"] = progress.tokens_per_second();
@@ -377,6 +474,8 @@ private:
     std::unique_ptr<LoadedModel> loaded_;
     std::unique_ptr<ModelSession> session_;
     std::unique_ptr<SessionModelAccess> access_;
+    const RunOptions& options_;
+    std::optional<Checkpoint> resume_from_;  ///< --resume: the checkpoint to continue from (none: from the start)
     std::optional<Metric> gradient_;                     ///< the recipe's gradient metric, resolved
     std::vector<std::vector<int64_t>> gradient_tokens_;  ///< per prompt, when tokens come from labels
 };
@@ -404,7 +503,7 @@ void run_lockstep(const PluginRegistry& plugins, const RunPlan& plan, std::vecto
         RunContext ctx = runs[0]->context();
         ctx.run_dir = dir.path().string();
         ctx.model = nullptr;
-        ctx.hooks = ModelRun::hook_points(runs[0]->loaded(), plan.models[0].analysis_hooks[i]);
+        ctx.hooks = ModelRun::hook_points(runs[0]->loaded().handle, plan.models[0].analysis_hooks[i]);
         for (size_t m = 0; m < runs.size(); ++m) {
             ModelContext mc = model_context(plan.models[m], plan.models[m].analysis_hooks[i]);
             mc.token_text = runs[m]->context().token_text;
@@ -497,12 +596,64 @@ nlohmann::json plugin_list(const PluginRegistry& plugins) {
 
 }  // namespace
 
+namespace {
+
+/// What needs analyzer states, for messages ("" when nothing does).
+std::string stateful_feature(const RunOptions& o) {
+    if (!o.merge_from.empty()) return "nscope merge";
+    if (!o.resume.empty()) return "--resume";
+    if (o.shard) return "--shard";
+    if (o.checkpoint_every) return "--checkpoint-every";
+    return "";
+}
+
+/// The run directory a --resume continues, checked against the recipe and model before anything changes
+/// in it (InputError, exit 2, otherwise). Returns its last checkpoint, if any.
+std::optional<Checkpoint> check_resumable(const RunPlan& plan, const nlohmann::json& m, const fs::path& dir) {
+    const std::string status = m.value("status", "");
+    if (status == "complete")
+        throw InputError("--resume: " + dir.string() + " is a complete run; there is nothing to resume");
+    if (m.value("recipe_sha256", "") != recipe_digest(plan.recipe))
+        throw InputError("--resume: " + dir.string() + " is a run of another recipe (or other --set overrides)");
+    const auto recorded = m.value(nlohmann::json::json_pointer("/models/0/sha256"), std::string());
+    if (!recorded.empty()) {
+        const ModelFiles& files = plan.models[0].handle.files;
+        nlohmann::json now = nlohmann::json::array();
+        now.push_back({{"path", (files.dir / "config.json").string()}, {"sha256", sha256_file(files.dir / "config.json")}});
+        for (const auto& f : files.weight_files) now.push_back({{"path", f.string()}, {"sha256", sha256_file(f)}});
+        if (!files.tokenizer_json.empty())
+            now.push_back({{"path", files.tokenizer_json.string()}, {"sha256", sha256_file(files.tokenizer_json)}});
+        if (model_digest(now) != recorded)
+            throw InputError("--resume: " + dir.string() + " was run with another model (its files' sha256 differ)");
+    }
+    return read_checkpoint(dir);
+}
+
+}  // namespace
+
 RunOutcome run_recipe(const PluginRegistry& plugins, Recipe recipe, const RunOptions& options) {
     RunPlan plan = plan_run(plugins, std::move(recipe));
     if (options.dry_run) print_plan(plan, std::cout);
-    check_memory_budget(plan, options.max_memory);  // before any weight loads
+    const std::string feature = stateful_feature(options);
+    if (!feature.empty()) check_stateful_plan(plugins, plan, feature, options.shard || !options.merge_from.empty());
+    if (!options.merge_from.empty()) {  // the states load into this host's plugins: they must be the shards'
+        const nlohmann::json& s0 = options.merge_from.front();
+        const nlohmann::json host = {{"nscope", NSCOPE_VERSION_STRING}, {"analyses", plan.analyzer_versions},
+                                     {"exports", plan.exporter_versions}};
+        const nlohmann::json shards = {{"nscope", s0.value("nscope_version", "")}, {"analyses", s0["analyses"]},
+                                       {"exports", s0["exports"]}};
+        if (host != shards)
+            throw InputError("merge: the shards ran " + shards.dump() + ", this nscope has " + host.dump());
+    }
+    if (options.merge_from.empty()) check_memory_budget(plan, options.max_memory);  // before any weight loads
     if (options.dry_run) return {};
     const Recipe& r = plan.recipe;
+    std::optional<Checkpoint> resume_from;
+    nlohmann::json resumed_manifest;
+    if (!options.resume.empty()) {
+        resumed_manifest = read_manifest(options.resume);
+        resume_from = check_resumable(plan, resumed_manifest, options.resume);
+    }
     const int threads = options.threads > 0 ? options.threads
                         : r.threads > 0     ? r.threads
                                             : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
@@ -510,17 +661,36 @@ RunOutcome run_recipe(const PluginRegistry& plugins, Recipe recipe, const RunOpt
     at::manual_seed(r.seed);
     install_interrupt_handlers();
 
-    RunDirectory dir = RunDirectory::create(options.out_root, r.name);
+    RunDirectory dir = !options.resume.empty()       ? RunDirectory::reopen(options.resume, resumed_manifest)
+                       : !options.merge_out.empty() ? RunDirectory::create_at(options.merge_out)
+                                                    : RunDirectory::create(options.out_root, r.name);
     const auto started = Clock::now();
     nlohmann::json& m = dir.manifest();
+    if (!options.resume.empty()) m["resumes"].push_back({{"at", iso_time_now()}, {"command", options.command_line},
+                                                         {"next_batch", resume_from ? resume_from->next_batch : 0}});
     m["name"] = r.name;
     m["run_id"] = dir.id();
     m["status"] = "running";
-    m["started"] = iso_time_now();
+    if (options.resume.empty()) m["started"] = iso_time_now();
+    m["recipe_sha256"] = recipe_digest(r);
+    if (options.shard) {
+        const size_t batches = (r.prompts.size() + r.batch_size - 1) / r.batch_size;
+        const BatchRange b = shard_batches(batches, *options.shard);
+        m["shard"] = {{"index", options.shard->index}, {"count", options.shard->count},
+                      {"batches", {b.first, b.last}},
+                      {"prompts", {std::min(r.prompts.size(), b.first * r.batch_size), std::min(r.prompts.size(), b.last * r.batch_size)}}};
+    }
+    if (options.checkpoint_every) m["checkpoint_every"] = options.checkpoint_every;
+    if (!options.merge_from.empty()) {
+        m["merged_shards"] = nlohmann::json::array();
+        for (const auto& s : options.merge_from)
+            m["merged_shards"].push_back({{"dir", s["_dir"]}, {"index", s["shard"]["index"]}, {"run_id", s.value("run_id", "")},
+                                          {"prompts", s["shard"]["prompts"]}});
+    }
     m["nscope_version"] = NSCOPE_VERSION_STRING;
     m["sdk_abi"] = NSCOPE_SDK_ABI_VERSION;
     m["build_tag"] = host_build_tag();
-    m["command"] = options.command_line;
+    if (options.resume.empty()) m["command"] = options.command_line;
     m["recipe_file"] = r.file.empty() ? "" : r.file.string();
     m["recipe_base_dir"] = r.base_dir.string();
     m["recipe"] = r.resolved;
@@ -552,7 +722,7 @@ RunOutcome run_recipe(const PluginRegistry& plugins, Recipe recipe, const RunOpt
             for (size_t i = 0; i < plan.models.size(); ++i) {
                 const ModelPlan& model = plan.models[i];
                 const fs::path out = plan.models.size() > 1 ? dir.path() / model.spec.label : dir.path();
-                ModelRun(plugins, plan, model, dir, out, m["models"][i]).run();
+                ModelRun(plugins, plan, model, dir, out, m["models"][i], options, resume_from).run();
             }
         } else {
             // Analyses that compare the models: every model stays loaded after its own analyses, then one
@@ -561,7 +731,7 @@ RunOutcome run_recipe(const PluginRegistry& plugins, Recipe recipe, const RunOpt
             for (size_t i = 0; i < plan.models.size(); ++i) {
                 const ModelPlan& model = plan.models[i];
                 runs.push_back(std::make_unique<ModelRun>(plugins, plan, model, dir, dir.path() / model.spec.label,
-                                                          m["models"][i]));
+                                                          m["models"][i], options));
                 runs.back()->prepare();
                 runs.back()->analyze();
             }
@@ -581,6 +751,7 @@ RunOutcome run_recipe(const PluginRegistry& plugins, Recipe recipe, const RunOpt
         finish("failed", e.what());
         throw;
     }
+    if (options.checkpoint_every || !options.resume.empty()) remove_checkpoints(dir.path());
     finish("complete", "");
     spdlog::info("done in {:.1f}s: {}", seconds_since(started), dir.path().string());
     return {dir.path(), 0};

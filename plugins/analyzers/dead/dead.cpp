@@ -11,7 +11,7 @@ namespace {
 
 using nscope::common::NeuronMoments;
 
-class Dead : public nscope::Analyzer {
+class Dead : public nscope::common::MomentsAnalyzer {
 public:
     void configure(const nscope::Params& params) override {
         nscope::common::ParamReader p("dead", params, {"hooks", "epsilon", "on_fraction", "flat_std"});
@@ -28,14 +28,6 @@ public:
     }
 
     void consume(const nscope::Batch& batch) override { moments_.consume(batch, filter_, parallel_for_); }
-
-    bool mergeable() const override { return true; }
-
-    void merge(const nscope::Analyzer& other) override {
-        const auto& o = static_cast<const Dead&>(other);
-        moments_.merge(o.moments_);
-        filter_.merge(o.filter_);
-    }
 
     nscope::Result finish() override {
         nscope::Result res;
@@ -89,9 +81,7 @@ public:
     }
 
 private:
-    nscope::common::HookFilter filter_;
     double epsilon_ = 0.0, on_fraction_ = 0.99, flat_std_ = 1e-6;
-    nscope::common::MomentsByHook moments_;
     nscope::ParallelFor parallel_for_;
 };
 

@@ -71,6 +71,41 @@ public:
         filter_.merge(o.filter_);
     }
 
+    uint32_t state_version() const override { return 1; }
+    void save_state(nscope::StateWriter& out) const override {
+        out.u64(kept_.size());
+        for (const auto& [hook, per] : kept_) {
+            out.str(hook);
+            out.u64(per.size());
+            for (const auto& [index, m] : per) {
+                out.pod(index);
+                out.u64(m.neurons);
+                out.strings(m.tokens);
+                out.array(m.values);
+            }
+        }
+        out.u64(rows_seen_);
+        filter_.save(out);
+    }
+    void load_state(nscope::StateReader& in) override {
+        kept_.clear();
+        const uint64_t hooks = in.count(2 * sizeof(uint64_t), "heatmap hooks");
+        for (uint64_t h = 0; h < hooks; ++h) {
+            auto& per = kept_[in.str()];
+            const uint64_t n = in.count(4 * sizeof(uint64_t), "heatmap prompts");
+            for (uint64_t i = 0; i < n; ++i) {
+                const auto index = in.pod<int64_t>();
+                if (!prompts_.count(index)) in.fail("prompt " + std::to_string(index) + " is not one this heatmap keeps");
+                Matrix& m = per[index];
+                m.neurons = in.u64();
+                m.tokens = in.strings();
+                m.values = in.array_of<float>(m.tokens.size() * m.neurons, "heatmap values");
+            }
+        }
+        rows_seen_ = in.u64();
+        filter_.load(in);
+    }
+
     nscope::Result finish() override {
         nscope::Result res;
         std::vector<std::string> hooks;

@@ -11,7 +11,7 @@ namespace {
 
 using nscope::common::NeuronMoments;
 
-class Stats : public nscope::Analyzer {
+class Stats : public nscope::common::MomentsAnalyzer {
 public:
     void configure(const nscope::Params& params) override {
         nscope::common::ParamReader p("stats", params, {"hooks", "threshold", "neuron_table"});
@@ -26,14 +26,6 @@ public:
     }
 
     void consume(const nscope::Batch& batch) override { moments_.consume(batch, filter_, parallel_for_); }
-
-    bool mergeable() const override { return true; }
-
-    void merge(const nscope::Analyzer& other) override {
-        const auto& o = static_cast<const Stats&>(other);
-        moments_.merge(o.moments_);
-        filter_.merge(o.filter_);
-    }
 
     nscope::Result finish() override {
         nscope::Result res;
@@ -102,10 +94,8 @@ public:
     }
 
 private:
-    nscope::common::HookFilter filter_;
     double threshold_ = 0.0;
     bool neuron_table_ = false;
-    nscope::common::MomentsByHook moments_;
     nscope::ParallelFor parallel_for_;
 };
 

@@ -105,6 +105,27 @@ public:
     size_t used() const { return index_.size(); }
     uint64_t evictions = 0;
 
+    /// Slots and free list as they are (their order decides later slots and evictions); the index is rebuilt.
+    void save(nscope::StateWriter& out) const {
+        out.array(slots_);
+        out.array(free_);
+        out.u64(evictions);
+    }
+    void load(nscope::StateReader& in) {
+        slots_ = in.array_of<Slot>(slots_.size(), "n-gram table");
+        free_ = in.array<uint32_t>();
+        evictions = in.u64();
+        index_.clear();
+        for (uint32_t s = 0; s < slots_.size(); ++s)
+            if (slots_[s].used) {
+                if (slots_[s].key.n < 1 || slots_[s].key.n > kMaxN) in.fail("an n-gram has length " + std::to_string(slots_[s].key.n));
+                if (!index_.emplace(slots_[s].key, s).second) in.fail("an n-gram is in the table twice");
+            }
+        for (uint32_t s : free_)
+            if (s >= slots_.size() || slots_[s].used) in.fail("the n-gram free list names a used or missing slot");
+        if (free_.size() + index_.size() != slots_.size()) in.fail("the n-gram table's free list does not add up");
+    }
+
 private:
     bool evict_half(uint64_t tick) {
         std::vector<uint32_t> cand;
@@ -210,6 +231,24 @@ public:
             for (size_t c = 0; c < channels_; ++c) dst[c] += src[c];
         }
     }
+    /// Everything consume() accumulated; load() into a track init()-ed with the same channels and config.
+    void save(nscope::StateWriter& out) const {
+        hits_.save(out);
+        out.array(context_);
+        ngmax_.save(out);
+        out.array(floor_);
+        out.array(sums_);
+    }
+    void load(nscope::StateReader& in) {
+        hits_.load(in);
+        context_ = in.array_of<int64_t>(context_.size(), "top-k contexts");
+        ngmax_.load(in);
+        floor_ = in.array_of<float>(channels_, "top-k floors");
+        sums_ = in.array_of<double>(sums_.size(), "n-gram sums");
+        for (size_t i = 0; i < channels_ * cfg_.k; ++i)
+            if (hits_.item(i).pending != -1) in.fail("a top-k hit still waits for its context");
+    }
+
     /// Zero the sums of slots created by a merge that this track has no data for.
     void clear_slot(int slot) {
         double* dst = &sums_[static_cast<size_t>(slot) * channels_];
@@ -498,6 +537,42 @@ public:
         if (!groups_.empty()) group_track_.merge(o.group_track_, slot_map, fresh);
         tokens_ += o.tokens_;
         filter_.merge(o.filter_);
+    }
+
+    uint32_t state_version() const override { return 1; }
+
+    void save_state(nscope::StateWriter& out) const override {
+        table_.save(out);
+        out.u64(tracks_.size());
+        for (const auto& [hook, tr] : tracks_) {
+            out.str(hook);
+            out.u64(tr.channels());
+            tr.save(out);
+        }
+        if (!groups_.empty()) group_track_.save(out);
+        out.u64(tick_);
+        out.u64(tokens_);
+        out.u64(rows_seen_);
+        filter_.save(out);
+    }
+
+    void load_state(nscope::StateReader& in) override {
+        table_.load(in);
+        tracks_.clear();
+        const uint64_t n = in.count(3 * sizeof(uint64_t), "top-k tracks");
+        for (uint64_t i = 0; i < n; ++i) {
+            const std::string hook = in.str();
+            const uint64_t channels = in.u64();
+            // A track holds k hits per channel: a width the blob cannot hold is damage, not a huge allocation.
+            if (channels > in.left() / (cfg_.k * sizeof(Hit)))
+                in.fail("track '" + hook + "' claims " + std::to_string(channels) + " neurons");
+            track(hook, channels).load(in);
+        }
+        if (!groups_.empty()) group_track_.load(in);
+        tick_ = in.u64();
+        tokens_ = in.u64();
+        rows_seen_ = in.u64();
+        filter_.load(in);
     }
 
     nscope::Result finish() override {

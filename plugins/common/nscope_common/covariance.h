@@ -27,6 +27,23 @@
 
 namespace nscope::common {
 
+/// A dense double matrix or vector in a saved state: its shape, then its values (column-major).
+template <typename Dense>
+void save_dense(StateWriter& out, const Dense& m) {
+    out.u64(static_cast<uint64_t>(m.rows()));
+    out.u64(static_cast<uint64_t>(m.cols()));
+    out.array(std::vector<double>(m.data(), m.data() + m.size()));
+}
+/// Read a matrix save_dense wrote; it must have the shape [rows, cols] that the configuration implies.
+template <typename Dense>
+void load_dense(StateReader& in, Dense& m, int64_t rows, int64_t cols, std::string_view what) {
+    if (in.u64() != static_cast<uint64_t>(rows) || in.u64() != static_cast<uint64_t>(cols))
+        in.fail(std::string(what) + " has another shape than " + std::to_string(rows) + "x" + std::to_string(cols));
+    const auto v = in.array_of<double>(static_cast<size_t>(rows * cols), what);
+    m.resize(rows, cols);
+    std::copy(v.begin(), v.end(), m.data());
+}
+
 class CoMoments {
 public:
     static constexpr size_t kChunk = 256;
@@ -57,6 +74,20 @@ public:
         if (o.count == 0) return;
         if (o.n_ != n_) throw RuntimeError("covariance merge: width " + std::to_string(o.n_) + " vs " + std::to_string(n_));
         combine(o.count, o.mean, o.m2, true);
+    }
+
+    /// The width, then count, mean and M; load() into an instance init()-ed with the same width.
+    void save(StateWriter& out) const {
+        out.u64(static_cast<uint64_t>(n_));
+        out.u64(count);
+        save_dense(out, mean);
+        save_dense(out, m2);
+    }
+    void load(StateReader& in) {
+        if (in.u64() != static_cast<uint64_t>(n_)) in.fail("the covariance has another width than configured");
+        count = in.u64();
+        load_dense(in, mean, n_, 1, "covariance mean");
+        load_dense(in, m2, n_, n_, "co-moment matrix");
     }
 
     /// Population covariance M / count (symmetric, full).
@@ -126,6 +157,24 @@ public:
             throw RuntimeError("cross co-moments merge: shape " + std::to_string(o.p_) + "x" + std::to_string(o.q_) +
                                " vs " + std::to_string(p_) + "x" + std::to_string(q_));
         combine(o.count, o.mean_x, o.mean_y, o.c);
+    }
+
+    /// The shape, then count, means and C; load() into an instance init()-ed with the same shape.
+    void save(StateWriter& out) const {
+        out.u64(static_cast<uint64_t>(p_));
+        out.u64(static_cast<uint64_t>(q_));
+        out.u64(count);
+        save_dense(out, mean_x);
+        save_dense(out, mean_y);
+        save_dense(out, c);
+    }
+    void load(StateReader& in) {
+        if (in.u64() != static_cast<uint64_t>(p_) || in.u64() != static_cast<uint64_t>(q_))
+            in.fail("the cross co-moments have another shape than configured");
+        count = in.u64();
+        load_dense(in, mean_x, p_, 1, "cross mean x");
+        load_dense(in, mean_y, q_, 1, "cross mean y");
+        load_dense(in, c, p_, q_, "cross co-moment matrix");
     }
 
     uint64_t count = 0;

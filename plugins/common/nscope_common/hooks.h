@@ -113,6 +113,9 @@ public:
 
     void note_skip(const std::string& hook, const std::string& why) { skipped_.emplace(hook, why); }
     void merge(const HookFilter& o) { skipped_.insert(o.skipped_.begin(), o.skipped_.end()); }
+    /// The skipped hooks (the patterns come from the configuration).
+    void save(StateWriter& out) const { out.string_map(skipped_); }
+    void load(StateReader& in) { skipped_ = in.string_map(); }
 
     const std::vector<std::string>& patterns() const { return patterns_; }
     /// [{"hook": ..., "reason": ...}]

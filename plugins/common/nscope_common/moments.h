@@ -1,5 +1,5 @@
 // Streaming per-neuron moments: count, mean, central sums M2..M4 (double), min, max, and how often a
-// value exceeds a threshold. Each batch is reduced in one pass over its rows (see add()) and folded into the
+// value exceeds a threshold. Each batch is reduced on its own (see add()) and folded into the
 // running state with the pairwise update of Chan et al. / Pébay, which is also how two shards merge:
 //
 //   n = na + nb, d = mean_b - mean_a
@@ -47,20 +47,19 @@ public:
 
     size_t neurons() const { return n_; }
 
-    /// Fold in a batch of token rows; each row points at `neurons()` floats. One pass: power sums about a
-    /// shift close to the mean (the running mean; for the first batch, that batch's mean) turn into the
-    /// batch's central sums exactly, without the cancellation that sums about zero would suffer.
+    /// Fold in a batch of token rows; each row points at `neurons()` floats. Power sums about a shift
+    /// close to the mean (the batch's own mean, rounded to float) turn into the batch's central sums
+    /// exactly, without the cancellation that sums about zero would suffer. The shift depends on the batch
+    /// alone, never on what came before, so a batch reduces to the same bits whether it is the first batch
+    /// of a shard or the hundredth of a single run: shards then differ from one pass only by the order of
+    /// the double-precision pairwise updates (docs/scale.md, ≤ 1e-9 relative).
     void add(const std::vector<const float*>& rows) {
         if (rows.empty()) return;
         const double nb = static_cast<double>(rows.size());
         shift_.resize(n_);
-        if (count > 0) {
-            std::copy(mean.begin(), mean.end(), shift_.begin());
-        } else {
-            std::vector<double> sum(rows.front(), rows.front() + n_);
-            for (size_t r = 1; r < rows.size(); ++r) kernels::accumulate(sum.data(), rows[r], n_);
-            for (size_t j = 0; j < n_; ++j) shift_[j] = static_cast<float>(sum[j] / nb);
-        }
+        sum_.assign(rows.front(), rows.front() + n_);
+        for (size_t r = 1; r < rows.size(); ++r) kernels::accumulate(sum_.data(), rows[r], n_);
+        for (size_t j = 0; j < n_; ++j) shift_[j] = static_cast<float>(sum_[j] / nb);
         s1_.assign(n_, 0.0);
         s2_.assign(n_, 0.0);
         s3_.assign(higher_ ? n_ : 0, 0.0);
@@ -100,6 +99,28 @@ public:
             positive[j] += o.positive[j];
         }
         combine(o.count, o.mean.data(), o.m2.data(), higher_ ? o.m3.data() : nullptr, higher_ ? o.m4.data() : nullptr);
+    }
+
+    /// The width, then the accumulated sums (the settings come from init).
+    void save(StateWriter& out) const {
+        out.u64(n_);
+        out.u64(count);
+        for (const auto* v : {&mean, &m2, &m3, &m4, &min, &max}) out.array(*v);
+        out.array(above);
+        out.array(positive);
+    }
+    /// Read the sums save() wrote after the width (which the caller read to init this instance).
+    void load_sums(StateReader& in) {
+        count = in.u64();
+        const size_t higher = higher_ ? n_ : 0;
+        mean = in.array_of<double>(n_, "mean");
+        m2 = in.array_of<double>(n_, "M2");
+        m3 = in.array_of<double>(higher, "M3");
+        m4 = in.array_of<double>(higher, "M4");
+        min = in.array_of<double>(n_, "min");
+        max = in.array_of<double>(n_, "max");
+        above = in.array_of<uint64_t>(n_, "above");
+        positive = in.array_of<uint64_t>(n_, "positive");
     }
 
     /// Population standard deviation sqrt(M2 / n).
@@ -156,7 +177,7 @@ private:
     float threshold_f_ = 0.0f;
     // Per-batch scratch.
     std::vector<float> shift_, min_, max_;
-    std::vector<double> s1_, s2_, s3_, s4_;
+    std::vector<double> sum_, s1_, s2_, s3_, s4_;
     std::vector<uint32_t> above_, positive_;
 };
 
@@ -195,6 +216,27 @@ public:
 
     const std::map<std::string, NeuronMoments>& hooks() const { return hooks_; }
 
+    void save(StateWriter& out) const {
+        out.u64(hooks_.size());
+        for (const auto& [hook, m] : hooks_) {
+            out.str(hook);
+            m.save(out);
+        }
+    }
+    /// Replace the hooks with saved ones (after init with the same settings).
+    void load(StateReader& in) {
+        hooks_.clear();
+        const uint64_t n = in.count(2 * sizeof(uint64_t), "hooks");
+        for (uint64_t i = 0; i < n; ++i) {
+            const std::string hook = in.str();
+            const uint64_t width = in.u64();
+            if (width > in.left() / sizeof(double)) in.fail("hook '" + hook + "' claims " + std::to_string(width) + " neurons");
+            NeuronMoments& m = hooks_.emplace(hook, NeuronMoments{}).first->second;
+            m.init(static_cast<int64_t>(width), higher_, threshold_);
+            m.load_sums(in);
+        }
+    }
+
 private:
     // Created on first sight; a hook whose width changes between batches is an error upstream.
     NeuronMoments& state(const std::string& hook, int64_t neurons) {
@@ -214,6 +256,31 @@ private:
     double threshold_ = 0.0;
     std::map<std::string, NeuronMoments> hooks_;
     std::vector<std::vector<const float*>> rows_;  // per hook of a batch, kept to reuse the memory
+};
+
+/// Base of the analyzers whose whole streaming state is per-hook moments plus their hook filter (stats,
+/// dead): merging shards and saving / loading that state live here once.
+class MomentsAnalyzer : public Analyzer {
+public:
+    bool mergeable() const override { return true; }
+    void merge(const Analyzer& other) override {
+        const auto& o = static_cast<const MomentsAnalyzer&>(other);
+        moments_.merge(o.moments_);
+        filter_.merge(o.filter_);
+    }
+    uint32_t state_version() const override { return 1; }
+    void save_state(StateWriter& out) const override {
+        moments_.save(out);
+        filter_.save(out);
+    }
+    void load_state(StateReader& in) override {
+        moments_.load(in);
+        filter_.load(in);
+    }
+
+protected:
+    HookFilter filter_;
+    MomentsByHook moments_;
 };
 
 }  // namespace nscope::common

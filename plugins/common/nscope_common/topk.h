@@ -10,6 +10,8 @@
 #include <limits>
 #include <vector>
 
+#include "nscope/state.h"
+
 namespace nscope::common {
 
 /// One token occurrence of a value.
@@ -95,6 +97,28 @@ public:
         for (size_t j = 0; j < out.size(); ++j) out[j] = l * k_ + j;
         std::sort(out.begin(), out.end(), [&](size_t a, size_t b) { return better(items_[a].occ, items_[b].occ); });
         return out;
+    }
+
+    /// The lists as they are (T must be trivially copyable); load() into an instance init()-ed with the
+    /// same number of lists and k.
+    void save(StateWriter& out) const {
+        out.array(items_);
+        out.array(values_);
+        out.array(tags_);
+        out.array(size_);
+        out.array(worst_);
+        out.array(floor_);
+    }
+    void load(StateReader& in) {
+        const size_t n = size_.size() * k_;
+        items_ = in.array_of<T>(n, "top-k items");
+        values_ = in.array_of<float>(n, "top-k values");
+        tags_ = in.array_of<uint64_t>(n, "top-k tags");
+        size_ = in.array_of<uint32_t>(size_.size(), "top-k sizes");
+        worst_ = in.array_of<uint32_t>(size_.size(), "top-k worst entries");
+        floor_ = in.array_of<float>(size_.size(), "top-k floors");
+        for (size_t l = 0; l < size_.size(); ++l)
+            if (size_[l] > k_ || (k_ && worst_[l] >= k_)) in.fail("a top-k list is longer than k");
     }
 
 private:

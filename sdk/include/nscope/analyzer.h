@@ -20,6 +20,7 @@
 #include "nscope/host.h"
 #include "nscope/model_access.h"
 #include "nscope/result.h"
+#include "nscope/state.h"
 
 namespace nscope {
 
@@ -122,6 +123,26 @@ public:
     virtual void merge(const Analyzer& other) {
         (void)other;
         throw RuntimeError("this analyzer cannot merge sharded state");
+    }
+
+    /// Layout version of what `save_state` writes; 0 (the default) means the analyzer cannot save its
+    /// state, so it cannot take part in sharded runs (`--shard`, also needs `mergeable()`) or checkpoints.
+    /// Bump it whenever the layout changes: the host refuses a state file of another version.
+    virtual uint32_t state_version() const { return 0; }
+
+    /// Write everything `consume` accumulated (not the configuration: the host re-creates the instance
+    /// with the same parameters and calls `begin` before `load_state`). Called between batches.
+    virtual void save_state(StateWriter& out) const {
+        (void)out;
+        throw RuntimeError("this analyzer cannot save its state");
+    }
+
+    /// Replace the state with one `save_state` wrote (same configuration, after `begin`). Read with the
+    /// reader's checked accessors and check sizes against the configuration (StateReader::fail): a
+    /// damaged file must end in an InputError, never a crash.
+    virtual void load_state(StateReader& in) {
+        (void)in;
+        throw RuntimeError("this analyzer cannot load a saved state");
     }
 };
 

@@ -44,4 +44,5 @@
 #include "nscope/io.h"
 #include "nscope/plugin.h"
 #include "nscope/result.h"
+#include "nscope/state.h"
 #include "nscope/version.h"

@@ -4,7 +4,7 @@
 /// Bumped whenever a type that crosses the plugin boundary changes layout or meaning.
 /// The host refuses plugins built with another value.
 #ifndef NSCOPE_SDK_ABI_VERSION
-#define NSCOPE_SDK_ABI_VERSION 7
+#define NSCOPE_SDK_ABI_VERSION 8
 #endif
 
 #define NSCOPE_VERSION_MAJOR 0
