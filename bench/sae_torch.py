@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The same TopK SAE training step as core/train/sae_trainer.cpp, in PyTorch (the baseline of bench/sae.sh).
 
-Usage: sae_torch.py D_IN LATENTS K BATCH STEPS [--synthetic]
+Usage: sae_torch.py D_IN LATENTS K BATCH STEPS [threads=N] [lr=X] [--synthetic]
 Prints `tokens/s N` (and with --synthetic, the fraction of the ground-truth features recovered)."""
 import sys
 import time
@@ -21,19 +21,21 @@ def synthetic(n_features, d, active, batch, step, seed=0):
 def main():
     d, n, k, batch, steps = (int(a) for a in sys.argv[1:6])
     synth = "--synthetic" in sys.argv
+    opts = dict(a.split("=") for a in sys.argv[6:] if "=" in a)
+    torch.set_num_threads(int(opts.get("threads", 1)))
     torch.manual_seed(0)
     w_dec = torch.nn.functional.normalize(torch.randn(n, d), dim=1).requires_grad_()
     w_enc = w_dec.detach().t().clone().requires_grad_()
     b_enc = torch.zeros(n, requires_grad=True)
     b_dec = torch.zeros(d, requires_grad=True)
     params = [w_enc, b_enc, w_dec, b_dec]
-    opt = torch.optim.Adam(params, lr=float(dict(a.split("=") for a in sys.argv if a.startswith("lr=")).get("lr", 1e-3)))
+    opt = torch.optim.Adam(params, lr=float(opts.get("lr", 1e-3)))
     since = torch.zeros(n, dtype=torch.long)
     dead_after = 20 * batch
     data = torch.randn(batch * 8, d)  # activations to cycle through when not synthetic
     t0 = time.time()
     for step in range(steps):
-        x = synthetic(n if synth else n, d, 5, batch, step)[1] if synth else data[(step % 8) * batch:(step % 8 + 1) * batch]
+        x = synthetic(n, d, 5, batch, step)[1] if synth else data[(step % 8) * batch:(step % 8 + 1) * batch]
         if step == 0:
             with torch.no_grad():
                 b_dec.copy_(x.mean(0))

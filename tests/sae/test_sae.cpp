@@ -71,7 +71,7 @@ const std::string& tiny_model_sae() {
     static const std::string dir = [] {
         const std::string d = nscope::test::temp_dir("sae-kjv") + "/sae";
         const auto r = run_nscope({"--threads", "2", "train-sae", kModel, "--hook", "blocks.2.hook_resid_post", "--data", kText,
-                                   "--out", d, "--latents", "512", "--k", "16", "--steps", "40", "--batch-tokens", "512",
+                                   "--out", d, "--latents", "512", "--k", "16", "--steps", "30", "--batch-tokens", "384",
                                    "--context", "32", "--seed", "3"});
         INFO(r.err);
         REQUIRE(r.exit_code == 0);
