@@ -9,7 +9,7 @@ import time
 import torch
 
 
-def synthetic(n_features, d, active, batch, step, seed=0):
+def synthetic(n_features, d, active, batch, step, seed=12345):
     g = torch.Generator().manual_seed(seed)
     truth = torch.nn.functional.normalize(torch.randn(n_features, d, generator=g), dim=1)
     g = torch.Generator().manual_seed(seed * 1000003 + step + 1)

@@ -69,8 +69,9 @@ private:
             const at::Tensor before = editable ? z.clone() : z;
             host_->fire_editors(latent, z);
             host_->fire_observers(latent, z);
+            // decode(z') + (x - decode(z)) = x + (z' - z) W_dec: exactly x where no latent changed.
             if (editable && (z.requires_grad() || !z.equal(before)))
-                t = (x - sae.decode(before) + sae.decode(z)).to(t.scalar_type());
+                t = (x + at::matmul(z - before, sae.decoder())).to(t.scalar_type());
             host_->fire_observers(hook, t);
         }
 
