@@ -265,7 +265,7 @@ TEST_CASE("a recipe's SAE makes a <hook>.sae hook point that stats and topk anal
     CHECK(!fs::exists(dir + "/badruns/feats"));
 }
 
-TEST_CASE("interventions on SAE latents change the model's output; without an edit it is bit-identical", "[sae][run]") {
+TEST_CASE("interventions on SAE latents change the model's output, and without an edit it is bit-identical", "[sae][run]") {
     const std::string sae = tiny_model_sae();
     LoadedModel plain = load_model(test::registry(), kModel, ModelOptions{});
     LoadedModel with = load_model(test::registry(), kModel, ModelOptions{});
