@@ -41,8 +41,10 @@ void add_info_command(CLI::App& app, CliContext& ctx);
 void add_tokenize_command(CLI::App& app, CliContext& ctx);
 /// nscope run RECIPE [--out DIR] [--set k=v]... [--dry-run]; nscope rerun RUN_DIR
 void add_run_command(CLI::App& app, CliContext& ctx, const std::string& command_line);
-/// nscope train / finetune / train-tokenizer
+/// nscope train / finetune / train-tokenizer (and train-sae)
 void add_train_commands(CLI::App& app, CliContext& ctx);
+/// nscope train-sae MODEL --hook H --data FILE --out DIR (cmd_train_sae.cpp; registered by add_train_commands)
+void add_train_sae_command(CLI::App& app, CliContext& ctx);
 void add_script_command(CLI::App& app, CliContext& ctx);
 /// nscope serve [MODEL...] [--runs DIR] [--host H] [--port P] [--token T]
 void add_serve_command(CLI::App& app, CliContext& ctx);

@@ -104,6 +104,7 @@ void add_train_commands(CLI::App& app, CliContext& ctx) {
             return 0;
         };
     });
+    add_train_sae_command(app, ctx);
 }
 
 }  // namespace nscope

@@ -21,6 +21,7 @@
 #include "core/run/run_dir.h"
 #include "core/run/run_plan.h"
 #include "core/run/runner.h"
+#include "core/sae/sae_adapter.h"
 #include "core/tokenizer/tokenizer.h"
 #include "core/util/concurrency.h"
 #include "core/util/files.h"
@@ -92,12 +93,31 @@ std::vector<std::string> dims_of(const LuaModel* m, const std::string& hook, int
 
 // ---- nscope.load ---------------------------------------------------------------------------------------------
 
+// nscope.load's `saes = {{hook = H, path = DIR}, ...}` (docs/sae.md).
+std::vector<SaeAttachment> sae_attachments(lua_State* L, int idx) {
+    if (lua_type(L, idx) != LUA_TTABLE) arg_fail(2, "nscope.load", "saes must be a list of {hook = ..., path = ...} tables");
+    std::vector<SaeAttachment> out;
+    const auto n = static_cast<lua_Integer>(lua_rawlen(L, idx));
+    for (lua_Integer i = 1; i <= n; ++i) {
+        lua_rawgeti(L, idx, i);
+        const int entry = lua_gettop(L);
+        if (lua_type(L, entry) != LUA_TTABLE || raw_field(L, entry, "hook") != LUA_TSTRING || raw_field(L, entry, "path") != LUA_TSTRING)
+            arg_fail(2, "nscope.load", "saes[" + std::to_string(i) + "] must be {hook = \"blocks.L...\", path = \"DIR\"}");
+        out.push_back({lua_tostring(L, -2), lua_tostring(L, -1)});
+        lua_settop(L, entry - 1);
+    }
+    return out;
+}
+
 int f_load(lua_State* L) {
     // stack: path_or_id, opts
     const std::string ref = arg_string(L, 1, "nscope.load");
     std::string dtype = "float32";
+    std::vector<SaeAttachment> saes;
     if (lua_type(L, 2) == LUA_TTABLE) {
         if (raw_field(L, 2, "dtype") != LUA_TNIL) dtype = arg_string(L, -1, "nscope.load");
+        lua_pop(L, 1);
+        if (raw_field(L, 2, "saes") != LUA_TNIL) saes = sae_attachments(L, lua_gettop(L));
         lua_pop(L, 1);
     } else if (!lua_isnoneornil(L, 2)) {
         arg_fail(2, "nscope.load", "options table expected, got " + type_name_at(L, 2));
@@ -107,6 +127,7 @@ int f_load(lua_State* L) {
     model->ref = ref;
     model->dtype = model_dtype_name(options);
     model->loaded = load_model(host(L).plugins(), ref, options);
+    attach_saes(model->loaded, saes);  // `<hook>.sae` hook points
     if (!model->loaded.handle.files.tokenizer_json.empty())
         model->tokenizer = Tokenizer::from_file(model->loaded.handle.files.tokenizer_json);
     model->session = std::make_unique<ModelSession>(model->loaded);

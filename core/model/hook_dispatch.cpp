@@ -22,10 +22,18 @@ void HostHookDispatcher::clear() {
 }
 
 void HostHookDispatcher::fire(int id, at::Tensor& t) {
+    fire_editors(id, t);
+    fire_observers(id, t);
+}
+
+void HostHookDispatcher::fire_editors(int id, at::Tensor& t) {
     if (!wanted(id)) return;
-    const Slot& s = hooks_[static_cast<size_t>(id)];
-    for (const auto& e : s.editors) e(id, t);
-    for (const auto& o : s.observers) o(id, t);
+    for (const auto& e : hooks_[static_cast<size_t>(id)].editors) e(id, t);
+}
+
+void HostHookDispatcher::fire_observers(int id, const at::Tensor& t) {
+    if (!wanted(id)) return;
+    for (const auto& o : hooks_[static_cast<size_t>(id)].observers) o(id, t);
 }
 
 }  // namespace nscope

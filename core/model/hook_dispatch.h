@@ -27,6 +27,10 @@ public:
         return id >= 0 && static_cast<size_t>(id) < wanted_.size() && wanted_[static_cast<size_t>(id)] != 0;
     }
     void fire(int id, at::Tensor& t) override;
+    /// The two halves of `fire`, for hosts that run code between the edits and the observers (SAE hooks).
+    void fire_editors(int id, at::Tensor& t);
+    void fire_observers(int id, const at::Tensor& t);
+    bool has_editors(int id) const { return wanted(id) && !hooks_[static_cast<size_t>(id)].editors.empty(); }
 
 private:
     struct Slot {

@@ -731,6 +731,28 @@ void check_dtype(const Ctx& c, const YAML::Node& n, const std::string& path, con
                             "'" + did_you_mean(d, ok));
 }
 
+// `saes: [{hook: H, path: DIR}]`; the hook and the SAE's width are checked at plan time (run_plan.cpp).
+std::vector<SaeEntry> parse_saes(const Ctx& c, const YAML::Node& list) {
+    require_seq(c, list, "saes", "'saes'");
+    std::vector<SaeEntry> out;
+    for (size_t i = 0; i < list.size(); ++i) {
+        const std::string path = "saes[" + std::to_string(i) + "]";
+        const YAML::Node& n = list[i];
+        require_map(c, n, path, "'" + path + "'");
+        check_keys(c, n, path, {"hook", "path"}, "an SAE");
+        if (!n["hook"].IsDefined() || !n["path"].IsDefined())
+            c.fail(n, path, "an SAE needs 'hook' (the model hook it reads) and 'path' (the folder nscope train-sae wrote)");
+        SaeEntry e;
+        e.sae.hook = get_string(c, n["hook"], path + ".hook");
+        e.sae.path = c.resolve(get_string(c, n["path"], path + ".path")).lexically_normal();
+        if (!std::filesystem::is_regular_file(sae_config_path(e.sae.path)))
+            c.fail(n["path"], path + ".path", "no SAE at '" + e.sae.path.string() + "' (no sae.json): train one with `nscope train-sae`");
+        e.loc = c.loc(n, path);
+        out.push_back(std::move(e));
+    }
+    return out;
+}
+
 ModelSpec parse_model(const Ctx& c, const YAML::Node& n, const std::string& path) {
     ModelSpec m;
     m.loc = c.loc(n, path);
@@ -855,7 +877,7 @@ Recipe parse_recipe(const YAML::Node& input, const std::string& source, const fs
     check_plain_keys(c, root, "");
     check_keys(c, root, "",
                {"name", "description", "seed", "model", "models", "prompts", "batch_size", "max_tokens", "dtype",
-                "threads", "add_special_tokens", "hooks", "interventions", "gradient", "analyses", "exports"},
+                "threads", "add_special_tokens", "hooks", "interventions", "gradient", "analyses", "exports", "saes"},
                "the recipe");
     Recipe r;
     r.base_dir = base_dir;
@@ -899,6 +921,7 @@ Recipe parse_recipe(const YAML::Node& input, const std::string& source, const fs
             r.hook_locs.push_back(root["hooks"].IsSequence() ? c.loc(root["hooks"][i], "hooks[" + std::to_string(i) + "]")
                                                              : c.loc(root["hooks"], "hooks"));
     }
+    if (root["saes"].IsDefined()) r.saes = parse_saes(c, root["saes"]);
     if (root["interventions"].IsDefined()) {
         require_seq(c, root["interventions"], "interventions", "'interventions'");
         for (size_t i = 0; i < root["interventions"].size(); ++i)

@@ -18,6 +18,7 @@
 #include <yaml-cpp/yaml.h>
 
 #include "core/model/interventions.h"
+#include "core/sae/sae_config.h"
 
 namespace nscope {
 
@@ -71,6 +72,12 @@ struct ExportSpec {
     SourceLoc loc;
 };
 
+/// `saes: [{hook, path}]`: sparse autoencoders attached to the recipe's models (docs/sae.md).
+struct SaeEntry {
+    SaeAttachment sae;
+    SourceLoc loc;
+};
+
 struct InterventionEntry {
     InterventionSpec spec;
     SourceLoc loc;
@@ -108,6 +115,7 @@ struct Recipe {
     std::vector<std::string> hooks;
     std::vector<SourceLoc> hook_locs;  ///< where each pattern of `hooks` was written
     std::vector<InterventionEntry> interventions;
+    std::vector<SaeEntry> saes;      ///< each adds the hook point `<hook>.sae`
     std::optional<GradientSpec> gradient;
     std::vector<AnalysisSpec> analyses;
     std::vector<ExportSpec> exports;

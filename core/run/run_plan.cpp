@@ -226,6 +226,13 @@ RunPlan plan_run(const PluginRegistry& plugins, Recipe recipe) {
         } catch (const InputError& e) {
             throw InputError(spec.loc.text + ": " + e.what());
         }
+        for (const auto& e : recipe.saes) {  // `<hook>.sae` points, checked against the hook widths from config.json
+            try {
+                mp.handle.hooks = hooks_with_saes(mp.handle.hooks, {e.sae});
+            } catch (const InputError& err) {
+                throw InputError(e.loc.text + ": " + err.what());
+            }
+        }
         const std::string note = recipe.models.size() > 1 ? " (model " + spec.ref + ")" : "";
         mp.export_hooks = resolve_patterns(mp.handle.hooks, recipe_patterns, note);
         std::vector<std::string> all = mp.export_hooks, lockstep;

@@ -22,6 +22,7 @@
 #include "core/run/run_dir.h"
 #include "core/run/run_plan.h"
 #include "core/run/study.h"
+#include "core/sae/sae_adapter.h"
 #include "core/tokenizer/tokenizer.h"
 #include "core/util/concurrency.h"
 #include "core/util/files.h"
@@ -130,6 +131,9 @@ public:
         const ModelOptions options = parse_model_dtype(model_.spec.dtype);
         loaded_ = std::make_unique<LoadedModel>(load_model(plugins_, model_.spec.ref, options));
         LoadedModel& loaded = *loaded_;
+        std::vector<SaeAttachment> saes;
+        for (const auto& e : r.saes) saes.push_back(e.sae);
+        attach_saes(loaded, saes);  // `<hook>.sae` hook points (validated at plan time)
         record_["timings"]["load_s"] = seconds_since(t0);
         record_["memory"]["estimate"] = model_.memory.to_json();
         record_phase_peak(record_, "load");
@@ -141,6 +145,8 @@ public:
         record_["files"] = nlohmann::json::array();
         record_["files"].push_back(file_record(loaded.handle.files.dir / "config.json"));
         for (const auto& f : loaded.handle.files.weight_files) record_["files"].push_back(file_record(f));
+        for (const auto& e : r.saes)
+            for (const char* f : {"sae.json", "sae.safetensors"}) record_["files"].push_back(file_record(e.sae.path / f));
         if (!loaded.handle.files.tokenizer_json.empty())
             record_["files"].push_back(file_record(loaded.handle.files.tokenizer_json));
         record_["sha256"] = model_digest(record_["files"]);

@@ -16,6 +16,7 @@
 #include "core/run/interrupt.h"
 #include "core/run/progress.h"
 #include "core/tokenizer/tokenizer.h"
+#include "core/train/adamw.h"
 #include "core/train/bpe_trainer.h"
 #include "nscope/error.h"
 #include "core/util/files.h"
@@ -28,39 +29,14 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-at::Tensor tokenize_corpus(const Tokenizer& tok, const std::vector<fs::path>& files, std::optional<int64_t> eos) {
-    std::vector<int64_t> ids;
-    for (const auto& f : files) {
-        const std::string text = read_corpus(f);
-        std::istringstream in(text);
-        for (std::string line; std::getline(in, line);) {
-            const auto enc = tok.encode(line + "\n", false);
-            ids.insert(ids.end(), enc.ids.begin(), enc.ids.end());
-        }
-        if (eos) ids.push_back(*eos);
-    }
-    return at::tensor(ids, at::kLong);
-}
-
-struct Optimizer {
-    std::vector<std::string> names;
-    std::vector<at::Tensor> params, m, v;
-    std::vector<bool> decay;
-};
-
-Optimizer make_optimizer(ModelAdapter& model) {
-    Optimizer o;
-    for (auto& [name, p] : model.named_parameters()) {
-        if (!p.requires_grad()) continue;
-        o.names.push_back(name);
-        o.params.push_back(p);
-        o.m.push_back(at::zeros_like(p, at::kFloat));
-        o.v.push_back(at::zeros_like(p, at::kFloat));
-        o.decay.push_back(p.dim() >= 2);  // no decay on biases and norm weights
-    }
-    if (o.params.empty())
+AdamW make_optimizer(ModelAdapter& model, const TrainOptions& o) {
+    AdamW opt;
+    opt.beta1 = o.beta1, opt.beta2 = o.beta2, opt.eps = o.eps, opt.weight_decay = o.weight_decay;
+    for (auto& [name, p] : model.named_parameters())
+        if (p.requires_grad()) opt.add(name, p, p.dim() >= 2);  // no decay on biases and norm weights
+    if (opt.params.empty())
         throw InputError("the model adapter exposes no trainable parameters (does it honour ModelOptions::trainable?)");
-    return o;
+    return opt;
 }
 
 double learning_rate(const TrainOptions& o, int64_t step) {
@@ -68,46 +44,6 @@ double learning_rate(const TrainOptions& o, int64_t step) {
     const double progress = std::min(1.0, static_cast<double>(step - o.warmup) / std::max<int64_t>(1, o.steps - o.warmup));
     const double floor = 0.1 * o.lr;
     return floor + 0.5 * (o.lr - floor) * (1.0 + std::cos(M_PI * progress));
-}
-
-// Windows of context+1 tokens, drawn from a generator that depends only on (seed, step).
-std::pair<at::Tensor, at::Tensor> make_batch(const at::Tensor& corpus, int64_t batch, int64_t context, uint64_t seed,
-                                             int64_t step) {
-    std::mt19937_64 rng(seed * 0x9E3779B97F4A7C15ULL + static_cast<uint64_t>(step) + 1);
-    const int64_t n = corpus.size(0) - context - 1;
-    std::uniform_int_distribution<int64_t> pick(0, n - 1);
-    std::vector<at::Tensor> rows;
-    for (int64_t b = 0; b < batch; ++b) rows.push_back(corpus.narrow(0, pick(rng), context + 1));
-    const at::Tensor w = at::stack(rows);
-    return {w.narrow(1, 0, context).contiguous(), w.narrow(1, 1, context).contiguous()};
-}
-
-void adamw_step(Optimizer& o, const TrainOptions& opt, double lr, int64_t t) {
-    at::NoGradGuard no_grad;
-    const double bc1 = 1.0 - std::pow(opt.beta1, static_cast<double>(t));
-    const double bc2 = 1.0 - std::pow(opt.beta2, static_cast<double>(t));
-    for (size_t i = 0; i < o.params.size(); ++i) {
-        at::Tensor& p = o.params[i];
-        const at::Tensor g = p.grad();
-        if (!g.defined()) continue;
-        o.m[i].mul_(opt.beta1).add_(g, 1.0 - opt.beta1);
-        o.v[i].mul_(opt.beta2).addcmul_(g, g, 1.0 - opt.beta2);
-        if (o.decay[i]) p.mul_(1.0 - lr * opt.weight_decay);
-        const at::Tensor denom = (o.v[i] / bc2).sqrt_().add_(opt.eps);
-        p.addcdiv_(o.m[i], denom, -lr / bc1);
-    }
-}
-
-double clip_gradients(Optimizer& o, double max_norm) {
-    at::NoGradGuard no_grad;
-    double total = 0;
-    for (auto& p : o.params)
-        if (p.grad().defined()) total += p.grad().pow(2).sum().item<double>();
-    total = std::sqrt(total);
-    if (max_norm > 0 && total > max_norm)
-        for (auto& p : o.params)
-            if (p.grad().defined()) p.mutable_grad().mul_(max_norm / (total + 1e-6));
-    return total;
 }
 
 at::ScalarType save_type(const std::string& s) {
@@ -134,22 +70,17 @@ void save_model(const fs::path& dir, LoadedModel& model, const fs::path& tokeniz
 
 namespace {
 
-void save_checkpoint(const fs::path& dir, LoadedModel& model, const Optimizer& opt, const fs::path& tokenizer_json,
+void save_checkpoint(const fs::path& dir, LoadedModel& model, const AdamW& opt, const fs::path& tokenizer_json,
                      const TrainOptions& o, int64_t step, const std::vector<double>& losses) {
     save_model(dir, model, tokenizer_json, o.save_dtype);
-    std::vector<std::pair<std::string, at::Tensor>> state;
-    for (size_t i = 0; i < opt.params.size(); ++i) {
-        state.emplace_back("m." + opt.names[i], opt.m[i]);
-        state.emplace_back("v." + opt.names[i], opt.v[i]);
-    }
-    write_safetensors(dir / "optimizer.safetensors", state);
+    opt.save(dir / "optimizer.safetensors");
     nlohmann::json st = {{"step", step}, {"seed", o.seed}, {"steps", o.steps}, {"batch_size", o.batch_size},
                          {"context", o.context}, {"lr", o.lr}, {"warmup", o.warmup}, {"losses", losses}};
     write_file_atomic(dir / "trainer_state.json", st.dump(2) + "\n");
 }
 
 // The shared loop of train / finetune. `start_step` > 0 when resuming.
-TrainReport train_loop(LoadedModel& model, Optimizer& opt, const at::Tensor& corpus, const TrainOptions& o,
+TrainReport train_loop(LoadedModel& model, AdamW& opt, const at::Tensor& corpus, const TrainOptions& o,
                        const fs::path& tokenizer_json, int64_t start_step, std::vector<double> losses) {
     if (corpus.size(0) <= o.context + 1)
         throw InputError("the training data has only " + std::to_string(corpus.size(0)) +
@@ -162,15 +93,14 @@ TrainReport train_loop(LoadedModel& model, Optimizer& opt, const at::Tensor& cor
     for (; step < o.steps; ++step) {
         if (interrupt_requested()) break;
         if (o.max_seconds > 0 && std::chrono::duration<double>(Clock::now() - started).count() > o.max_seconds) break;
-        auto [x, y] = make_batch(corpus, o.batch_size, o.context, o.seed, step);
+        auto [x, y] = corpus_windows(corpus, o.batch_size, o.context, o.seed, step);
         ForwardInput in{x, at::ones_like(x), at::Tensor()};
         const at::Tensor logits = model.adapter->forward(in, nullptr);
         const at::Tensor loss = at::cross_entropy_loss(logits.reshape({-1, vocab}).to(at::kFloat), y.reshape({-1}));
-        for (auto& p : opt.params)
-            if (p.grad().defined()) p.mutable_grad().zero_();
+        opt.zero_grad();
         loss.backward();
-        clip_gradients(opt, o.clip);
-        adamw_step(opt, o, learning_rate(o, step), step + 1);
+        opt.clip_gradients(o.clip);
+        opt.step(learning_rate(o, step), step + 1);
         const double l = loss.item<double>();
         if (!std::isfinite(l)) throw RuntimeError("the loss became " + std::to_string(l) + " at step " + std::to_string(step) + "; lower --lr");
         losses.push_back(l);
@@ -200,13 +130,8 @@ TrainReport train_loop(LoadedModel& model, Optimizer& opt, const at::Tensor& cor
 }
 
 // Resume: weights from the checkpoint folder (loaded trainable), moments from optimizer.safetensors.
-int64_t restore_optimizer(Optimizer& opt, const fs::path& ckpt, std::vector<double>& losses) {
-    SafetensorsWeights state({ckpt / "optimizer.safetensors"});
-    for (size_t i = 0; i < opt.params.size(); ++i) {
-        at::NoGradGuard g;
-        opt.m[i].copy_(state.get("m." + opt.names[i]));
-        opt.v[i].copy_(state.get("v." + opt.names[i]));
-    }
+int64_t restore_optimizer(AdamW& opt, const fs::path& ckpt, std::vector<double>& losses) {
+    opt.load(ckpt / "optimizer.safetensors");
     std::ifstream in(ckpt / "trainer_state.json");
     if (!in) throw InputError(ckpt.string() + " has no trainer_state.json: not a checkpoint written by nscope train");
     const auto st = nlohmann::json::parse(in);
@@ -226,6 +151,42 @@ void check_options(const TrainOptions& o) {
 }
 
 }  // namespace
+
+at::Tensor tokenize_corpus(const Tokenizer& tok, const std::vector<fs::path>& files, std::optional<int64_t> eos) {
+    std::vector<int64_t> ids;
+    for (const auto& f : files) {
+        const std::string text = read_corpus(f);
+        const bool jsonl = f.extension() == ".jsonl";
+        std::istringstream in(text);
+        size_t line_no = 0;
+        for (std::string line; std::getline(in, line);) {
+            ++line_no;
+            if (jsonl) {  // prompts JSONL: one {"text": ...} per line
+                if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+                const auto j = nlohmann::json::parse(line, nullptr, false);
+                if (!j.is_object() || !j.contains("text") || !j["text"].is_string())
+                    throw InputError(f.string() + ":" + std::to_string(line_no) + ": expected a JSON object with a \"text\" string");
+                line = j["text"].get<std::string>();
+            }
+            const auto enc = tok.encode(line + "\n", false);
+            ids.insert(ids.end(), enc.ids.begin(), enc.ids.end());
+        }
+        if (eos) ids.push_back(*eos);
+    }
+    return at::tensor(ids, at::kLong);
+}
+
+// Windows of context+1 tokens, drawn from a generator that depends only on (seed, step).
+std::pair<at::Tensor, at::Tensor> corpus_windows(const at::Tensor& corpus, int64_t batch, int64_t context, uint64_t seed,
+                                             int64_t step) {
+    std::mt19937_64 rng(seed * 0x9E3779B97F4A7C15ULL + static_cast<uint64_t>(step) + 1);
+    const int64_t n = corpus.size(0) - context - 1;
+    std::uniform_int_distribution<int64_t> pick(0, n - 1);
+    std::vector<at::Tensor> rows;
+    for (int64_t b = 0; b < batch; ++b) rows.push_back(corpus.narrow(0, pick(rng), context + 1));
+    const at::Tensor w = at::stack(rows);
+    return {w.narrow(1, 0, context).contiguous(), w.narrow(1, 1, context).contiguous()};
+}
 
 std::string read_corpus(const fs::path& file) {
     std::ifstream in(file, std::ios::binary);
@@ -247,7 +208,7 @@ TrainReport train_from_scratch(const PluginRegistry& plugins, const TrainOptions
         LoadedModel model = load_model(plugins, o.resume.string(), mo);
         const Tokenizer tok = Tokenizer::from_file(model.handle.files.tokenizer_json);
         const at::Tensor corpus = tokenize_corpus(tok, o.data, tok.eos_id());
-        Optimizer opt = make_optimizer(*model.adapter);
+        AdamW opt = make_optimizer(*model.adapter, o);
         std::vector<double> losses;
         const int64_t step = restore_optimizer(opt, o.resume, losses);
         spdlog::info("resuming from {} at step {}", o.resume.string(), step);
@@ -279,7 +240,7 @@ TrainReport train_from_scratch(const PluginRegistry& plugins, const TrainOptions
     ModelOptions mo;
     mo.trainable = true;
     LoadedModel model = init_random_model(plugins, config, o.seed, mo);
-    Optimizer opt = make_optimizer(*model.adapter);
+    AdamW opt = make_optimizer(*model.adapter, o);
     spdlog::info("model: {} layers, d_model {}, {} parameters", o.layers, o.d_model, model.handle.info.n_params);
     return train_loop(model, opt, corpus, o, tokenizer_json, 0, {});
 }
@@ -301,7 +262,7 @@ TrainReport finetune(const PluginRegistry& plugins, const std::string& model_ref
     const Tokenizer tok = Tokenizer::from_file(model.handle.files.tokenizer_json);
     const at::Tensor corpus = tokenize_corpus(tok, o.data, tok.eos_id());
     if (o.context > model.handle.info.max_positions) o.context = model.handle.info.max_positions;
-    Optimizer opt = make_optimizer(*model.adapter);
+    AdamW opt = make_optimizer(*model.adapter, o);
     std::vector<double> losses;
     const int64_t step = resuming ? restore_optimizer(opt, o.resume, losses) : 0;
     return train_loop(model, opt, corpus, o, model.handle.files.tokenizer_json, step, losses);
@@ -313,7 +274,7 @@ double evaluate_loss(const PluginRegistry& plugins, const std::string& model_ref
     const Tokenizer tok = Tokenizer::from_file(model.handle.files.tokenizer_json);
     const at::Tensor corpus = tokenize_corpus(tok, {data}, tok.eos_id());
     at::NoGradGuard no_grad;
-    auto [x, y] = make_batch(corpus, windows, context, seed, 0);
+    auto [x, y] = corpus_windows(corpus, windows, context, seed, 0);
     const at::Tensor logits = model.adapter->forward({x, at::ones_like(x), at::Tensor()}, nullptr);
     return at::cross_entropy_loss(logits.reshape({-1, model.handle.info.vocab_size}).to(at::kFloat), y.reshape({-1}))
         .item<double>();

@@ -10,9 +10,12 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <optional>
+#include <utility>
 #include <string>
 #include <vector>
 
+#include <ATen/ATen.h>
 #include <nlohmann/json.hpp>
 
 namespace nscope {
@@ -55,6 +58,14 @@ struct LoadedModel;
 /// Save `model` as an HF folder (config.json + model.safetensors [+ tokenizer.json copied from `tokenizer_json`]).
 void save_model(const std::filesystem::path& dir, LoadedModel& model, const std::filesystem::path& tokenizer_json,
                 const std::string& dtype = "float32");
+
+class Tokenizer;
+/// The token ids of the corpus files, line by line (a `.jsonl` file: each line's "text"), `eos` after each file.
+at::Tensor tokenize_corpus(const Tokenizer& tok, const std::vector<std::filesystem::path>& files, std::optional<int64_t> eos);
+
+/// `batch` windows of context+1 tokens of `corpus` drawn from (seed, step) alone: (inputs, next tokens).
+std::pair<at::Tensor, at::Tensor> corpus_windows(const at::Tensor& corpus, int64_t batch, int64_t context, uint64_t seed,
+                                                 int64_t step);
 
 /// Read a corpus file as UTF-8 text (Debian's KJV dump with "Ge1:1 " verse prefixes is read as is).
 std::string read_corpus(const std::filesystem::path& file);

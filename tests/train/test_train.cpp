@@ -11,6 +11,7 @@
 #include "core/train/bpe_trainer.h"
 #include "core/train/trainer.h"
 #include "tests/support/cli.h"
+#include "tests/support/safetensors_diff.h"
 
 namespace fs = std::filesystem;
 using namespace nscope;
@@ -43,13 +44,6 @@ TrainOptions tiny_options(const std::string& out) {
     return o;
 }
 
-double max_diff(const fs::path& a, const fs::path& b) {
-    SafetensorsWeights wa({a}), wb({b});
-    REQUIRE(wa.names() == wb.names());
-    double worst = 0;
-    for (const auto& n : wa.names()) worst = std::max(worst, (wa.get(n) - wb.get(n)).abs().max().item<double>());
-    return worst;
-}
 }  // namespace
 
 TEST_CASE("the BPE trainer writes a deterministic tokenizer.json that encodes and decodes any text", "[train][bpe]") {
@@ -124,7 +118,7 @@ TEST_CASE("resuming from a checkpoint gives exactly the weights of an uninterrup
     resumed.resume = fs::path(a) / "checkpoint-8";
     const TrainReport r = train_from_scratch(nscope::test::registry(), resumed);
     CHECK(r.steps_done == 8);
-    CHECK(max_diff(fs::path(a) / "model.safetensors", fs::path(b) / "model.safetensors") == 0.0);
+    CHECK(test::max_safetensors_diff(fs::path(a) / "model.safetensors", fs::path(b) / "model.safetensors") == 0.0);
 }
 
 TEST_CASE("nscope train rejects bad options with exit 2", "[train]") {
