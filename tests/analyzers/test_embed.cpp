@@ -274,7 +274,8 @@ TEST_CASE("embed: trustworthiness equals sklearn's on the committed fixture, and
 }
 
 TEST_CASE("embed: UMAP's curve parameters equal scipy's least-squares fit", "[analyzers][embed]") {
-    for (const auto& e : expected()["ab"]) {
+    const nlohmann::json cases = expected()["ab"];  // a copy: expected() returns a temporary
+    for (const auto& e : cases) {
         INFO(e.dump());
         const auto [a, b] = embed::fit_ab(e["spread"].get<double>(), e["min_dist"].get<double>());
         CHECK(a == Approx(e["a"].get<double>()).epsilon(1e-4));
