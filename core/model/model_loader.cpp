@@ -8,6 +8,12 @@
 
 namespace nscope {
 
+const HookPoint* ModelHandle::hook(std::string_view name) const {
+    for (const auto& h : hooks)
+        if (h.name == name) return &h;
+    return nullptr;
+}
+
 ModelHandle describe_model_files(const PluginRegistry& registry, ModelFiles files) {
     const auto& cfg = files.config;
     const std::string where = files.dir.empty() ? std::string("config") : (files.dir / "config.json").string();

@@ -8,6 +8,7 @@
 
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "core/model/model_files.h"
@@ -22,6 +23,9 @@ struct ModelHandle {
     std::shared_ptr<ModelFactory> factory;
     ModelInfo info;
     std::vector<HookPoint> hooks;  ///< from config.json alone, no weights read
+
+    /// The hook point of that canonical name, or null.
+    const HookPoint* hook(std::string_view name) const;
 };
 
 /// Resolve the model and pick its adapter. Unknown architecture -> InputError listing the supported ones.

@@ -1,4 +1,4 @@
-// The dashboard's files, embedded into the binary at build time (assets.cpp): the UI (core/serve/ui/), the
+// The dashboard's files, embedded into the binary at build time (nscope_embed in CMakeLists.txt): the UI (core/serve/ui/), the
 // report exporter's figures.js and the plotly.js bundle from npm (cmake/plotly.cmake). Nothing is read from
 // disk or fetched at run time.
 #pragma once

@@ -36,11 +36,7 @@ struct Engine::Slot {
     std::mutex mutex;  // one forward (or analysis) at a time on this model
 
     const std::vector<HookPoint>& hooks() const { return loaded.handle.hooks; }
-    const HookPoint* hook(const std::string& name) const {
-        for (const auto& h : hooks())
-            if (h.name == name) return &h;
-        return nullptr;
-    }
+    const HookPoint* hook(const std::string& name) const { return loaded.handle.hook(name); }
     std::string token_text(int64_t id) const { return token_text_or_id(tokenizer ? &*tokenizer : nullptr, id); }
 };
 

@@ -25,9 +25,8 @@
 #include "nscope_common/params.h"
 #include "nscope_common/tables.h"
 
-namespace nscope_report {
+namespace nscope_report {  // embedded at build time (CMakeLists.txt)
 std::string_view plotly_js();
-std::string_view plotly_version();
 std::string_view figures_js();
 }  // namespace nscope_report
 
@@ -450,7 +449,7 @@ public:
         page += "</style>\n<script>";
         page += kErrorTrap;
         page += "</script>\n";
-        add_script(page, "plotly.js-dist-min " + std::string(nscope_report::plotly_version()) + " (MIT license)",
+        add_script(page, "plotly.js-dist-min " + std::string(NSCOPE_PLOTLY_VERSION) + " (MIT license)",
                    bundle);
         add_script(page, "figures.js: NeuronScope figure specs -> Plotly", nscope_report::figures_js());
         page += "</head>\n<body>\n";
