@@ -1,14 +1,18 @@
 #include "core/run/run_plan.h"
 
 #include <algorithm>
+#include <chrono>
 #include <map>
 #include <ostream>
 #include <set>
+
+#include <spdlog/spdlog.h>
 
 #include "core/model/hook_match.h"
 #include "core/model/interventions.h"
 #include "core/plugin/call_plugin.h"
 #include "core/plugin/registry.h"
+#include "core/tokenizer/tokenizer.h"
 #include "core/util/memory.h"
 #include "core/util/sha256.h"
 #include "core/util/text.h"
@@ -106,19 +110,6 @@ std::vector<std::vector<size_t>> order_analyses(const std::vector<AnalysisSpec>&
     return waves;
 }
 
-/// The longest prompt the plan knows without tokenizing: ids and random prompts have their length; a text
-/// prompt counts as max_tokens (its upper bound).
-int64_t planned_tokens(const Recipe& r) {
-    size_t t = 1;
-    for (const auto& p : r.prompts) {
-        const size_t n = p.has_ids  ? p.ids.size()
-                         : p.random ? static_cast<size_t>(p.random->length * p.random->repeat)
-                                    : r.max_tokens;
-        t = std::max(t, std::min(n, r.max_tokens));
-    }
-    return static_cast<int64_t>(t);
-}
-
 MemoryEstimate plan_memory(const Recipe& r, const ModelPlan& mp) {
     std::vector<HookPoint> captured;
     bool logits = false;
@@ -126,16 +117,19 @@ MemoryEstimate plan_memory(const Recipe& r, const ModelPlan& mp) {
         for (const auto& h : mp.handle.hooks)
             if (h.name == name) captured.push_back(h), logits |= name == "hook_logits";
     const auto batch = static_cast<int64_t>(std::max<size_t>(1, std::min(r.batch_size, r.prompts.size())));
-    return estimate_memory(mp.handle.info, captured, parse_model_dtype(mp.spec.dtype), batch, planned_tokens(r),
-                           logits, current_rss_bytes());
+    size_t longest = 1;  // the prompts are tokenized by now: the estimate is at the real longest prompt
+    for (const auto& ids : mp.prompts->ids) longest = std::max(longest, ids.size());
+    return estimate_memory(mp.handle.info, captured, parse_model_dtype(mp.spec.dtype), batch,
+                           static_cast<int64_t>(longest), logits, current_rss_bytes());
 }
 
-/// The plan-time context of an analysis on one model: its hooks and the model, nothing of the run.
+/// The plan-time context of an analysis on one model: its hooks, the model and the tokenized prompts; no run.
 RunContext plan_context(const ModelPlan& mp, const std::vector<std::string>& hooks) {
     RunContext ctx;
     ctx.model_name = mp.spec.ref;
     ctx.model_info = mp.handle.info.to_json();
     ctx.hooks = model_context(mp, hooks).hooks;
+    for (const auto& p : mp.prompts->infos) ctx.prompts.push_back(&p);
     return ctx;
 }
 
@@ -292,6 +286,11 @@ RunPlan plan_run(const PluginRegistry& plugins, Recipe recipe) {
                     throw InputError(p.loc.text + ": text prompts need a tokenizer, but " + mp.handle.files.dir.string() +
                                      " has no tokenizer.json; add one or give prompts as 'ids'");
         }
+        const auto t0 = std::chrono::steady_clock::now();
+        if (!mp.handle.files.tokenizer_json.empty())
+            mp.tokenizer = std::make_shared<const Tokenizer>(Tokenizer::from_file(mp.handle.files.tokenizer_json));
+        mp.prompts = std::make_shared<const PromptSet>(tokenize_prompts(recipe, mp.tokenizer.get(), mp.handle.info.vocab_size));
+        mp.tokenize_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
         mp.memory = plan_memory(recipe, mp);
         plan.models.push_back(std::move(mp));
     }
@@ -311,6 +310,42 @@ RunPlan plan_run(const PluginRegistry& plugins, Recipe recipe) {
     }
     plan.recipe = std::move(recipe);
     return plan;
+}
+
+PromptSet tokenize_prompts(const Recipe& r, const Tokenizer* tok, int64_t vocab_size) {
+    PromptSet set;
+    size_t truncated = 0;
+    bool any_types = false;
+    for (const auto& p : r.prompts) any_types |= !p.type_ids.empty();
+    for (size_t i = 0; i < r.prompts.size(); ++i) {
+        const PromptSpec& p = r.prompts[i];
+        std::vector<int64_t> ids =
+            p.random ? random_prompt_ids(*p.random, vocab_size, [&](int64_t id) { return tok && tok->is_special(id); })
+            : p.has_ids ? p.ids
+                        : tok->encode(p.text, r.add_special_tokens).ids;
+        if (ids.empty())
+            throw InputError(p.loc.text + ": prompt " + std::to_string(i) + " has no tokens (empty text?)");
+        if (ids.size() > r.max_tokens) {
+            ids.resize(r.max_tokens);
+            ++truncated;
+        }
+        PromptInfo info;
+        info.index = i;
+        info.text = (p.has_ids || p.random) && tok ? tok->decode(ids, false) : p.text;
+        info.labels = p.labels;
+        for (int64_t id : ids) info.tokens.push_back(token_text_or_id(tok, id));
+        set.tokens += ids.size();
+        if (any_types) {
+            std::vector<int64_t> types = p.type_ids;
+            types.resize(ids.size(), 0);
+            set.type_ids.push_back(std::move(types));
+        }
+        set.ids.push_back(std::move(ids));
+        set.infos.push_back(std::move(info));
+    }
+    if (truncated)
+        spdlog::warn("{} prompt(s) were longer than max_tokens={} and were truncated", truncated, r.max_tokens);
+    return set;
 }
 
 ModelContext model_context(const ModelPlan& mp, const std::vector<std::string>& hooks) {

@@ -17,6 +17,19 @@ namespace nscope {
 
 class PluginRegistry;
 
+class Tokenizer;
+
+/// The prompts of a recipe tokenized for one model.
+struct PromptSet {
+    std::vector<PromptInfo> infos;
+    std::vector<std::vector<int64_t>> ids;
+    std::vector<std::vector<int64_t>> type_ids;  ///< empty unless some prompt gives token types
+    uint64_t tokens = 0;
+};
+
+/// Tokenize (or take as ids, or draw at random) every prompt of `r`, truncated at max_tokens (with a warning).
+PromptSet tokenize_prompts(const Recipe& r, const Tokenizer* tok, int64_t vocab_size);
+
 struct ModelPlan {
     ModelSpec spec;
     ModelHandle handle;                  ///< config.json + adapter, no weights
@@ -25,12 +38,17 @@ struct ModelPlan {
     /// forward order); empty without such analyses.
     std::vector<std::string> lockstep_captured;
     std::string tokenizer_sha256;        ///< of tokenizer.json, "" without one
+    std::shared_ptr<const Tokenizer> tokenizer;  ///< null without tokenizer.json
+    /// The prompts, tokenized at plan time: the analyzers' plan-time checks see them (pairs of equal length,
+    /// say) before any run directory exists, and the run reuses them.
+    std::shared_ptr<const PromptSet> prompts;
+    double tokenize_s = 0;
     /// What each analysis sees (by index in recipe.analyses): the recipe's hooks plus the hooks its own
     /// analyzer requires (`required_hooks`), never those another analyzer requires.
     std::vector<std::vector<std::string>> analysis_hooks;
     std::vector<std::string> export_hooks;  ///< what exporters see: the recipe's `hooks:` only
     std::vector<InterventionSpec> interventions;  ///< with hook patterns as written
-    MemoryEstimate memory;  ///< peak estimate at batch_size × the longest prompt the plan can know
+    MemoryEstimate memory;  ///< peak estimate at batch_size × the longest tokenized prompt
 };
 
 struct RunPlan {

@@ -41,50 +41,6 @@ struct Interrupted {};
 using Clock = std::chrono::steady_clock;
 double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
 
-// Tokenized prompts of one model.
-struct PromptSet {
-    std::vector<PromptInfo> infos;
-    std::vector<std::vector<int64_t>> ids;
-    std::vector<std::vector<int64_t>> type_ids;  // empty unless some prompt gives token types
-    uint64_t tokens = 0;
-};
-
-PromptSet tokenize_prompts(const Recipe& r, const std::optional<Tokenizer>& tok, int64_t vocab_size) {
-    PromptSet set;
-    size_t truncated = 0;
-    bool any_types = false;
-    for (const auto& p : r.prompts) any_types |= !p.type_ids.empty();
-    for (size_t i = 0; i < r.prompts.size(); ++i) {
-        const PromptSpec& p = r.prompts[i];
-        std::vector<int64_t> ids =
-            p.random ? random_prompt_ids(*p.random, vocab_size, [&](int64_t id) { return tok && tok->is_special(id); })
-            : p.has_ids ? p.ids
-                        : tok->encode(p.text, r.add_special_tokens).ids;
-        if (ids.empty())
-            throw InputError(p.loc.text + ": prompt " + std::to_string(i) + " has no tokens (empty text?)");
-        if (ids.size() > r.max_tokens) {
-            ids.resize(r.max_tokens);
-            ++truncated;
-        }
-        PromptInfo info;
-        info.index = i;
-        info.text = (p.has_ids || p.random) && tok ? tok->decode(ids, false) : p.text;
-        info.labels = p.labels;
-        for (int64_t id : ids) info.tokens.push_back(token_text_or_id(tok ? &*tok : nullptr, id));
-        set.tokens += ids.size();
-        if (any_types) {
-            std::vector<int64_t> types = p.type_ids;
-            types.resize(ids.size(), 0);
-            set.type_ids.push_back(std::move(types));
-        }
-        set.ids.push_back(std::move(ids));
-        set.infos.push_back(std::move(info));
-    }
-    if (truncated)
-        spdlog::warn("{} prompt(s) were longer than max_tokens={} and were truncated", truncated, r.max_tokens);
-    return set;
-}
-
 nlohmann::json file_record(const fs::path& p) {
     return {{"path", fs::absolute(p).string()}, {"bytes", fs::file_size(p)}, {"sha256", sha256_file(p)}};
 }
@@ -109,11 +65,9 @@ public:
         const Recipe& r = plan_.recipe;
         auto t0 = Clock::now();
         reset_peak_rss();  // peaks per phase (record_phase_peak)
-        if (!model_.handle.files.tokenizer_json.empty()) tokenizer_ = Tokenizer::from_file(model_.handle.files.tokenizer_json);
-        prompts_ = tokenize_prompts(r, tokenizer_, model_.handle.info.vocab_size);
-        record_["prompts"] = prompts_.infos.size();
-        record_["tokens"] = prompts_.tokens;
-        record_["timings"]["tokenize_s"] = seconds_since(t0);
+        record_["prompts"] = prompts_->infos.size();  // tokenized at plan time (ModelPlan::prompts)
+        record_["tokens"] = prompts_->tokens;
+        record_["timings"]["tokenize_s"] = model_.tokenize_s;
         if (r.gradient) resolve_gradient(*r.gradient);  // a bad target token fails before the weights load
         if (!options_.merge_from.empty()) {
             // A merge forwards nothing: the model is described by its config and its shards' records.
@@ -156,9 +110,9 @@ public:
 
         session_ = std::make_unique<ModelSession>(loaded);
         ModelSession& session = *session_;
-        for (size_t i = 0; i < prompts_.ids.size(); ++i)  // patch sources may live in another batch
-            session.register_prompt(i, prompts_.ids[i], prompts_.type_ids.empty() ? std::vector<int64_t>{}
-                                                                                  : prompts_.type_ids[i]);
+        for (size_t i = 0; i < prompts_->ids.size(); ++i)  // patch sources may live in another batch
+            session.register_prompt(i, prompts_->ids[i], prompts_->type_ids.empty() ? std::vector<int64_t>{}
+                                                                                  : prompts_->type_ids[i]);
         build_context(loaded.handle);
         const Tokenizer* tok = tokenizer_ ? &*tokenizer_ : nullptr;
         access_ = std::make_unique<SessionModelAccess>(
@@ -205,7 +159,7 @@ public:
                 record_["timings"]["merge_s"] = seconds_since(t0);
                 record_phase_peak(record_, "merge");
             } else {
-                const size_t batches = (prompts_.ids.size() + r.batch_size - 1) / r.batch_size;
+                const size_t batches = (prompts_->ids.size() + r.batch_size - 1) / r.batch_size;
                 const BatchRange range = options_.shard ? shard_batches(batches, *options_.shard) : BatchRange{0, batches};
                 BatchRange todo = range;
                 if (resume_from_) {
@@ -232,8 +186,8 @@ public:
                              todo, after_batch);
                 // The tokens of this run's batches (a shard's block; a resumed run's earlier batches too).
                 uint64_t forwarded = 0;
-                for (size_t i = range.first * r.batch_size; i < std::min(prompts_.ids.size(), range.last * r.batch_size); ++i)
-                    forwarded += prompts_.ids[i].size();
+                for (size_t i = range.first * r.batch_size; i < std::min(prompts_->ids.size(), range.last * r.batch_size); ++i)
+                    forwarded += prompts_->ids[i].size();
                 record_["tokens_forwarded"] = forwarded;
                 record_["timings"]["pass" + std::to_string(w + 1) + "_s"] = seconds_since(t0);
                 release_cached_tensors();  // the forwards are over: give their memory back before finish and export
@@ -321,7 +275,7 @@ public:
 
     const RunContext& context() const { return ctx_; }
     const ModelPlan& plan() const { return model_; }
-    const PromptSet& prompts() const { return prompts_; }
+    const PromptSet& prompts() const { return *prompts_; }
     const LoadedModel& loaded() const { return *loaded_; }
     const ModelAccess* access() const { return access_ ? access_->access() : nullptr; }
 
@@ -338,9 +292,9 @@ public:
             if (!gradient_tokens_.empty())
                 request.metric->row_tokens.assign(gradient_tokens_.begin() + start, gradient_tokens_.begin() + end);
         }
-        std::vector<std::vector<int64_t>> rows(prompts_.ids.begin() + start, prompts_.ids.begin() + end);
+        std::vector<std::vector<int64_t>> rows(prompts_->ids.begin() + start, prompts_->ids.begin() + end);
         std::vector<std::vector<int64_t>> types;
-        if (!prompts_.type_ids.empty()) types.assign(prompts_.type_ids.begin() + start, prompts_.type_ids.begin() + end);
+        if (!prompts_->type_ids.empty()) types.assign(prompts_->type_ids.begin() + start, prompts_->type_ids.begin() + end);
         std::vector<size_t> indices;
         for (size_t i = start; i < end; ++i) indices.push_back(i);
         return session_->forward(rows, types.empty() ? nullptr : &types, indices, request);
@@ -353,7 +307,7 @@ public:
         batch.positions = static_cast<size_t>(out.input_ids.size(1));
         batch.input_ids = out.input_ids.data_ptr<int64_t>();
         batch.attention_mask = out.attention_mask.data_ptr<int64_t>();
-        for (size_t i = start; i < end; ++i) batch.prompts.push_back(&prompts_.infos[i]);
+        for (size_t i = start; i < end; ++i) batch.prompts.push_back(&prompts_->infos[i]);
         for (const auto& name : captured) {
             const at::Tensor& t = out.captures.at(name);
             batch.activations.push_back({name, {t.data_ptr<float>(), DType::Float32, t.sizes().vec()}});
@@ -399,7 +353,7 @@ private:
             for (const auto& t : g.tokens) gradient_->tokens.push_back(id_of(t, t.text));
             return;
         }
-        for (const auto& p : prompts_.infos) {
+        for (const auto& p : prompts_->infos) {
             std::vector<int64_t> ids;
             for (const auto& t : g.tokens)
                 ids.push_back(id_of(t, t.label.empty() ? t.text : p.labels[t.label].get<std::string>()));
@@ -413,7 +367,7 @@ private:
         ctx_.model_info = handle.info.to_json();
         ctx_.seed = plan_.recipe.seed;
         ctx_.hooks = hook_points(handle, model_.export_hooks);
-        for (const auto& p : prompts_.infos) ctx_.prompts.push_back(&p);
+        for (const auto& p : prompts_->infos) ctx_.prompts.push_back(&p);
         const Tokenizer* tok = tokenizer_ ? &*tokenizer_ : nullptr;
         ctx_.token_text = [tok](int64_t id) { return token_text_or_id(tok, id); };
         ctx_.parallel_for = parallel_for_on(at::get_num_threads());
@@ -427,10 +381,10 @@ private:
                       BatchRange todo, const std::function<void(size_t)>& after_batch) {
         const Recipe& r = plan_.recipe;
         double consume_s = 0;
-        const size_t n = prompts_.ids.size();
+        const size_t n = prompts_->ids.size();
         const size_t first_prompt = std::min(n, todo.first * r.batch_size), last_prompt = std::min(n, todo.last * r.batch_size);
         uint64_t total = 0;
-        for (size_t i = first_prompt; i < last_prompt; ++i) total += prompts_.ids[i].size();
+        for (size_t i = first_prompt; i < last_prompt; ++i) total += prompts_->ids[i].size();
         Progress progress(label, total);
         for (size_t b = todo.first; b < todo.last; ++b) {
             if (interrupt_requested()) throw Interrupted{};
@@ -458,7 +412,7 @@ private:
             run_concurrently(consumers);
             consume_s += seconds_since(consume_start);
             uint64_t tokens = 0;
-            for (size_t i = start; i < end; ++i) tokens += prompts_.ids[i].size();
+            for (size_t i = start; i < end; ++i) tokens += prompts_->ids[i].size();
             progress.advance(tokens);
             after_batch(b + 1);
         }
@@ -474,8 +428,8 @@ private:
     RunDirectory& dir_;
     fs::path out_dir_;
     nlohmann::json& record_;
-    std::optional<Tokenizer> tokenizer_;
-    PromptSet prompts_;
+    std::shared_ptr<const Tokenizer> tokenizer_ = model_.tokenizer;
+    std::shared_ptr<const PromptSet> prompts_ = model_.prompts;
     RunContext ctx_;
     std::unique_ptr<LoadedModel> loaded_;
     std::unique_ptr<ModelSession> session_;

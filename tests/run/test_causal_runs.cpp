@@ -326,7 +326,7 @@ TEST_CASE("attribution: integrated gradients on a model, completeness error shri
     CHECK_FALSE(fs::exists(dir + "/runs"));
 }
 
-TEST_CASE("patching and attribution patching: pairs of different lengths or unknown prompts fail before the forward pass",
+TEST_CASE("patching and attribution patching: pairs of different lengths or unknown prompts fail at plan time",
           "[run][patching][errors]") {
     const std::string dir = nscope::test::temp_dir("pairs-bad");
     auto run = [&](const std::string& analysis, const std::string& prompts) {
@@ -348,16 +348,14 @@ TEST_CASE("patching and attribution patching: pairs of different lengths or unkn
         CHECK(r.exit_code == 2);
         CHECK(r.err.find("names prompt 5, which the run does not have") != std::string::npos);
     }
-    // Both failed in the analyzers' begin: the manifests say failed, and no forward pass was timed.
-    size_t manifests = 0;
-    for (const auto& name : fs::directory_iterator(dir + "/runs"))
-        for (const auto& runp : fs::directory_iterator(name.path())) {
-            std::ifstream in(runp.path() / "manifest.json");
-            const auto m = nlohmann::json::parse(in);
-            CHECK(m["status"] == "failed");
-            CHECK_FALSE(m.dump().find("pass1_s") != std::string::npos);
-            CHECK_FALSE(fs::exists(runp.path() / "results"));
-            ++manifests;
-        }
-    CHECK(manifests == 4);
+    // Both fail at plan time (Analyzer::check sees the tokenized prompts): file:line, no run directory, and
+    // --dry-run refuses them too.
+    auto r = run("{ use: patching, by_label: { key: role, values: [clean, corrupt] }, metric: logprob, tokens: [\" light\"] }",
+                 by_label);
+    CHECK(r.err.find("recipe.yaml:") != std::string::npos);
+    CHECK(r.err.find("in check:") != std::string::npos);
+    CHECK_FALSE(fs::exists(dir + "/runs"));
+    r = run_nscope({"run", dir + "/recipe.yaml", "--dry-run"});
+    CHECK(r.exit_code == 2);
+    CHECK(r.err.find("needs equal lengths") != std::string::npos);
 }

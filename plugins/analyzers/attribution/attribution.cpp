@@ -73,6 +73,12 @@ public:
         metric_.configure(p);
     }
 
+    // Bad pairs (unknown prompts, different lengths) fail at plan time (--dry-run, no run directory), and again
+    // in begin() for callers without a plan (Lua).
+    void check(const nscope::RunContext& ctx) override {
+        if (method_ == "patching") nscope::common::PairedPromptIds::check_up_front(pairs_, ctx.prompts, "attribution", true);
+    }
+
     void begin(const nscope::RunContext& ctx) override {
         token_text_ = ctx.token_text;
         if (method_ == "grad_x_act") return;
@@ -83,8 +89,7 @@ public:
         n_layers_ = ctx.model_info.value("n_layers", int64_t{0});
         if (n_layers_ <= 0) throw nscope::InputError("attribution: the model info has no n_layers");
         metric_.begin(model_, "attribution");
-        // Bad pairs (unknown prompts, different lengths) fail now, before the forward pass.
-        nscope::common::PairedPromptIds::check_up_front(pairs_, ctx.prompts, "attribution", true);
+        check(ctx);
     }
 
     void consume(const nscope::Batch& batch) override {

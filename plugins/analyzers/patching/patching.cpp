@@ -48,6 +48,12 @@ public:
         batch_size_ = static_cast<size_t>(p.integer("batch_size", 16, 1, 4096));
     }
 
+    // Bad pairs (unknown prompts, different lengths) fail at plan time (--dry-run, no run directory), and again
+    // in begin() for callers without a plan (Lua).
+    void check(const nscope::RunContext& ctx) override {
+        nscope::common::PairedPromptIds::check_up_front(pairs_, ctx.prompts, "patching", true);
+    }
+
     void begin(const nscope::RunContext& ctx) override {
         if (ctx.model == nullptr || !ctx.model->run)
             throw nscope::InputError("patching needs the run's model to re-run the corrupted prompts");
@@ -56,8 +62,7 @@ public:
         n_heads_ = static_cast<size_t>(ctx.model_info.value("n_heads", int64_t{0}));
         if (n_layers_ == 0 || n_heads_ == 0) throw nscope::InputError("patching: the model info has no n_layers / n_heads");
         metric_.begin(model_, "patching");
-        // Bad pairs (unknown prompts, different lengths) fail now, before the forward pass.
-        nscope::common::PairedPromptIds::check_up_front(pairs_, ctx.prompts, "patching", true);
+        check(ctx);
     }
 
     void consume(const nscope::Batch& batch) override { prompts_.collect(pairs_, batch); }

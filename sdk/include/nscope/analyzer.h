@@ -102,8 +102,8 @@ public:
     virtual bool spans_models() const { return false; }
 
     /// Optional check at plan time, before any weight is read, on a throwaway instance: `ctx` has the
-    /// hooks (and, for an analyzer that spans models, `models`) but no prompts, no run directory and no
-    /// model access. Throw InputError for a run this configuration cannot handle (hooks missing in one model,
+    /// hooks, the tokenized prompts (and, for an analyzer that spans models, `models`) but no run directory
+    /// and no model access. Throw InputError for a run this configuration cannot handle (hooks missing in one model,
     /// a state that would not fit in memory). Default: nothing.
     virtual void check(const RunContext& ctx) { (void)ctx; }
 
