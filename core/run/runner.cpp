@@ -661,6 +661,10 @@ RunOutcome run_recipe(const PluginRegistry& plugins, Recipe recipe, const RunOpt
     m["exports"] = plan.exporter_versions;
     m["interventions"] = nlohmann::json::array();
     for (const auto& iv : r.interventions) m["interventions"].push_back(iv.spec.raw);
+    if (!r.saes.empty()) {  // the SAEs' sizes and training statistics, for the report
+        m["saes"] = nlohmann::json::array();
+        for (const auto& e : r.saes) m["saes"].push_back(sae_manifest_entry(e.sae));
+    }
     m["models"] = nlohmann::json::array();
     dir.save_manifest();
     dir.log("run_started", {{"name", r.name}, {"run_dir", dir.path().string()}});

@@ -74,6 +74,11 @@ SaeConfig read_sae_config(const fs::path& dir) {
     return SaeConfig::from_json(j, file.string());
 }
 
+nlohmann::json sae_manifest_entry(const SaeAttachment& sae) {
+    return {{"hook", sae.hook}, {"point", sae_hook_name(sae.hook)}, {"path", sae.path.string()},
+            {"sae", read_sae_config(sae.path).to_json()}};
+}
+
 const HookPoint& sae_input_hook(const std::vector<HookPoint>& hooks, const std::string& hook) {
     auto it = std::find_if(hooks.begin(), hooks.end(), [&](const HookPoint& h) { return h.name == hook; });
     if (it == hooks.end()) {

@@ -44,6 +44,10 @@ struct SaeAttachment {
     std::filesystem::path path;   ///< the SAE folder
 };
 
+/// What a run's manifest records of an attached SAE (manifest.json `saes`, which the report shows):
+/// {"hook", "point" (`<hook>.sae`), "path", "sae": its sae.json (sizes, training, stats)}.
+nlohmann::json sae_manifest_entry(const SaeAttachment& sae);
+
 /// The name of the latent hook point of an SAE on `hook`.
 inline std::string sae_hook_name(const std::string& hook) { return hook + ".sae"; }
 

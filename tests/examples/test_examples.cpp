@@ -4,10 +4,14 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <map>
 #include <set>
 #include <fstream>
+
+#include <sys/wait.h>
 
 #include <nlohmann/json.hpp>
 
@@ -551,4 +555,43 @@ TEST_CASE("example: the base compared with itself in lockstep gives CKA 1 and no
     const auto drift = result(run, "drift");
     CHECK(drift["summary"]["checkpoints"][0]["mean_drift"].get<double>() == Approx(0.0).margin(1e-5));
     CHECK(drift["summary"]["checkpoints"][0]["mean_topk_overlap"].get<double>() == Approx(1.0));
+}
+
+TEST_CASE("example: sae.yaml analyses SAE features next to the neurons, and sae_features.py pairs them", "[example][sae]") {
+    // The documented pipeline at CI size: a short train-sae, configs/sae.yaml on the 107 prompts of drift.jsonl
+    // (docs/examples.md runs it on the 2,074 verses with a longer-trained SAE).
+    const std::string dir = nscope::test::temp_dir("example-sae");
+    const auto t = run_nscope({"--threads", "2", "train-sae", kSource + "/models/kjv-tiny", "--hook", "blocks.3.mlp.hook_post",
+                               "--data", kSource + "/configs/prompts/kjv-sample.jsonl", "--out", dir + "/sae", "--latents",
+                               "1024", "--k", "16", "--steps", "25", "--batch-tokens", "512"});
+    INFO(t.err);
+    REQUIRE(t.exit_code == 0);
+    const fs::path run = run_example("sae.yaml", "sae",
+                                     {"saes=[{hook: blocks.3.mlp.hook_post, path: " + dir + "/sae}]",
+                                      "prompts=[{file: " + kSource + "/configs/prompts/drift.jsonl}]"});
+    // topk and polysemantic ranked the neurons and the latents alike; the report has the SAE's section.
+    const auto poly = result(run, "poly");
+    std::map<std::string, size_t> ranked;
+    const auto& table = poly["tables"]["neurons"];
+    for (const auto& row : table["rows"]) ++ranked[cell(table, row, "hook").get<std::string>()];
+    CHECK(ranked["blocks.3.mlp.hook_post"] > 900);
+    CHECK(ranked["blocks.3.mlp.hook_post.sae"] > 100);
+    CHECK(nscope::test::read_file((run / "report.html").string()).find("<h2>Sparse autoencoder: blocks.3.mlp.hook_post.sae</h2>") !=
+          std::string::npos);
+
+    // The script: live features are more monosemantic (lower median score) than live neurons.
+    const std::string cmd = "python3 " + kSource + "/scripts/sae_features.py " + run.string() + " > " + dir + "/out 2> " + dir + "/err";
+    REQUIRE(std::system(cmd.c_str()) == 0);
+    const std::string out = nscope::test::read_file(dir + "/out");
+    INFO(out);
+    CHECK_THAT(out, Catch::Contains("SAE_FEATURES_OK"));
+    CHECK_THAT(out, Catch::Contains("Most polysemantic neurons of blocks.3.mlp.hook_post"));
+    double neurons = 0, features = 0;
+    REQUIRE(std::sscanf(out.c_str(), "%*d live neurons of blocks.3.mlp.hook_post, median score %lf; %*d live features of "
+                                     "blocks.3.mlp.hook_post.sae, median score %lf", &neurons, &features) == 2);
+    CHECK(features < neurons);
+    // A run without saes: exit 2 with a message.
+    const std::string bad = "python3 " + kSource + "/scripts/sae_features.py " + dir + " > /dev/null 2> " + dir + "/err2";
+    CHECK(WEXITSTATUS(std::system(bad.c_str())) == 2);
+    CHECK_THAT(nscope::test::read_file(dir + "/err2"), Catch::Contains("sae_features.py: cannot read"));
 }

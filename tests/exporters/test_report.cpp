@@ -3,9 +3,11 @@
 // #nscope-status, which the dumped DOM shows. Also: self-containment (no URL the page would load), escaping of
 // user strings (a label and a title with "</script>"), sections omitted for absent analyses, bad parameters,
 // and the generic rendering of any analyzer's figures and tables (result.h conventions): every figure kind on
-// synthetic results, malformed specs shown as notes, and a real run with an out-of-tree plugin and next_token.
+// synthetic results, malformed specs shown as notes, a real run with an out-of-tree plugin and next_token, and
+// the section of an attached SAE (its metrics and density histogram equal to its sae.json).
 #include <catch2/catch.hpp>
 
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -75,6 +77,16 @@ std::string recipe_file(const std::string& dir, const std::string& body) {
     return p;
 }
 
+/// Run `recipe` (written into `dir`) and return the path of its report.html.
+std::string run_for_report(const std::string& dir, const std::string& recipe) {
+    const auto r = run_nscope({"run", recipe_file(dir, recipe), "--out", dir + "/runs"});
+    INFO(r.err);
+    REQUIRE(r.exit_code == 0);
+    std::string run = r.out;
+    while (!run.empty() && run.back() == '\n') run.pop_back();
+    return run + "/report.html";
+}
+
 /// The page's <script type="application/json"> data block.
 nlohmann::json page_data(const std::string& page) {
     const size_t data_at = page.find("<script type=\"application/json\" id=\"nscope-data\">");
@@ -119,12 +131,7 @@ TEST_CASE("report exporter: report.html of a real run renders every plot in head
         "  - { id: cmp, use: compare, pairs: [[0, 1], [0, 2]] }\n"
         "  - { id: heat, use: heatmap, top_n: 8 }\n"
         "exports:\n  - { use: report, title: " + nlohmann::json(std::string("Title ") + kEvil).dump() + " }\n";
-    const auto r = run_nscope({"run", recipe_file(dir, recipe), "--out", dir + "/runs"});
-    INFO(r.err);
-    REQUIRE(r.exit_code == 0);
-    std::string run = r.out;
-    while (!run.empty() && run.back() == '\n') run.pop_back();
-    const std::string report = run + "/report.html";
+    const std::string report = run_for_report(dir, recipe);
     REQUIRE(fs::exists(report));
     const std::string page = nscope::test::read_file(report);
 
@@ -436,4 +443,75 @@ TEST_CASE("report exporter: an out-of-tree plugin's table and figure, and next_t
     for (const char* table : {"changed_tokens", "pair_effects", "top_tokens"})
         CHECK(nt.find(std::string("<h3>Table ") + table + "</h3>") != std::string::npos);
     CHECK(nt.find("<th>mean_kl</th>") != std::string::npos);  // summary
+}
+
+TEST_CASE("report exporter: a run with saes shows each SAE's metrics and its feature-density histogram from sae.json",
+          "[exporters][report][sae][chromium]") {
+    const std::string dir = nscope::test::temp_dir("report-sae");
+    const std::string model = std::string(NSCOPE_SOURCE_DIR) + "/models/kjv-tiny";
+    const auto trained = run_nscope({"--threads", "2", "train-sae", model, "--hook", "blocks.1.hook_resid_post", "--data",
+                                     std::string(NSCOPE_SOURCE_DIR) + "/tests/fixtures/text/genesis.txt", "--out",
+                                     dir + "/sae", "--latents", "256", "--k", "8", "--steps", "12", "--batch-tokens", "256",
+                                     "--context", "32"});
+    INFO(trained.err);
+    REQUIRE(trained.exit_code == 0);
+    std::ifstream in(dir + "/sae/sae.json");
+    const auto stats = nlohmann::json::parse(in)["stats"];
+    // A copy without statistics (as Sae::save writes it outside train-sae) on another hook.
+    fs::create_directories(dir + "/bare");
+    fs::copy_file(dir + "/sae/sae.safetensors", dir + "/bare/sae.safetensors");
+    {
+        std::ifstream bare_in(dir + "/sae/sae.json");
+        auto j = nlohmann::json::parse(bare_in);
+        j.erase("stats");
+        std::ofstream(dir + "/bare/sae.json") << j.dump();
+    }
+    const std::string recipe = "name: report-sae\nmodel: { path: " + model + " }\nsaes:\n" +
+                               "  - { hook: blocks.1.hook_resid_post, path: " + dir + "/sae }\n" +
+                               "  - { hook: blocks.2.hook_resid_post, path: " + dir + "/bare }\n" +
+                               "prompts:\n  - In the beginning God created the heaven and the earth.\n"
+                               "hooks: [ blocks.1.hook_resid_post.sae ]\nanalyses:\n  - { use: stats }\n"
+                               "exports:\n  - { use: report, histograms: false }\n";
+    const std::string report = run_for_report(dir, recipe);
+    const std::string page = nscope::test::read_file(report);
+
+    // The first SAE: its table of metrics and the histogram, whose counts are sae.json's.
+    const std::string s0 = section(page, "sae-0");
+    REQUIRE(!s0.empty());
+    CHECK(s0.find("<h2>Sparse autoencoder: blocks.1.hook_resid_post.sae</h2>") != std::string::npos);
+    CHECK(s0.find("topk SAE on blocks.1.hook_resid_post: 256 → 256 latents, k 8, trained 12 steps") != std::string::npos);
+    for (const char* key : {"explained_variance", "loss_recovered", "l0", "mse"}) {
+        char want[64];
+        std::snprintf(want, sizeof want, "<td class=\"num\">%.4g</td>", stats[key].get<double>());
+        INFO(key << " " << want);
+        CHECK(s0.find(want) != std::string::npos);
+    }
+    for (const char* row : {"fraction of loss recovered", "dead latents", "dense latents", "L0", "reconstruction MSE"})
+        CHECK(s0.find(std::string("<tr><td>") + row + "</td>") != std::string::npos);
+    const auto data = page_data(page);
+    REQUIRE(data["figures"].size() == 1);
+    const auto& fig = data["figures"][0];
+    CHECK(fig["name"] == "density_histogram");
+    CHECK(fig["spec"]["kind"] == "histogram");
+    CHECK(fig["spec"]["y"] == stats["density_histogram"]["counts"]);
+    REQUIRE(fig["spec"]["x"].size() == 12);
+    CHECK(fig["spec"]["x"][0].get<double>() == -5.75);
+    CHECK(fig["spec"]["x"][11].get<double>() == -0.25);
+    int64_t latents = stats["density_histogram"]["never_fired"].get<int64_t>();
+    for (const auto& c : fig["spec"]["y"]) latents += c.get<int64_t>();
+    CHECK(latents == 256);  // every latent is in a bin or never fired
+    // The second SAE has no statistics: a note instead of numbers.
+    const std::string s1 = section(page, "sae-1");
+    CHECK(s1.find("<h2>Sparse autoencoder: blocks.2.hook_resid_post.sae</h2>") != std::string::npos);
+    CHECK(s1.find("has no statistics") != std::string::npos);
+    CHECK(s1.find("<table") == std::string::npos);
+
+    const std::string dom = chromium(report, "--virtual-time-budget=10000 --dump-dom");
+    INFO("status: " << dom.substr(dom.find("nscope-status") == std::string::npos ? 0 : dom.find("nscope-status"), 600));
+    CHECK(attr(dom, "data-errors") == "0");
+    CHECK(attr(dom, "data-invalid") == "0");
+    CHECK(attr(dom, "data-expected") == "3");  // stats 2 + the density histogram
+    CHECK(attr(dom, "data-plots") == "3");
+    CHECK(drawn_title(section(dom, "sae-0"), "feature density: latents by log10 firing frequency (" +
+                                                 stats["density_histogram"]["never_fired"].dump() + " never fired, not shown)"));
 }

@@ -46,9 +46,9 @@ SparseDictionary make_dictionary(int64_t features, int64_t d, int64_t active) {
     return {t / t.norm(2, {1}, true), active};
 }
 
-SaeConfig topk_config(int64_t d, int64_t latents, int64_t k) {
+SaeConfig topk_config(int64_t d, int64_t latents, int64_t k, const std::string& architecture = "topk") {
     SaeConfig c;
-    c.architecture = "topk";
+    c.architecture = architecture;
     c.d_in = d, c.latents = latents, c.k = k;
     c.hook = "synthetic";
     return c;
@@ -139,6 +139,54 @@ TEST_CASE("SAE training resumes from a checkpoint to the same weights as an unin
     SaeTrainOptions wrong = resumed;
     wrong.out = dir + "/wrong";
     CHECK_THROWS_AS(train_sae(topk_config(32, 256, 3), batches, wrong), InputError);
+}
+
+TEST_CASE("a ReLU + L1 SAE learns a sparse code of a known dictionary and resumes to the same weights", "[sae]") {
+    const SparseDictionary dict = make_dictionary(96, 48, 3);
+    const std::string dir = nscope::test::temp_dir("sae-relu");
+    auto batches = [&](int64_t step) { return dict.batch(256, step); };
+    const SaeConfig config = topk_config(48, 192, 0, "relu");
+    SaeTrainOptions o;
+    o.variant = "relu";
+    o.steps = 400;
+    o.batch_tokens = 256;
+    o.lr = 1e-2;
+    o.l1 = 0.1;
+    o.seed = 2;
+    o.checkpoint_every = 150;
+    o.out = dir + "/straight";
+    const SaeTrainReport r = train_sae(config, batches, o);
+    // The untrained SAE (the same initialisation, b_dec at the data's mean as training starts) against the trained one.
+    Sae init = Sae::init(config, o.seed);
+    const at::Tensor held = at::cat({dict.batch(256, 5'000'000), dict.batch(256, 5'000'001)});
+    init.tensors()[3].second.copy_(dict.batch(256, 0).mean(0));
+    const nlohmann::json before = sae_statistics(init, held);
+    const Sae sae = Sae::load(o.out);
+    const nlohmann::json after = sae_statistics(sae, held);
+    const double recovered = (at::matmul(dict.truth, sae.decoder().t()).amax(1) > 0.9).to(at::kFloat).mean().item<double>();
+    INFO("before " << before.dump() << "\nafter " << after.dump() << "\nrecovered " << recovered);
+    CHECK(r.steps_done == 400);
+    CHECK(read_json(o.out / "sae.json")["architecture"] == "relu");
+    // Measured: MSE 0.22 -> 0.004, explained variance -2.4 -> 0.94, L0 96 -> 12.5 of 192, 97% of the true
+    // features recovered, 4% dead.
+    CHECK(after["mse"].get<double>() < before["mse"].get<double>() / 20);
+    CHECK(after["explained_variance"].get<double>() > 0.85);
+    CHECK(before["l0"].get<double>() > 48);
+    CHECK(after["l0"].get<double>() < 192.0 / 8);
+    CHECK(recovered >= 0.9);
+    CHECK(after["dead_fraction"].get<double>() <= 0.1);
+    CHECK(r.stats["l0"].get<double>() == Approx(after["l0"].get<double>()).epsilon(0.3));  // train_sae's own held-out stats
+
+    // Resumed from step 150: the same weights and Adam moments as the uninterrupted run.
+    REQUIRE(read_json(dir + "/straight/checkpoint-150/trainer_state.json")["step"] == 150);
+    SaeTrainOptions resumed = o;
+    resumed.checkpoint_every = 0;
+    resumed.out = dir + "/resumed";
+    resumed.resume = dir + "/straight/checkpoint-150";
+    CHECK(train_sae(config, batches, resumed).steps_done == 400);
+    CHECK(read_json(dir + "/resumed/trainer_state.json")["losses"].size() == 400);
+    CHECK(test::max_safetensors_diff(dir + "/straight/sae.safetensors", dir + "/resumed/sae.safetensors") == 0.0);
+    CHECK(test::max_safetensors_diff(dir + "/straight/optimizer.safetensors", dir + "/resumed/optimizer.safetensors") == 0.0);
 }
 
 TEST_CASE("SAE folders are validated: corrupt weights, wrong shapes, k above the latents, width mismatches", "[sae]") {

@@ -1,6 +1,7 @@
 // `report` exporter: report.html in the run directory — one self-contained HTML file (plotly.js inlined,
-// no network, no other files) with the run's facts, activation histograms (streamed here) and a section per
-// analysis. The built-in analyzers have bespoke sections: heatmaps (heatmap), per-hook statistics (stats),
+// no network, no other files) with the run's facts, activation histograms (streamed here), a section per
+// attached SAE (its metrics and feature density histogram from the manifest's `saes`, drawn as a generic
+// table and figure) and one per analysis. The built-in analyzers have bespoke sections: heatmaps (heatmap), per-hook statistics (stats),
 // dead / always-on / flat counts (dead), top examples with the triggering token highlighted (topk), prompt
 // comparisons (compare). Every other analysis — and whatever a bespoke section does not show — is rendered
 // generically from the result conventions of sdk/include/nscope/result.h: summary, figures (converted to
@@ -425,6 +426,7 @@ public:
                     prompt_texts_[static_cast<int64_t>(p->index)] = text;
                 }
         section_histograms();
+        section_saes(ctx);
         for (const auto& id : ctx.analysis_order) {
             const auto r = ctx.results.find(id);
             if (r == ctx.results.end() || !r->second) continue;
@@ -800,6 +802,78 @@ private:
         }
         body_ += "</div>\n";
         close_section();
+    }
+
+    /// One section per SAE of the run (manifest `saes`, docs/sae.md): its sizes and the statistics train-sae
+    /// measured on held-out tokens — a table `metrics` and a histogram `density_histogram` of the latents'
+    /// log10 firing frequency, drawn by the generic path as any analyzer's table and figure.
+    void section_saes(const nscope::ExportContext& ctx) {
+        if (!ctx.manifest || !ctx.manifest->is_object() || !ctx.manifest->contains("saes")) return;
+        const json& saes = (*ctx.manifest)["saes"];
+        if (!saes.is_array()) return;
+        for (size_t i = 0; i < saes.size(); ++i) {
+            const json& e = saes[i];
+            const json sae = e.value("sae", json::object());
+            const json stats = sae.value("stats", json::object());
+            const std::string point = e.value("point", "");
+            open_section("sae-" + std::to_string(i), "Sparse autoencoder: " + point);
+            const std::string arch = sae.value("architecture", "");
+            const auto latents = sae.value("latents", int64_t{0});
+            std::string what = arch + " SAE on " + e.value("hook", "") + ": " + std::to_string(sae.value("d_in", int64_t{0})) +
+                               " → " + std::to_string(latents) + " latents" +
+                               (arch == "topk" ? ", k " + std::to_string(sae.value("k", int64_t{0}))
+                                               : ", l1 " + num(sae.value("l1", 0.0)));
+            const json training = sae.value("training", json::object());
+            if (training.contains("steps")) what += ", trained " + training["steps"].dump() + " steps";
+            body_ += "<p class=\"note\">" + html(what) + " (" + html(e.value("path", "")) + "). ";
+            if (!stats.is_object() || !stats.contains("mse")) {
+                body_ += "Its sae.json has no statistics: they are written by <code>nscope train-sae</code>.</p>\n";
+                close_section();
+                continue;
+            }
+            body_ += "Measured by train-sae on " + html(stats.value("tokens", json(nullptr)).dump()) +
+                     " held-out tokens of its training data (not on this run's prompts).</p>\n";
+            nscope::Table metrics;
+            metrics.columns = {"metric", "value", "meaning"};
+            const auto row = [&](const char* key, const char* name, const std::string& meaning) {
+                if (stats.contains(key)) metrics.add_row({name, stats[key], meaning});
+            };
+            row("mse", "reconstruction MSE", "mean over tokens and dimensions of (x − x̂)²");
+            row("explained_variance", "explained variance", "1 − ‖x − x̂‖² / ‖x − mean(x)‖²");
+            row("loss_recovered", "fraction of loss recovered", "(L_zero − L_sae) / (L_zero − L_clean), next-token loss");
+            row("loss_clean", "loss, clean", "the model's next-token loss");
+            row("loss_patched", "loss, reconstruction patched in", "with x̂ in place of the hook's activation");
+            row("loss_zero_ablated", "loss, hook zero-ablated", "with the hook's activation set to 0");
+            row("l0", "L0", "mean number of active latents per token");
+            const auto count = [&](const char* key) {
+                return json(stats.contains(key) && stats[key].is_number()
+                                ? static_cast<int64_t>(std::llround(stats[key].get<double>() * static_cast<double>(latents)))
+                                : 0);
+            };
+            row("dead_fraction", "dead latents (fraction)", "never fired on the held-out tokens");
+            if (stats.contains("dead_fraction")) metrics.add_row({"dead latents", count("dead_fraction"), "of " + std::to_string(latents)});
+            row("dense_fraction", "dense latents (fraction)", "fire on more than 10% of tokens");
+            if (stats.contains("dense_fraction")) metrics.add_row({"dense latents", count("dense_fraction"), "of " + std::to_string(latents)});
+            nscope::Result r;
+            r.set_table("metrics", std::move(metrics));
+            const json h = stats.value("density_histogram", json::object());
+            if (h.contains("counts") && h["counts"].is_array()) {
+                const double from = h.value("log10_frequency_from", -6.0), width = h.value("bin_width", 0.5);
+                json x = json::array();
+                for (size_t b = 0; b < h["counts"].size(); ++b) x.push_back(from + (static_cast<double>(b) + 0.5) * width);
+                r.set_figure("density_histogram",
+                             {{"kind", "histogram"},
+                              {"title", "feature density: latents by log10 firing frequency (" +
+                                            h.value("never_fired", json(0)).dump() + " never fired, not shown)"},
+                              {"x_label", "log10(fraction of tokens the latent fires on)"},
+                              {"y_label", "latents"},
+                              {"x", x},
+                              {"y", h["counts"]},
+                              {"width", width}});
+            }
+            generic_parts("sae-" + std::to_string(i), r, Covered{}, false);
+            close_section();
+        }
     }
 
     bool section_stats(const std::string& id, const nscope::Result& r, Covered& covered) {
