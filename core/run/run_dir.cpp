@@ -50,7 +50,10 @@ RunDirectory RunDirectory::create_at(const fs::path& path) {
         throw InputError(dir.final_.string() + " already exists; give a new folder for the merged run");
     fs::create_directories(dir.final_.parent_path(), ec);
     if (ec) throw InputError("cannot create the run folder " + dir.final_.parent_path().string() + ": " + ec.message());
-    dir.path_ = dir.final_.parent_path() / ("." + dir.final_.filename().string() + ".partial-" + std::to_string(::getpid()));
+    std::string staging = dir.final_.filename().string();  // (appended in place: GCC 12 warns falsely on "." + string)
+    staging.insert(staging.begin(), '.');
+    staging += ".partial-" + std::to_string(::getpid());
+    dir.path_ = dir.final_.parent_path() / staging;
     fs::remove_all(dir.path_, ec);  // a leftover of a killed process that had this pid
     if (!fs::create_directory(dir.path_, ec) || ec)
         throw InputError("cannot create the run folder " + dir.path_.string() + ": " + ec.message());
