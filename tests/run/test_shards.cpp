@@ -279,11 +279,13 @@ TEST_CASE("a sharded recipe with an analysis that cannot save or merge its state
     }
 }
 
-TEST_CASE("kill -9 after several checkpoints, then --resume: the same results as an uninterrupted run",
-          "[run][resume][crash]") {
-    const std::string dir = nscope::test::temp_dir("resume");
+namespace {
+
+/// A run of `analyses` killed (-9) once the checkpoint at each of `points` is on disk (0: before any), then
+/// resumed, is bit-identical to an uninterrupted run; returns that run's dir.
+fs::path check_kill_and_resume(const std::string& dir, const std::string& analyses, const std::vector<size_t>& points) {
     // 48 prompts in batches of 2 (24 batches), a checkpoint every 3.
-    const std::string recipe = write_recipe(dir, "long", kAnalyses, "[ json, npy ]", 48, 2);
+    const std::string recipe = write_recipe(dir, "long", analyses, "[ json, npy ]", 48, 2);
     const auto whole = run_nscope({"run", recipe, "--out", dir + "/whole", "--checkpoint-every", "3"});
     INFO(whole.err);
     REQUIRE(whole.exit_code == 0);
@@ -291,7 +293,7 @@ TEST_CASE("kill -9 after several checkpoints, then --resume: the same results as
     CHECK_FALSE(fs::exists(reference / "checkpoint.json"));  // a complete run keeps no checkpoints
 
     // Kill once the checkpoint at batch `at` is on disk (0: before any checkpoint).
-    for (size_t at : {size_t{0}, size_t{3}, size_t{12}, size_t{21}}) {
+    for (size_t at : points) {
         INFO("killed after the checkpoint at batch " << at);
         const std::string root = dir + "/killed-" + std::to_string(at);
         const auto proc = nscope::test::start_nscope({"run", recipe, "--out", root, "--checkpoint-every", "3"});
@@ -337,6 +339,15 @@ TEST_CASE("kill -9 after several checkpoints, then --resume: the same results as
         CHECK(cmp.ok());
         CHECK(cmp.identical.size() > 8);
     }
+    return reference;
+}
+
+}  // namespace
+
+TEST_CASE("kill -9 after several checkpoints, then --resume: the same results as an uninterrupted run",
+          "[run][resume][crash]") {
+    const std::string dir = nscope::test::temp_dir("resume");
+    const fs::path reference = check_kill_and_resume(dir, kAnalyses, {0, 3, 12, 21});
 
     SECTION("--resume refuses a complete run and a run of another recipe") {
         const auto done = run_nscope({"run", "--resume", reference.string()});
@@ -360,6 +371,11 @@ TEST_CASE("kill -9 after several checkpoints, then --resume: the same results as
         CHECK_THAT(r2.err, Catch::Contains("with another model"));
         CHECK(manifest(unfinished)["status"] == "running");  // a refused resume changes nothing
     }
+}
+
+TEST_CASE("kill -9 and --resume of pca, linear cka and cluster: the same results as an uninterrupted run",
+          "[run][resume][crash]") {
+    check_kill_and_resume(nscope::test::temp_dir("resume-geometry"), kGeometry, {3, 12});
 }
 
 TEST_CASE("scheduled studies: two runs exporting into one shared SQLite database at the same moment both land",
