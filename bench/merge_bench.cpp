@@ -11,6 +11,7 @@
 #include <fstream>
 #include <iostream>
 #include <random>
+#include <thread>
 
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
@@ -18,6 +19,7 @@
 #include "core/plugin/registry.h"
 #include "core/run/recipe.h"
 #include "core/run/study.h"
+#include "core/util/concurrency.h"
 #include "core/util/files.h"
 #include "nscope/sdk.h"
 
@@ -74,6 +76,7 @@ struct Synth {
 
 int main(int argc, char** argv) {
     size_t shards = 100, hooks = 12, width = 3072, k = 10, tokens_per_shard = 64, context = 5, ngram = 1;
+    int threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
     CLI::App app{"nscope_bench_merge: time to merge saved stats + topk shard states"};
     app.add_option("--shards", shards);
     app.add_option("--hooks", hooks);
@@ -82,6 +85,7 @@ int main(int argc, char** argv) {
     app.add_option("--context", context, "topk context window each side (its state holds k x (2c+1) ids per neuron)");
     app.add_option("--ngram", ngram, "topk n-gram lengths (0: none)");
     app.add_option("--tokens-per-shard", tokens_per_shard, "synthetic tokens each shard consumes (makes its state)");
+    app.add_option("--threads", threads, "threads the analyzers may use (as nscope merge's --threads)");
     CLI11_PARSE(app, argc, argv);
 
     PluginRegistry registry;
@@ -97,6 +101,7 @@ int main(int argc, char** argv) {
         auto a = registry.create_analyzer(s.use);
         a->configure(s.params);
         RunContext ctx;
+        ctx.parallel_for = parallel_for_on(threads);
         a->begin(ctx);
         return a;
     };

@@ -1,5 +1,7 @@
 #include "core/run/run_dir.h"
 
+#include <unistd.h>
+
 #include <ctime>
 
 #include "nscope/error.h"
@@ -41,16 +43,40 @@ RunDirectory RunDirectory::create(const fs::path& out_root, const std::string& n
 
 RunDirectory RunDirectory::create_at(const fs::path& path) {
     RunDirectory dir;
-    dir.path_ = fs::absolute(path).lexically_normal();
-    if (dir.path_.filename().empty()) dir.path_ = dir.path_.parent_path();
+    dir.final_ = fs::absolute(path).lexically_normal();
+    if (dir.final_.filename().empty()) dir.final_ = dir.final_.parent_path();
     std::error_code ec;
-    if (fs::exists(dir.path_) && !(fs::is_directory(dir.path_) && fs::is_empty(dir.path_)))
-        throw InputError(dir.path_.string() + " already exists; give a new folder for the merged run");
-    fs::create_directories(dir.path_, ec);
-    if (ec) throw InputError("cannot create the run folder " + dir.path_.string() + ": " + ec.message());
-    dir.id_ = dir.path_.filename().string();
+    if (fs::exists(dir.final_) && !(fs::is_directory(dir.final_) && fs::is_empty(dir.final_)))
+        throw InputError(dir.final_.string() + " already exists; give a new folder for the merged run");
+    fs::create_directories(dir.final_.parent_path(), ec);
+    if (ec) throw InputError("cannot create the run folder " + dir.final_.parent_path().string() + ": " + ec.message());
+    std::string staging = dir.final_.filename().string();  // (appended in place: GCC 12 warns falsely on "." + string)
+    staging.insert(staging.begin(), '.');
+    staging += ".partial-" + std::to_string(::getpid());
+    dir.path_ = dir.final_.parent_path() / staging;
+    fs::remove_all(dir.path_, ec);  // a leftover of a killed process that had this pid
+    if (!fs::create_directory(dir.path_, ec) || ec)
+        throw InputError("cannot create the run folder " + dir.path_.string() + ": " + ec.message());
+    dir.id_ = dir.final_.filename().string();
     dir.log_ = std::make_shared<std::ofstream>(dir.path_ / "log.jsonl", std::ios::app);
     return dir;
+}
+
+void RunDirectory::publish() {
+    if (final_.empty()) return;
+    if (log_) log_->flush();
+    std::error_code ec;
+    fs::rename(path_, final_, ec);  // replaces an empty folder at final_, as create_at allowed
+    if (ec) throw InputError("cannot move the finished run " + path_.string() + " to " + final_.string() + ": " + ec.message());
+    path_ = final_;
+    final_.clear();
+}
+
+void RunDirectory::discard() noexcept {
+    if (final_.empty()) return;
+    log_.reset();
+    std::error_code ec;
+    fs::remove_all(path_, ec);
 }
 
 RunDirectory RunDirectory::reopen(const fs::path& path, nlohmann::json manifest) {

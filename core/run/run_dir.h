@@ -18,12 +18,20 @@ class RunDirectory {
 public:
     /// Create `out_root/<name>/<run-id>/` (run-id = UTC time yyyymmdd-HHMMSS, with -2, -3... if taken).
     static RunDirectory create(const std::filesystem::path& out_root, const std::string& name);
-    /// Create exactly `path` (nscope merge --out); InputError if it exists and is not an empty folder.
+    /// A run directory that appears at exactly `path` (nscope merge --out) only when publish()ed: until then
+    /// path() is a temporary sibling (`.<name>.partial-<pid>`), which discard() removes, so a failed merge
+    /// leaves `path` as it was. InputError if `path` exists and is not an empty folder.
     static RunDirectory create_at(const std::filesystem::path& path);
     /// Continue an existing run directory (--resume) whose manifest is `manifest`; the log is appended to.
     static RunDirectory reopen(const std::filesystem::path& path, nlohmann::json manifest);
 
     const std::filesystem::path& path() const { return path_; }
+    /// Where the run's files end up: path(), or create_at's `path` for a staged directory.
+    const std::filesystem::path& final_path() const { return final_.empty() ? path_ : final_; }
+    /// A staged directory: rename it to its final path (no-op otherwise). InputError if that fails.
+    void publish();
+    /// A staged directory: remove it (no-op otherwise; never throws).
+    void discard() noexcept;
     const std::string& id() const { return id_; }
 
     /// Atomically write `bytes` to `path()/relative`.
@@ -38,6 +46,7 @@ public:
 
 private:
     std::filesystem::path path_;
+    std::filesystem::path final_;  ///< create_at: where publish() moves path_
     std::string id_;
     nlohmann::json manifest_ = nlohmann::json::object();
     std::shared_ptr<std::ofstream> log_;

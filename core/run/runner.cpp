@@ -667,8 +667,14 @@ RunOutcome run_recipe(const PluginRegistry& plugins, Recipe recipe, const RunOpt
     }
     m["models"] = nlohmann::json::array();
     dir.save_manifest();
-    dir.log("run_started", {{"name", r.name}, {"run_dir", dir.path().string()}});
-    spdlog::info("run {} -> {}", r.name, dir.path().string());
+    if (!options.merge_out.empty()) {
+        // The merge runs in a temporary sibling and appears at --out only when complete; what records
+        // the run's place (the sqlite exporter's runs table, the report) reads this.
+        m["run_dir"] = dir.final_path().string();
+        dir.save_manifest();
+    }
+    dir.log("run_started", {{"name", r.name}, {"run_dir", dir.final_path().string()}});
+    spdlog::info("run {} -> {}", r.name, dir.final_path().string());
 
     auto finish = [&](const std::string& status, const std::string& error) {
         m["status"] = status;
@@ -705,18 +711,22 @@ RunOutcome run_recipe(const PluginRegistry& plugins, Recipe recipe, const RunOpt
     } catch (const Interrupted&) {
         finish("interrupted", "stopped by signal " + std::to_string(interrupt_signal()));
         spdlog::warn("interrupted: the run in {} is marked interrupted; its results are incomplete", dir.path().string());
-        return {dir.path(), 3};
+        dir.discard();  // an interrupted merge leaves nothing at --out
+        return {dir.final_path(), 3};
     } catch (const Error& e) {
         finish("failed", e.what());
         m["exit_status"] = e.exit_code();
         dir.save_manifest();
+        dir.discard();  // a failed merge (a damaged state file, say) leaves --out as it was
         throw;
     } catch (const std::exception& e) {
         finish("failed", e.what());
+        dir.discard();
         throw;
     }
     if (options.checkpoint_every || !options.resume.empty()) remove_checkpoints(dir.path());
     finish("complete", "");
+    dir.publish();
     spdlog::info("done in {:.1f}s: {}", seconds_since(started), dir.path().string());
     return {dir.path(), 0};
 }

@@ -103,11 +103,16 @@ void load_analysis_state(Analyzer& analyzer, const AnalysisSpec& spec, const std
 }
 
 std::string read_bytes(const fs::path& path) {
-    std::ifstream in(path, std::ios::binary);
+    // One read of the whole file into a buffer of its size (states are hundreds of MB in a large merge:
+    // no stream buffering, no growing copies).
+    std::ifstream in(path, std::ios::binary | std::ios::ate);
     if (!in) throw InputError("cannot read " + path.string());
-    std::ostringstream ss;
-    ss << in.rdbuf();
-    return ss.str();
+    const std::streamoff size = in.tellg();
+    if (size < 0) throw InputError("cannot read " + path.string());
+    std::string bytes(static_cast<size_t>(size), '\0');
+    in.seekg(0);
+    if (size > 0 && !in.read(bytes.data(), size)) throw InputError("cannot read " + path.string() + " (it changed while read)");
+    return bytes;
 }
 
 nlohmann::json read_manifest(const fs::path& run_dir) {

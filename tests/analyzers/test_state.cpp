@@ -28,7 +28,13 @@ std::vector<Case> cases() {
             // A small n-gram table so that evictions (and the inexact marks) are part of the saved state.
             {"topk", {{"k", 3}, {"context", 2}, {"ngram", 3}, {"max_ngrams", 24},
                       {"groups", {{"g", {"blocks.2.mlp.hook_post", {1, 5, 7}}}}}}},
-            {"heatmap", {{"prompts", {1, 9, 17}}, {"top_n", 4}}}};
+            {"heatmap", {{"prompts", {1, 9, 17}}, {"top_n", 4}}},
+            // The streaming parts of the geometry analyzers: covariances and point samples (a small cap, so
+            // that the sample is full and merging has to choose).
+            {"pca", {{"k", 2}, {"points", 40}}},
+            {"cka", {}},
+            {"cluster", {{"threshold", 0.6}}},
+            {"cluster", {{"method", "kmeans"}, {"k", 2}, {"points", 30}, {"n_init", 2}}}};
 }
 
 std::unique_ptr<Analyzer> fresh(const Case& c, const SynthCorpus& corp) {
@@ -139,6 +145,47 @@ TEST_CASE("saved state: the envelope refuses damage, another analyzer, version o
     const std::string newer = seal_state("stats@1.0.0", 99, analysis_fingerprint(spec), "");
     CHECK_THROWS_WITH(load_into_fresh(newer, spec, "stats@1.0.0"), Catch::Contains("layout version 99"));
     for (size_t n = 0; n < blob.size(); n += 3) CHECK_THROWS_AS(open_state(blob.substr(0, n), "x"), InputError);
+}
+
+TEST_CASE("saved state: envelope format 1 (byte-wise checksum) is still read, other formats are refused",
+          "[analyzers][state]") {
+    const std::string payload = "some payload bytes, not a multiple of 32 long";
+    auto envelope = [&](uint32_t format, uint64_t sum) {
+        StateWriter w;
+        for (char c : std::string("NSCOPEST")) w.pod(c);
+        w.u32(format);
+        w.str("stats@1.0.0");
+        w.u32(1);
+        w.str("fp");
+        w.str(payload);
+        w.u64(sum);
+        return w.take();
+    };
+    const StateEnvelope v1 = open_state(envelope(1, state_detail::checksum_v1(payload)), "v1.bin");
+    CHECK(v1.payload == payload);
+    CHECK(v1.analyzer == "stats@1.0.0");
+    // Format 2's checksum under a format 1 header (and the reverse) is damage.
+    CHECK_THROWS_WITH(open_state(envelope(1, state_detail::checksum(payload)), "x"), Catch::Contains("checksum mismatch"));
+    CHECK_THROWS_WITH(open_state(envelope(2, state_detail::checksum_v1(payload)), "x"), Catch::Contains("checksum mismatch"));
+    CHECK_THROWS_WITH(open_state(envelope(3, 0), "x"), Catch::Contains("envelope format 3"));
+    // A swap of two 8-byte words changes format 2's checksum.
+    std::string swapped = payload;
+    std::swap_ranges(swapped.begin(), swapped.begin() + 8, swapped.begin() + 8);
+    CHECK(state_detail::checksum(swapped) != state_detail::checksum(payload));
+}
+
+TEST_CASE("saved state: a topk state of layout version 1 (before the compact hit lists) is refused by name",
+          "[analyzers][state]") {
+    const auto corp = corpus();
+    const AnalysisSpec spec{"top", "topk", {}, {{"k", 3}}, {"test"}};
+    auto a = registry().create_analyzer("topk");
+    a->configure(spec.params);
+    a->begin(corp.run_context());
+    CHECK(a->state_version() == 2);
+    const std::string old = seal_state("topk@1.0.0", 1, analysis_fingerprint(spec), "whatever version 1 held");
+    CHECK_THROWS_WITH(load_analysis_state(*a, spec, "topk@1.0.0", old, "state/top.bin"),
+                      Catch::Contains("state/top.bin") && Catch::Contains("layout version 1") &&
+                          Catch::Contains("reads version 2"));
 }
 
 TEST_CASE("saved state: StateReader bounds-checks counts before it allocates", "[analyzers][state]") {

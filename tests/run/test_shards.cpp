@@ -60,6 +60,14 @@ const std::string kAnalyses = R"(  - { id: stats, use: stats, neuron_table: true
   - { id: heat, use: heatmap, prompts: [2, 13, 25], top_n: 5 }
 )";
 
+/// The streaming geometry analyzers: covariances (pca, linear cka, cluster linkage) and point samples (pca,
+/// cluster kmeans; caps below the corpus's tokens, so shards' samples compete in the merge).
+const std::string kGeometry = R"(  - { id: pca, use: pca, k: 3, points: 40 }
+  - { id: cka, use: cka }
+  - { id: linkage, use: cluster, threshold: 0.6 }
+  - { id: kmeans, use: cluster, method: kmeans, k: 2, points: 40, n_init: 2 }
+)";
+
 /// The run directory a `nscope run` / `merge` printed on stdout (its last line).
 fs::path printed_dir(const nscope::test::CliResult& r) {
     std::string out = r.out;
@@ -137,13 +145,16 @@ void check_same_results(const fs::path& single, const fs::path& merged) {
     CHECK(merged_files == files);
 }
 
-}  // namespace
-
-TEST_CASE("4 shards merged equal the single-process run, and the manifest lists the shards", "[run][shard]") {
-    const std::string dir = nscope::test::temp_dir("shards");
-    // 30 prompts in batches of 4: 8 batches, split 2/2/2/2 over 4 shards; the heatmap's prompts and the
-    // dead/top-k sets span shards.
-    const std::string recipe = write_recipe(dir, "study", kAnalyses, "[ json, npy ]", 30, 4);
+/// A 4-shard study of `analyses` (ids `ids`) merged equals the single-process run; returns the shard dirs and
+/// the single run's dir.
+struct ShardedStudy {
+    std::vector<std::string> shards;
+    fs::path single;
+};
+ShardedStudy check_four_shards(const std::string& dir, const std::string& analyses, const std::vector<std::string>& ids) {
+    // 30 prompts in batches of 4: 8 batches, split 2/2/2/2 over 4 shards; the heatmap's prompts, the
+    // dead/top-k sets and the point samples span shards.
+    const std::string recipe = write_recipe(dir, "study", analyses, "[ json, npy ]", 30, 4);
     const auto single = run_nscope({"run", recipe, "--out", dir + "/single"});
     INFO(single.err);
     REQUIRE(single.exit_code == 0);
@@ -158,7 +169,7 @@ TEST_CASE("4 shards merged equal the single-process run, and the manifest lists 
         const auto m = manifest(shard);
         CHECK(m["shard"]["index"] == i);
         CHECK(m["shard"]["count"] == 4);
-        for (const char* id : {"stats", "dead", "top", "heat"}) CHECK(fs::exists(shard / "state" / (std::string(id) + ".bin")));
+        for (const auto& id : ids) CHECK(fs::exists(shard / "state" / (id + ".bin")));
         CHECK_FALSE(fs::exists(shard / "results"));  // a shard exports nothing
     }
     std::vector<std::string> args = {"merge"};
@@ -174,6 +185,14 @@ TEST_CASE("4 shards merged equal the single-process run, and the manifest lists 
     for (int i = 0; i < 4; ++i) CHECK(m["merged_shards"][static_cast<size_t>(i)]["index"] == i);
     CHECK(m["models"][0]["tokens_forwarded"] == manifest(printed_dir(single))["models"][0]["tokens_forwarded"]);
     check_same_results(printed_dir(single), dir + "/merged");
+    return {shards, printed_dir(single)};
+}
+
+}  // namespace
+
+TEST_CASE("4 shards merged equal the single-process run, and the manifest lists the shards", "[run][shard]") {
+    const std::string dir = nscope::test::temp_dir("shards");
+    const auto [shards, single_dir] = check_four_shards(dir, kAnalyses, {"stats", "dead", "top", "heat"});
 
     SECTION("an incomplete, duplicated or mixed shard set is refused, naming the mismatch") {
         auto refused = [&](std::vector<std::string> a, const std::string& why) {
@@ -187,7 +206,7 @@ TEST_CASE("4 shards merged equal the single-process run, and the manifest lists 
         };
         refused({shards[0], shards[1], shards[3]}, "shard(s) 2 of 4 missing");
         refused({shards[0], shards[1], shards[2], shards[2], shards[3]}, "shard 2/4 is given twice");
-        refused({shards[0], printed_dir(single).string()}, "is not a shard");
+        refused({shards[0], single_dir.string()}, "is not a shard");
         // A shard of another recipe (another k): the recipe digests differ.
         const std::string other = write_recipe(dir, "study", std::string(kAnalyses).replace(kAnalyses.find("k: 4"), 4, "k: 5"),
                                                "[ json, npy ]", 30, 4);
@@ -211,16 +230,30 @@ TEST_CASE("4 shards merged equal the single-process run, and the manifest lists 
         write_file_atomic(forged / "state" / "top.bin", state.substr(0, state.size() / 2));
         const auto damaged = run_nscope({"merge", shards[0], shards[1], shards[2], forged.string(), "--out", dir + "/damaged"});
         CHECK(damaged.exit_code == 2);
-        CHECK_THAT(damaged.err, Catch::Contains("top.bin") && Catch::Contains("damaged or incompatible analyzer state"));
-        CHECK(manifest(dir + "/damaged")["status"] == "failed");
-        CHECK_FALSE(fs::exists(dir + "/damaged/results"));
+        CHECK_THAT(damaged.err, Catch::Contains("forged/state/top.bin") &&
+                                    Catch::Contains("damaged or incompatible analyzer state"));
+        // The merge wrote into a temporary sibling that it removed: nothing at --out, no leftovers beside it.
+        CHECK_FALSE(fs::exists(dir + "/damaged"));
+        for (const auto& e : fs::directory_iterator(dir))
+            CHECK_THAT(e.path().filename().string(), !Catch::Contains("damaged"));
+        // An empty folder given as --out stays an empty folder.
+        fs::create_directories(dir + "/empty-out");
+        const auto again = run_nscope({"merge", shards[0], shards[1], shards[2], forged.string(), "--out", dir + "/empty-out"});
+        CHECK(again.exit_code == 2);
+        CHECK(fs::is_directory(dir + "/empty-out"));
+        CHECK(fs::is_empty(dir + "/empty-out"));
     }
+}
+
+TEST_CASE("4 shards of pca, linear cka and cluster (linkage and kmeans) merged equal the single-process run",
+          "[run][shard]") {
+    check_four_shards(nscope::test::temp_dir("shards-geometry"), kGeometry, {"pca", "cka", "linkage", "kmeans"});
 }
 
 TEST_CASE("a sharded recipe with an analysis that cannot save or merge its state is refused at plan time",
           "[run][shard]") {
     const std::string dir = nscope::test::temp_dir("shard-refused");
-    const std::string recipe = write_recipe(dir, "refused", "  - { id: stats, use: stats }\n  - { id: lens, use: pca }\n",
+    const std::string recipe = write_recipe(dir, "refused", "  - { id: stats, use: stats }\n  - { id: lens, use: logit_lens }\n",
                                             "[ json ]", 6, 2);
     for (const std::vector<std::string>& extra : {std::vector<std::string>{"--shard", "0/2"},
                                                   std::vector<std::string>{"--checkpoint-every", "1"}}) {
@@ -229,10 +262,16 @@ TEST_CASE("a sharded recipe with an analysis that cannot save or merge its state
         const auto r = run_nscope(args);
         INFO(r.err);
         CHECK(r.exit_code == 2);
-        CHECK_THAT(r.err, Catch::Contains("analysis 'lens' (pca)") && Catch::Contains("save its state") &&
+        CHECK_THAT(r.err, Catch::Contains("analysis 'lens' (logit_lens)") && Catch::Contains("save its state") &&
                               Catch::Contains(extra[0]));
         CHECK_FALSE(fs::exists(dir + "/runs"));
     }
+    // cka saves its state only for the linear method (minibatch CKA depends on where the minibatches fall).
+    const std::string minibatch = write_recipe(dir, "minibatch", "  - { id: sim, use: cka, method: minibatch }\n",
+                                               "[ json ]", 6, 2);
+    const auto mb = run_nscope({"run", minibatch, "--out", dir + "/runs", "--shard", "0/2"});
+    CHECK(mb.exit_code == 2);
+    CHECK_THAT(mb.err, Catch::Contains("analysis 'sim' (cka)") && Catch::Contains("save its state"));
     for (const char* bad : {"4/4", "1", "a/2", "1/x", "0/0"}) {
         const auto r = run_nscope({"run", recipe, "--out", dir + "/runs", "--shard", bad});
         CHECK(r.exit_code == 2);
@@ -240,11 +279,13 @@ TEST_CASE("a sharded recipe with an analysis that cannot save or merge its state
     }
 }
 
-TEST_CASE("kill -9 after several checkpoints, then --resume: the same results as an uninterrupted run",
-          "[run][resume][crash]") {
-    const std::string dir = nscope::test::temp_dir("resume");
+namespace {
+
+/// A run of `analyses` killed (-9) once the checkpoint at each of `points` is on disk (0: before any), then
+/// resumed, is bit-identical to an uninterrupted run; returns that run's dir.
+fs::path check_kill_and_resume(const std::string& dir, const std::string& analyses, const std::vector<size_t>& points) {
     // 48 prompts in batches of 2 (24 batches), a checkpoint every 3.
-    const std::string recipe = write_recipe(dir, "long", kAnalyses, "[ json, npy ]", 48, 2);
+    const std::string recipe = write_recipe(dir, "long", analyses, "[ json, npy ]", 48, 2);
     const auto whole = run_nscope({"run", recipe, "--out", dir + "/whole", "--checkpoint-every", "3"});
     INFO(whole.err);
     REQUIRE(whole.exit_code == 0);
@@ -252,7 +293,7 @@ TEST_CASE("kill -9 after several checkpoints, then --resume: the same results as
     CHECK_FALSE(fs::exists(reference / "checkpoint.json"));  // a complete run keeps no checkpoints
 
     // Kill once the checkpoint at batch `at` is on disk (0: before any checkpoint).
-    for (size_t at : {size_t{0}, size_t{3}, size_t{12}, size_t{21}}) {
+    for (size_t at : points) {
         INFO("killed after the checkpoint at batch " << at);
         const std::string root = dir + "/killed-" + std::to_string(at);
         const auto proc = nscope::test::start_nscope({"run", recipe, "--out", root, "--checkpoint-every", "3"});
@@ -298,6 +339,15 @@ TEST_CASE("kill -9 after several checkpoints, then --resume: the same results as
         CHECK(cmp.ok());
         CHECK(cmp.identical.size() > 8);
     }
+    return reference;
+}
+
+}  // namespace
+
+TEST_CASE("kill -9 after several checkpoints, then --resume: the same results as an uninterrupted run",
+          "[run][resume][crash]") {
+    const std::string dir = nscope::test::temp_dir("resume");
+    const fs::path reference = check_kill_and_resume(dir, kAnalyses, {0, 3, 12, 21});
 
     SECTION("--resume refuses a complete run and a run of another recipe") {
         const auto done = run_nscope({"run", "--resume", reference.string()});
@@ -321,6 +371,11 @@ TEST_CASE("kill -9 after several checkpoints, then --resume: the same results as
         CHECK_THAT(r2.err, Catch::Contains("with another model"));
         CHECK(manifest(unfinished)["status"] == "running");  // a refused resume changes nothing
     }
+}
+
+TEST_CASE("kill -9 and --resume of pca, linear cka and cluster: the same results as an uninterrupted run",
+          "[run][resume][crash]") {
+    check_kill_and_resume(nscope::test::temp_dir("resume-geometry"), kGeometry, {3, 12});
 }
 
 TEST_CASE("scheduled studies: two runs exporting into one shared SQLite database at the same moment both land",

@@ -177,6 +177,33 @@ public:
         filter_.merge(o.filter_);
     }
 
+    /// Linear CKA within one model saves its streaming state (the hooks seen and their joint covariance);
+    /// minibatch CKA, RSA and `across: models` cannot (they are not mergeable either).
+    uint32_t state_version() const override { return mergeable() ? 1 : 0; }
+    void save_state(nscope::StateWriter& out) const override {
+        out.strings(hooks_);
+        out.array(widths_);
+        if (!hooks_.empty()) cov_.save(out);
+        filter_.save(out);
+    }
+    void load_state(nscope::StateReader& in) override {
+        hooks_ = in.strings();
+        widths_ = in.array_of<int64_t>(hooks_.size(), "hook widths");
+        uint64_t total = 0;
+        for (int64_t w : widths_) {
+            if (w <= 0) in.fail("a hook has width " + std::to_string(w));
+            total += static_cast<uint64_t>(w);
+        }
+        if (!hooks_.empty()) {
+            // The joint covariance holds total² doubles: a total the blob cannot hold is damage.
+            if (total > in.left() || total * total * sizeof(double) > in.left())
+                in.fail("the hooks claim " + std::to_string(total) + " features together");
+            cov_.init(static_cast<int64_t>(total));
+            cov_.load(in);
+        }
+        filter_.load(in);
+    }
+
     nscope::Result finish() override {
         if (across_) return finish_across();
         nscope::Result res;

@@ -86,6 +86,7 @@ public:
     void begin(const nscope::RunContext& ctx) override {
         parallel_for_ = ctx.parallel_for;
         seed_ = ctx.seed;
+        prompts_ = ctx.prompts;
         topk_ = nscope::common::topk_input(ctx);
         if (!ctx.inputs.empty() && !topk_) {
             std::vector<std::string> ids;
@@ -155,6 +156,30 @@ public:
             mine.tokens += s.tokens;
         }
         filter_.merge(o.filter_);
+    }
+
+    /// Per hook: its token count and the streaming part of the method (linkage: the covariance; kmeans: the
+    /// point sample, clustered at finish).
+    uint32_t state_version() const override { return 1; }
+    void save_state(nscope::StateWriter& out) const override {
+        nscope::common::save_hook_states(out, hooks_, [&](const HookState& s) {
+            out.u64(s.tokens);
+            if (kmeans_) s.sample.save(out);
+            else s.cov.save(out);
+        });
+        filter_.save(out);
+    }
+    void load_state(nscope::StateReader& in) override {
+        hooks_.clear();
+        nscope::common::load_hook_states(
+            in, [&](uint64_t width) { return kmeans_ ? 2 * sizeof(uint64_t) : width * width * sizeof(double); },
+            [&](const std::string& hook, int64_t width) -> HookState& { return state(hook, width); },
+            [&](HookState& s) {
+                s.tokens = in.u64();
+                if (kmeans_) s.sample.load(in, s.width, prompts_);
+                else s.cov.load(in);
+            });
+        filter_.load(in);
     }
 
     nscope::Result finish() override {
@@ -483,6 +508,7 @@ private:
     double max_memory_mb_ = 4096;
     uint64_t seed_ = 0;
     const nscope::Result* topk_ = nullptr;
+    std::vector<const nscope::PromptInfo*> prompts_;
     std::map<std::string, HookState> hooks_;
     nscope::ParallelFor parallel_for_;
 };

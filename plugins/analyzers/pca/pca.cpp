@@ -61,6 +61,7 @@ public:
         parallel_for_ = ctx.parallel_for;
         seed_ = ctx.seed;
         token_text_ = ctx.token_text;
+        prompts_ = ctx.prompts;
         double bytes = 0;
         for (const auto& h : nscope::common::planned_hooks("pca", ctx, filter_)) {
             if (h.width > 0) check_width(h.name, h.width);
@@ -91,6 +92,27 @@ public:
             mine.sample.merge(s.sample);
         }
         filter_.merge(o.filter_);
+    }
+
+    /// Per hook: the streaming covariance and the point sample (everything consume() accumulated).
+    uint32_t state_version() const override { return 1; }
+    void save_state(nscope::StateWriter& out) const override {
+        nscope::common::save_hook_states(out, hooks_, [&](const HookState& s) {
+            s.cov.save(out);
+            s.sample.save(out);
+        });
+        filter_.save(out);
+    }
+    void load_state(nscope::StateReader& in) override {
+        hooks_.clear();
+        nscope::common::load_hook_states(
+            in, [](uint64_t width) { return width * width * sizeof(double); },
+            [&](const std::string& hook, int64_t width) -> HookState& { return state(hook, width); },
+            [&](HookState& s) {
+                s.cov.load(in);
+                s.sample.load(in, s.width, prompts_);
+            });
+        filter_.load(in);
     }
 
     nscope::Result finish() override {
@@ -218,6 +240,7 @@ private:
     double max_memory_mb_ = 4096;
     uint64_t seed_ = 0;
     std::function<std::string(int64_t)> token_text_;
+    std::vector<const nscope::PromptInfo*> prompts_;
     std::map<std::string, HookState> hooks_;
     nscope::ParallelFor parallel_for_;
 };

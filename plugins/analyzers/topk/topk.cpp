@@ -6,6 +6,8 @@
 
 #include <array>
 #include <cmath>
+#include <cstring>
+#include <limits>
 #include <map>
 #include <unordered_map>
 
@@ -50,6 +52,21 @@ struct NgramHit {
     Occurrence occ;
     NgramKey key;  // (its NgramKeyHash is the entry's tag in the lists)
 };
+
+/// A hit as the saved state holds it (no padding, no bookkeeping).
+struct SavedHit {
+    float value;
+    uint32_t prompt, position;
+    int32_t token;
+};
+static_assert(sizeof(SavedHit) == 16);
+
+/// A token id as the saved state holds it (32 bits: every vocabulary fits; -1 marks outside the prompt).
+int32_t narrow_id(int64_t id) {
+    if (id < std::numeric_limits<int32_t>::min() || id > std::numeric_limits<int32_t>::max())
+        throw nscope::RuntimeError("topk: token id " + std::to_string(id) + " does not fit the saved state (32 bits)");
+    return static_cast<int32_t>(id);
+}
 
 /// Count-capped table of n-grams seen in the corpus. Activation sums per n-gram live in each track, indexed
 /// by slot. When full, the half of the entries with the lowest counts (ties: least recently seen) is
@@ -231,22 +248,76 @@ public:
             for (size_t c = 0; c < channels_; ++c) dst[c] += src[c];
         }
     }
-    /// Everything consume() accumulated; load() into a track init()-ed with the same channels and config.
+    /// Everything consume() accumulated, compactly (state version 2): per channel its number of hits, then
+    /// every hit as 16 bytes (value, prompt, position, token id) in slot order; the context windows only
+    /// when context > 0 (with context 0 a hit's window is its own token); the n-gram lists and sums only
+    /// with n-grams. Floors, worst entries and the like follow from the hits on load. load() into a track
+    /// init()-ed with the same channels and config.
     void save(nscope::StateWriter& out) const {
-        hits_.save(out);
-        out.array(context_);
-        ngmax_.save(out);
-        out.array(floor_);
-        out.array(sums_);
+        const size_t W = cfg_.window();
+        std::vector<uint32_t> sizes(channels_);
+        std::vector<SavedHit> hits;
+        std::vector<int32_t> windows;
+        hits.reserve(channels_ * cfg_.k);
+        for (size_t c = 0; c < channels_; ++c) {
+            sizes[c] = static_cast<uint32_t>(hits_.size(c));
+            for (size_t j = 0; j < hits_.size(c); ++j) {
+                const size_t i = c * cfg_.k + j;
+                const Hit& h = hits_.item(i);
+                hits.push_back({h.occ.value, h.occ.prompt, h.occ.position, narrow_id(h.token)});
+                if (cfg_.context > 0)
+                    for (size_t w = 0; w < W; ++w) windows.push_back(narrow_id(context_[i * W + w]));
+            }
+        }
+        out.array(sizes);
+        out.array(hits);
+        if (cfg_.context > 0) out.array(windows);
+        if (cfg_.ngram > 0) {
+            ngmax_.save(out);
+            out.array(sums_);
+        }
     }
     void load(nscope::StateReader& in) {
-        hits_.load(in);
-        context_ = in.array_of<int64_t>(context_.size(), "top-k contexts");
-        ngmax_.load(in);
-        floor_ = in.array_of<float>(channels_, "top-k floors");
-        sums_ = in.array_of<double>(sums_.size(), "n-gram sums");
-        for (size_t i = 0; i < channels_ * cfg_.k; ++i)
-            if (hits_.item(i).pending != -1) in.fail("a top-k hit still waits for its context");
+        const size_t W = cfg_.window();
+        const auto sizes = in.array_of<uint32_t>(channels_, "top-k list sizes");
+        uint64_t total = 0;
+        for (uint32_t n : sizes) {
+            if (n > cfg_.k) in.fail("a top-k list holds " + std::to_string(n) + " hits, k is " + std::to_string(cfg_.k));
+            total += n;
+        }
+        // The hits and windows are read in place (no copy of the arrays, no allocation per hit).
+        const auto records = [&](size_t per_hit, size_t bytes, const char* what) {
+            const uint64_t n = in.u64();
+            if (n != total * per_hit) in.fail(std::string(what) + ": " + std::to_string(n) + " entries for " + std::to_string(total) + " hits");
+            return in.view(n * bytes, what).data();
+        };
+        const char* hits = records(1, sizeof(SavedHit), "top-k hits");
+        const char* windows = cfg_.context > 0 ? records(W, sizeof(int32_t), "top-k contexts") : nullptr;
+        size_t r = 0;
+        for (size_t c = 0; c < channels_; ++c)
+            hits_.restore(c, sizes[c], [&](size_t j, Hit& h) {
+                SavedHit s;
+                std::memcpy(&s, hits + r * sizeof(SavedHit), sizeof(SavedHit));
+                h.occ = {s.value, s.prompt, s.position};
+                h.token = s.token;
+                h.pending = -1;
+                int64_t* ctx = &context_[(c * cfg_.k + j) * W];
+                if (!windows) {
+                    ctx[0] = s.token;
+                } else {
+                    for (size_t w = 0; w < W; ++w) {
+                        int32_t id;
+                        std::memcpy(&id, windows + (r * W + w) * sizeof(int32_t), sizeof(int32_t));
+                        ctx[w] = id;
+                    }
+                }
+                ++r;
+            });
+        if (cfg_.ngram > 0) {
+            ngmax_.load(in);
+            sums_ = in.array_of<double>(sums_.size(), "n-gram sums");
+        }
+        for (size_t c = 0; c < channels_; ++c) update_floor(c);
     }
 
     /// Zero the sums of slots created by a merge that this track has no data for.
@@ -525,21 +596,29 @@ public:
         for (auto& slot : table_.slots())
             if (slot.used && slot.last < first_tick) slot.exact = slot.exact && other_complete;
         table_.evictions += o.table_.evictions;
+        // The tracks share nothing but the read-only slot map: one task each.
+        std::vector<std::pair<Track*, const Track*>> work;
         for (auto& [hook, tr] : tracks_) {
             auto it = o.tracks_.find(hook);
-            if (it != o.tracks_.end()) {
-                tr.merge(it->second, slot_map, fresh);
+            work.emplace_back(&tr, it != o.tracks_.end() ? &it->second : nullptr);
+        }
+        nscope::run_tasks(parallel_for_, work.size(), [&](size_t t) {
+            auto [tr, from] = work[t];
+            if (from) {
+                tr->merge(*from, slot_map, fresh);
             } else {
                 for (size_t s = 0; s < slot_map.size(); ++s)
-                    if (fresh[s] && slot_map[s] >= 0) tr.clear_slot(slot_map[s]);
+                    if (fresh[s] && slot_map[s] >= 0) tr->clear_slot(slot_map[s]);
             }
-        }
+        });
         if (!groups_.empty()) group_track_.merge(o.group_track_, slot_map, fresh);
         tokens_ += o.tokens_;
         filter_.merge(o.filter_);
     }
 
-    uint32_t state_version() const override { return 1; }
+    /// 2: compact hit lists (16 bytes a hit; no contexts with context 0, no n-gram lists without n-grams).
+    /// Version 1 states are refused (by the host, naming both versions).
+    uint32_t state_version() const override { return 2; }
 
     void save_state(nscope::StateWriter& out) const override {
         table_.save(out);
@@ -563,8 +642,8 @@ public:
         for (uint64_t i = 0; i < n; ++i) {
             const std::string hook = in.str();
             const uint64_t channels = in.u64();
-            // A track holds k hits per channel: a width the blob cannot hold is damage, not a huge allocation.
-            if (channels > in.left() / (cfg_.k * sizeof(Hit)))
+            // A track saves a hit count per channel: a width the blob cannot hold is damage, not a huge allocation.
+            if (channels > in.left() / sizeof(uint32_t))
                 in.fail("track '" + hook + "' claims " + std::to_string(channels) + " neurons");
             track(hook, channels).load(in);
         }

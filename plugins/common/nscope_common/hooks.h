@@ -149,6 +149,33 @@ State& hook_state(const std::string& plugin, std::map<std::string, State>& by_ho
     return it->second;
 }
 
+/// A saved map of per-hook states (hook_state's): the count, then per hook its name, its width and what
+/// `save(state)` writes.
+template <typename State, typename Save>
+void save_hook_states(StateWriter& out, const std::map<std::string, State>& by_hook, Save&& save) {
+    out.u64(by_hook.size());
+    for (const auto& [hook, s] : by_hook) {
+        out.str(hook);
+        out.u64(static_cast<uint64_t>(s.width));
+        save(s);
+    }
+}
+/// Read what save_hook_states wrote: `make(hook, width)` returns the fresh state of that hook (as
+/// hook_state makes it, with its checks), `load(state)` reads the rest. `least(width)` is the fewest bytes
+/// a hook of that width saves (n² doubles for a covariance, say): a width the blob cannot hold is damage,
+/// refused before `make` allocates for it.
+template <typename Least, typename Make, typename Load>
+void load_hook_states(StateReader& in, Least&& least, Make&& make, Load&& load) {
+    const uint64_t n = in.count(2 * sizeof(uint64_t), "hooks");
+    for (uint64_t i = 0; i < n; ++i) {
+        const std::string hook = in.str();
+        const uint64_t width = in.u64();
+        if (width == 0 || width > in.left() || least(width) > in.left())
+            in.fail("hook '" + hook + "' claims " + std::to_string(width) + " neurons");
+        load(make(hook, static_cast<int64_t>(width)));
+    }
+}
+
 /// Runs `fn(state, view, neurons)` for every activation of `batch` that `filter` accepts, on the run's threads
 /// (one task per hook); `state(hook, neurons)` returns that hook's analyzer state (State&), called on this
 /// thread first, so it may create it.

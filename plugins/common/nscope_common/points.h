@@ -160,6 +160,41 @@ public:
         return out;
     }
 
+    /// The points offered and the kept ones as they are (their heap order included).
+    void save(StateWriter& out) const {
+        out.u64(offered);
+        out.u64(heap_.size());
+        for (const auto& p : heap_) {
+            out.u64(p.key);
+            out.pod(p.origin.prompt);
+            out.pod(p.origin.position);
+            out.pod(p.origin.token);
+            out.array(p.x);
+        }
+    }
+    /// Read what save() wrote into an instance init()-ed with the same cap and seed; every point has
+    /// `width` values, and its prompt's info comes from `prompts` (by index, as the run gives them).
+    void load(StateReader& in, int64_t width, const std::vector<const PromptInfo*>& prompts) {
+        offered = in.u64();
+        const uint64_t n = in.count(4 * sizeof(uint64_t), "sampled points");
+        if (n > cap_) in.fail(std::to_string(n) + " sampled points, the cap is " + std::to_string(cap_));
+        heap_.clear();
+        for (uint64_t i = 0; i < n; ++i) {
+            SampledPoint p;
+            p.key = in.u64();
+            p.origin.prompt = in.pod<int64_t>();
+            p.origin.position = in.pod<int64_t>();
+            p.origin.token = in.pod<int64_t>();
+            p.x = in.array_of<float>(static_cast<size_t>(width), "a sampled point");
+            if (p.key != key(p.origin)) in.fail("a sampled point's key does not match its origin (another seed?)");
+            if (p.origin.prompt >= 0 && static_cast<uint64_t>(p.origin.prompt) < prompts.size())
+                p.origin.info = prompts[static_cast<size_t>(p.origin.prompt)];
+            heap_.push_back(std::move(p));
+        }
+        auto cmp = [](const SampledPoint& a, const SampledPoint& b) { return less(a.key, a.origin, b); };
+        if (!std::is_heap(heap_.begin(), heap_.end(), cmp)) in.fail("the sampled points are out of order");
+    }
+
     uint64_t offered = 0;
 
 private:

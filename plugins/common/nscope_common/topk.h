@@ -99,6 +99,20 @@ public:
         return out;
     }
 
+    /// Refill list l of a fresh init() with n <= k() entries in slot order: fill(j, item) sets entry j (its
+    /// occ included); the values, the worst entry and the floor follow from them. For compact states that
+    /// save only what the entries need (untagged lists).
+    template <typename Fill>
+    void restore(size_t l, size_t n, Fill&& fill) {
+        for (size_t j = 0; j < n; ++j) {
+            T& item = items_[l * k_ + j];
+            fill(j, item);
+            values_[l * k_ + j] = item.occ.value;
+        }
+        size_[l] = static_cast<uint32_t>(n);
+        if (n == k_) refloor(l);
+    }
+
     /// The lists as they are (T must be trivially copyable); load() into an instance init()-ed with the
     /// same number of lists and k.
     void save(StateWriter& out) const {

@@ -678,7 +678,7 @@ private:
             for (const auto& i : m["interventions"]) iv += (iv.empty() ? "" : "; ") + i.dump(-1, ' ', false, json::error_handler_t::replace);
             fact("interventions", shorten(iv, 600));
         }
-        fact("run directory", ctx.run_dir.string());
+        fact("run directory", m.value("run_dir", ctx.run_dir.string()));  // a merge names its final folder
         std::string out = "<header>\n<h1>" + html(title_.empty() ? name : title_) + "</h1>\n";
         out += "<div class=\"sub\">NeuronScope report</div>\n<table class=\"facts\">\n";
         for (const auto& [k, v] : facts) out += "<tr><td>" + html(k) + "</td><td>" + html(v) + "</td></tr>\n";

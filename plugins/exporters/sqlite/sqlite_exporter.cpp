@@ -406,7 +406,9 @@ private:
         static const json empty = json::object();
         const json& m = ctx.manifest && ctx.manifest->is_object() ? *ctx.manifest : empty;
         const nscope::RunContext* run = ctx.run;
-        const fs::path run_dir = fs::absolute(ctx.run_dir).lexically_normal();
+        // A merged run is written in a temporary folder and moved to the one its manifest names.
+        const fs::path run_dir =
+            fs::absolute(m.contains("run_dir") ? fs::path(m.value("run_dir", "")) : ctx.run_dir).lexically_normal();
         // Identity of the run: recipe name, run directory id, model label (multi-model runs write one
         // subfolder per model, and each becomes its own row).
         const std::string name = m.value("name", run_dir.parent_path().filename().string());
