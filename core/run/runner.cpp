@@ -60,10 +60,9 @@ public:
         release();
     }
 
-    /// Tokenize, load the weights, open the session and build the analyzers' context.
+    /// Load the weights, open the session and build the analyzers' context (the prompts come tokenized).
     void prepare() {
         const Recipe& r = plan_.recipe;
-        auto t0 = Clock::now();
         reset_peak_rss();  // peaks per phase (record_phase_peak)
         record_["prompts"] = prompts_->infos.size();  // tokenized at plan time (ModelPlan::prompts)
         record_["tokens"] = prompts_->tokens;
@@ -81,7 +80,7 @@ public:
             return;
         }
 
-        t0 = Clock::now();
+        auto t0 = Clock::now();
         const ModelOptions options = parse_model_dtype(model_.spec.dtype);
         loaded_ = std::make_unique<LoadedModel>(load_model(plugins_, model_.spec.ref, options));
         LoadedModel& loaded = *loaded_;
