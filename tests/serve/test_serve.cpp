@@ -407,7 +407,12 @@ TEST_CASE("serve: 8 concurrent clients x 50 requests are all answered correctly,
     CHECK(ok == 400);
     CHECK(wrong == 0);
     INFO("RSS before " << before / 1048576.0 << " MiB, after " << after / 1048576.0 << " MiB");
+#ifndef __SANITIZE_ADDRESS__
     CHECK(after < before + (48u << 20));  // flat: no per-request growth (400 requests)
+#else
+    // ASan keeps freed blocks in its quarantine (256 MiB by default), so RSS grows by design here; what this
+    // build checks instead is that 400 concurrent requests cause no ASan or UBSan report.
+#endif
     WARN("serve load: 400 requests answered; RSS " << before / 1048576 << " MiB -> " << after / 1048576 << " MiB");
 }
 

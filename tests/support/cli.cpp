@@ -80,9 +80,9 @@ RunningCli start_nscope(const std::vector<std::string>& args, const std::vector<
     envp.push_back(nullptr);
 
     pid_t pid;
-    if (posix_spawn(&pid, NSCOPE_BIN, &actions, nullptr, argv.data(), envp.data()) != 0)
-        throw std::runtime_error("cannot start " NSCOPE_BIN);
+    const int spawned = posix_spawn(&pid, NSCOPE_BIN, &actions, nullptr, argv.data(), envp.data());
     posix_spawn_file_actions_destroy(&actions);
+    if (spawned != 0) throw std::runtime_error("cannot start " NSCOPE_BIN);
     return {static_cast<int>(pid), out_path, err_path};
 }
 
