@@ -69,4 +69,4 @@ print("timings:", json.dumps(mod["timings"]))
 PY
 
 echo "== merge of synthetic shards"
-"$BUILD_DIR/bin/nscope_bench_merge" ${MERGE_ARGS:---shards 100 --hooks 12 --width 3072 --k 10}
+"$BUILD_DIR/bin/nscope_bench_merge" ${MERGE_ARGS:---shards 100 --hooks 12 --width 3072 --k 10 --context 0 --ngram 0 --repeat 3}
