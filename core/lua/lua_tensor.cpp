@@ -83,6 +83,10 @@ int64_t range_bound(int64_t i, int64_t n) { return i > 0 ? i - 1 : n + i; }
 /// Build the torch index for the key at `key_idx` (an integer or a table of integers and ranges).
 std::vector<TensorIndex> make_index(lua_State* L, int key_idx, const at::Tensor& t) {
     std::vector<TensorIndex> idx;
+    // Never relocated: LibTorch's integer TensorIndex leaves its bool member uninitialized, and moving one
+    // copies that byte (UBSan: "load of value 190, which is not a valid value for type 'bool'"). At most one
+    // index per dimension, checked below.
+    idx.reserve(static_cast<size_t>(std::max<int64_t>(t.dim(), 1)));
     auto item = [&](int vidx, int64_t d) {
         if (d >= t.dim())
             throw std::out_of_range("too many indices for a tensor of shape " + shape_string(t.sizes()));

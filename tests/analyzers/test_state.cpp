@@ -161,7 +161,8 @@ TEST_CASE("saved state: envelope format 1 (byte-wise checksum) is still read, ot
         w.u64(sum);
         return w.take();
     };
-    const StateEnvelope v1 = open_state(envelope(1, state_detail::checksum_v1(payload)), "v1.bin");
+    const std::string v1_bytes = envelope(1, state_detail::checksum_v1(payload));  // the envelope views these
+    const StateEnvelope v1 = open_state(v1_bytes, "v1.bin");
     CHECK(v1.payload == payload);
     CHECK(v1.analyzer == "stats@1.0.0");
     // Format 2's checksum under a format 1 header (and the reverse) is damage.

@@ -22,6 +22,13 @@
 #include <vector>
 
 #include <Eigen/Core>
+// hnswlib's SSE path (searchBaseLayer) prefetches the id one past the end of a full neighbour list
+// (upstream nmslib/hnswlib#107, open; Debian's 0.6.2 has it). The 4 bytes lie inside malloc's usable size
+// and only feed a prefetch, which never faults, but AddressSanitizer reports the read: sanitized builds
+// use hnswlib's scalar path instead, normal builds keep the SIMD distances.
+#if defined(__SANITIZE_ADDRESS__) && !defined(NO_MANUAL_VECTORIZATION)
+#define NO_MANUAL_VECTORIZATION
+#endif
 #include <hnswlib/hnswlib.h>
 
 #include <nscope/eigen.h>
