@@ -5,8 +5,8 @@
 #   FUZZ_SMOKE (default 1): also build the libFuzzer harnesses (clang, build-fuzz/) and run each for a few
 #   seconds over its seed corpus, so they cannot rot (docs/robustness.md has the measured cost).
 #   SANITIZE (default 0): `inprocess` also builds the in-process test cases with ASan + UBSan (build-asan/)
-#   and runs them, `full` the whole suite that way (scripts/sanitize.sh). Off until the subset has run
-#   clean once (docs/robustness.md).
+#   and runs them, `full` the whole suite that way (scripts/sanitize.sh). Both run clean; off by default
+#   because the sanitized build would bring CI close to its time limit (docs/robustness.md "In CI").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 FUZZ_SMOKE=${FUZZ_SMOKE:-1}

@@ -68,7 +68,12 @@ TEST_CASE("peak RSS: the kernel's high-water mark, resettable per phase", "[memo
         CHECK(peak_rss_bytes() >= (96u << 20));
     }
     if (reset_peak_rss()) {  // allowed on this kernel: the peak forgets the freed 96 MiB
+#ifndef __SANITIZE_ADDRESS__
         CHECK(peak_rss_bytes() + (48u << 20) < before + (96u << 20));
+#else
+        // ASan keeps freed blocks in its quarantine, still resident: only the reset itself is checked.
+        CHECK(peak_rss_bytes() >= current_rss_bytes());
+#endif
     } else {
         WARN("/proc/self/clear_refs is not writable here: the manifest records running maxima");
     }
