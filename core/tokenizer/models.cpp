@@ -21,13 +21,21 @@ void load_vocab(Model& m, const json& j, const JsonPath& p) {
     if (!v.is_object()) vp.fail("expected an object {token: id}");
     m.vocab.reserve(v.size());
     int64_t max_id = -1;
+    std::string max_token;
     for (auto it = v.begin(); it != v.end(); ++it) {
         if (!it.value().is_number_integer() || it.value().get<int64_t>() < 0)
             (vp / it.key()).fail("expected a non-negative integer id, got " + it.value().dump());
         const int64_t id = it.value().get<int64_t>();
         m.vocab.emplace(it.key(), id);
-        max_id = std::max(max_id, id);
+        if (id > max_id) max_id = id, max_token = it.key();
     }
+    // The id -> token table below is dense, so one corrupted id must not size it (found by fuzz_tokenizer:
+    // an id of 2.2e13 asked for 700 TB). Real vocabularies number their tokens 0..n-1 with few holes.
+    const int64_t max_holes = int64_t{1} << 20;
+    if (max_id >= static_cast<int64_t>(v.size()) + max_holes)
+        (vp / max_token).fail("id " + std::to_string(max_id) + " leaves more than " + std::to_string(max_holes) +
+                              " unused ids below it in a vocabulary of " + std::to_string(v.size()) +
+                              " tokens; is the file damaged?");
     m.vocab_r.assign(static_cast<size_t>(max_id + 1), std::string());
     for (const auto& [tok, id] : m.vocab) m.vocab_r[static_cast<size_t>(id)] = tok;
 }

@@ -294,6 +294,17 @@ TEST_CASE("loader refuses bad tokenizer files with the file, JSON path and suppo
         CHECK_THAT(load_error(j), Contains("pre_tokenizer.pattern.Regex") && Contains("invalid regex"));
         CHECK_THAT(load_error(json::array()), Contains("expected a JSON object"));
     }
+    SECTION("an id far beyond the vocabulary (a damaged file) is refused before any table is sized by it") {
+        // fuzz_tokenizer's finding: {"ne": 22222222222222} made the id -> token table ask for 700 TB.
+        json j = tiny_bpe();
+        j["model"]["vocab"]["ab"] = int64_t{22222222222222};
+        CHECK_THAT(load_error(j), Contains("model.vocab.ab") && Contains("id 22222222222222") &&
+                                      Contains("unused ids") && Contains("damaged"));
+        j = tiny_bpe();  // holes up to 2^20 are allowed (sparse but real vocabularies)
+        j["model"]["vocab"]["ab"] = int64_t{1} << 19;
+        const Tokenizer t = Tokenizer::from_json_string(j.dump(), "sparse.json");
+        CHECK(t.vocab_size() == (size_t{1} << 19) + 1);
+    }
 }
 
 TEST_CASE("encoding speed over cases.txt (prints tokens/s)", "[.][bench]") {
