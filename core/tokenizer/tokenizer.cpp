@@ -186,7 +186,7 @@ Tokenizer Tokenizer::from_json_string(std::string_view text, const std::string& 
     json j;
     try {
         j = json::parse(text);
-    } catch (const json::parse_error& e) {
+    } catch (const json::exception& e) {  // parse_error, and out_of_range for a number too large for a double
         throw InputError(origin + ": malformed JSON: " + e.what());
     }
     const JsonPath root{&impl->origin, ""};

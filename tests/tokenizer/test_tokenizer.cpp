@@ -250,6 +250,12 @@ TEST_CASE("loader refuses bad tokenizer files with the file, JSON path and suppo
         std::ofstream(f) << "{\"model\": {\"type\": \"BPE\",, }";
         CHECK_THROWS_WITH(Tokenizer::from_file(f),
                           Contains(f.string()) && Contains("malformed JSON") && Contains("line 1"));
+        // fuzz_tokenizer's second finding: a number too large for a double is nlohmann's out_of_range (406), not
+        // a parse_error; it escaped as an uncaught exception.
+        const std::string big = "{\"model\": 7777777777777777E777777}";
+        CHECK_THROWS_AS(Tokenizer::from_json_string(big, "big.json"), InputError);
+        CHECK_THROWS_WITH(Tokenizer::from_json_string(big, "big.json"),
+                          Contains("big.json") && Contains("malformed JSON") && Contains("number overflow"));
     }
     SECTION("unsupported model type") {
         json j = tiny_bpe();
