@@ -134,9 +134,14 @@ int64_t restore_optimizer(AdamW& opt, const fs::path& ckpt, std::vector<double>&
     opt.load(ckpt / "optimizer.safetensors");
     std::ifstream in(ckpt / "trainer_state.json");
     if (!in) throw InputError(ckpt.string() + " has no trainer_state.json: not a checkpoint written by nscope train");
-    const auto st = nlohmann::json::parse(in);
-    losses = st.value("losses", std::vector<double>{});
-    return st.at("step").get<int64_t>();
+    try {
+        const auto st = nlohmann::json::parse(in);
+        losses = st.value("losses", std::vector<double>{});
+        return st.at("step").get<int64_t>();
+    } catch (const nlohmann::json::exception& e) {
+        throw InputError((ckpt / "trainer_state.json").string() + ": not a trainer state written by nscope train (" +
+                         e.what() + "); is the checkpoint damaged?");
+    }
 }
 
 void check_options(const TrainOptions& o) {

@@ -119,6 +119,17 @@ TEST_CASE("resuming from a checkpoint gives exactly the weights of an uninterrup
     const TrainReport r = train_from_scratch(nscope::test::registry(), resumed);
     CHECK(r.steps_done == 8);
     CHECK(test::max_safetensors_diff(fs::path(a) / "model.safetensors", fs::path(b) / "model.safetensors") == 0.0);
+
+    // A damaged trainer_state.json is bad input (exit 2) naming the file, not an uncaught JSON exception.
+    const fs::path damaged = fs::path(nscope::test::temp_dir("train-damaged")) / "checkpoint-8";
+    fs::copy(fs::path(a) / "checkpoint-8", damaged, fs::copy_options::recursive);
+    std::ofstream(damaged / "trainer_state.json", std::ios::trunc) << "{\"step\": 8, \"losses\": [1.5,";
+    TrainOptions broken = tiny_options(nscope::test::temp_dir("train-c"));
+    broken.steps = 16;
+    broken.resume = damaged;
+    CHECK_THROWS_AS(train_from_scratch(nscope::test::registry(), broken), InputError);
+    CHECK_THROWS_WITH(train_from_scratch(nscope::test::registry(), broken),
+                      Catch::Contains((damaged / "trainer_state.json").string()) && Catch::Contains("damaged"));
 }
 
 TEST_CASE("nscope train rejects bad options with exit 2", "[train]") {
