@@ -22,6 +22,7 @@
 #include "core/model/model_loader.h"
 #include "core/model/session.h"
 #include "core/model/tensor_allocator.h"
+#include "bench/bench_main.h"
 #include "core/plugin/registry.h"
 #include "core/run/model_access.h"
 #include "core/util/allocator.h"
@@ -149,14 +150,7 @@ int main(int argc, char** argv) {
     app.add_option("--threads", threads);
     app.require_subcommand(1);
     CLI11_PARSE(app, argc, argv);
-    setup_logging(LogFormat::Human, "warn");
-    if (threads > 0) at::set_num_threads(threads);
-    PluginRegistry reg;
-    reg.scan(PluginRegistry::search_path({}));
-    try {
+    return bench::run_main(threads, [&](PluginRegistry& reg) {
         return attribution(reg, dir, pairs, tokens, rounds, !no_patching);
-    } catch (const std::exception& e) {
-        std::cerr << "error: " << e.what() << "\n";
-        return 2;
-    }
+    });
 }

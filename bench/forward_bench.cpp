@@ -22,6 +22,7 @@
 #include "core/model/safetensors.h"
 #include "core/model/session.h"
 #include "core/model/tensor_allocator.h"
+#include "bench/bench_main.h"
 #include "core/plugin/registry.h"
 #include "core/util/allocator.h"
 #include "core/util/log.h"
@@ -171,15 +172,8 @@ int main(int argc, char** argv) {
     app.add_option("--threads", threads);
     app.require_subcommand(1);
     CLI11_PARSE(app, argc, argv);
-    setup_logging(LogFormat::Human, "warn");
-    if (threads > 0) at::set_num_threads(threads);
-    PluginRegistry reg;
-    reg.scan(PluginRegistry::search_path({}));
-    try {
+    return bench::run_main(threads, [&](PluginRegistry& reg) {
         if (*mk) return make_model(reg, dir, arch);
         return run(reg, dir, dtype, shape, hooks, seconds, !no_logits, tokens, profile, grad);
-    } catch (const std::exception& e) {
-        std::cerr << "error: " << e.what() << "\n";
-        return 2;
-    }
+    });
 }
