@@ -7,12 +7,15 @@
 #       per phase from the manifest (flat memory: the pass's peak must not grow with the corpus).
 # Then the merge of many synthetic shards (nscope_bench_merge, 100 x 12 x 3072 neurons by default).
 #   bash bench/scale.sh [BUILD_DIR]      (TOKENS=102400 SHARDS=4 LONG_TOKENS=1048576 by default)
+#   PARTS="long" bash bench/scale.sh     (only some parts: any of shards, long, merge; all three by default)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD_DIR=${1:-build}
 NSCOPE="$BUILD_DIR/bin/nscope"
 MODEL="$(pwd)/models/kjv-tiny"
 TOKENS=${TOKENS:-102400} SHARDS=${SHARDS:-4} LONG_TOKENS=${LONG_TOKENS:-1048576}
+PARTS=${PARTS:-shards long merge}
+part() { [[ " $PARTS " == *" $1 "* ]]; }
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 py=/usr/bin/python3
@@ -32,6 +35,7 @@ YAML
   echo "$WORK/$1.yaml"
 }
 
+if part shards; then
 echo "== sharding overhead: $TOKENS tokens, 1 process x $(nproc) threads vs $SHARDS shards x 1 thread"
 r=$(recipe shard $((TOKENS / 128)))
 t0=$(now)
@@ -51,7 +55,9 @@ one, shards, merge = t1 - t0, t2 - t1, t3 - t2
 print(f"one process      {one:8.2f} s")
 print(f"$SHARDS shards        {shards:8.2f} s  + merge {merge:.2f} s = {shards + merge:.2f} s  ({(shards + merge) / one:.2f}x one process)")
 PY
+fi
 
+if part long; then
 echo "== long corpus: $LONG_TOKENS tokens through stats + topk + sqlite"
 r=$(recipe long $((LONG_TOKENS / 128)) "{ use: sqlite, path: $WORK/neurons.sqlite }")
 t0=$(now)
@@ -67,6 +73,10 @@ peaks = mod["memory"].get("peak_rss_mib") or mod["memory"]
 print("peak RSS per phase:", json.dumps(peaks))
 print("timings:", json.dumps(mod["timings"]))
 PY
+echo "neuron database: $(du -m "$WORK/neurons.sqlite" | cut -f1) MB"
+fi
 
+if part merge; then
 echo "== merge of synthetic shards"
 "$BUILD_DIR/bin/nscope_bench_merge" ${MERGE_ARGS:---shards 100 --hooks 12 --width 3072 --k 10 --context 0 --ngram 0 --repeat 3}
+fi

@@ -252,16 +252,20 @@ public:
         }
     }
 
-    // Token ids are only visible in the batches: keep them (one int64 per real token, like PromptInfo::tokens).
+    // Token ids are only visible in the batches: keep them until the export, 4 bytes per real token (vocabulary
+    // ids fit in 32 bits; an exact-size vector per prompt, so a long corpus costs no growth slack).
     bool wants_activations() const override { return true; }
 
     void consume(const nscope::Batch& batch) override {
         for (size_t r = 0; r < batch.rows && r < batch.prompts.size(); ++r) {
             if (!batch.prompts[r]) continue;
-            auto& ids = ids_[batch.prompts[r]->index];
-            ids.clear();
+            size_t n = 0;
+            for (size_t p = 0; p < batch.positions; ++p) n += batch.valid(r, p) ? 1 : 0;
+            std::vector<int32_t> ids;
+            ids.reserve(n);
             for (size_t p = 0; p < batch.positions; ++p)
-                if (batch.valid(r, p)) ids.push_back(batch.input_ids[r * batch.positions + p]);
+                if (batch.valid(r, p)) ids.push_back(static_cast<int32_t>(batch.input_ids[r * batch.positions + p]));
+            ids_[batch.prompts[r]->index] = std::move(ids);
         }
     }
 
@@ -468,7 +472,7 @@ private:
             if (!p) continue;
             const auto idx = static_cast<int64_t>(p->index);
             const auto ids_it = ids_.find(p->index);
-            const std::vector<int64_t>* ids = ids_it == ids_.end() ? nullptr : &ids_it->second;
+            const std::vector<int32_t>* ids = ids_it == ids_.end() ? nullptr : &ids_it->second;
             const size_t n = std::max(p->tokens.size(), ids ? ids->size() : 0);
             ins_p.run(run_id_, idx, p->text,
                       p->labels.is_null() ? std::nullopt : std::optional<std::string>(dump(p->labels)), n);
@@ -609,7 +613,7 @@ private:
     }
 
     std::string path_ = "results/neurons.sqlite";
-    std::map<size_t, std::vector<int64_t>> ids_;  ///< prompt index -> token ids (real positions)
+    std::map<size_t, std::vector<int32_t>> ids_;  ///< prompt index -> token ids (real positions)
     // Per-export state.
     int64_t model_id_ = 0, run_id_ = 0;
     std::map<std::pair<std::string, int64_t>, int64_t> neuron_ids_;
