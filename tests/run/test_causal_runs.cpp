@@ -265,7 +265,15 @@ TEST_CASE("patching: patching the one differing position restores the clean run,
                                                             "metric: logprob, tokens: [5] }\n"),
                                "--out", dir + "/runs"});
     CHECK(r.exit_code == 2);
+    CHECK(r.err.find("clean prompt 0 and corrupted prompt 1 are the same tokens") != std::string::npos);
     CHECK(r.err.find("nothing to restore") != std::string::npos);
+    const auto ra = run_nscope({"run", write_recipe(dir, "name: patch-bad\nmodel: { path: " + kGpt2 +
+                                                             " }\nprompts:\n  - { ids: [[1, 17, 923], [1, 17, 923]] }\n"
+                                                             "analyses:\n  - { use: attribution, method: patching, "
+                                                             "pairs: [[0, 1]], metric: logprob, tokens: [5] }\n"),
+                                "--out", dir + "/runs"});
+    CHECK(ra.exit_code == 2);
+    CHECK(ra.err.find("attribution: clean prompt 0 and corrupted prompt 1 are the same tokens") != std::string::npos);
     const auto r2 = run_nscope({"run", write_recipe(dir, "name: patch-bad\nmodel: { path: " + kGpt2 +
                                                              " }\nprompts:\n  - { ids: [[1, 17, 923]] }\n"
                                                              "analyses:\n  - { use: patching, pairs: [[0, 1]], "

@@ -232,10 +232,7 @@ private:
                 const size_t row = j - start;
                 const auto [clean, corrupt] = pairs[j];
                 const double denom = c.metric[row] - k.metric[row];
-                if (std::abs(denom) < 1e-9)
-                    throw nscope::InputError("attribution: the metric is the same on clean prompt " + std::to_string(clean) +
-                                             " and corrupted prompt " + std::to_string(corrupt) +
-                                             " (nothing to restore); pick pairs or tokens that differ");
+                prompts_.require_metric_gap(clean, corrupt, c.metric[row], k.metric[row], "attribution");
                 const auto P = static_cast<size_t>(c.lengths[row]);
                 max_len = std::max(max_len, P);
                 double total = 0;

@@ -91,10 +91,7 @@ public:
             const nscope::ModelOutput b = model_->run(base);
             ++forwards, rows_run += 2;
             const double m_clean = b.metric[0], m_corrupt = b.metric[1], denom = m_clean - m_corrupt;
-            if (std::abs(denom) < 1e-9)
-                throw nscope::InputError("patching: the metric is the same on clean prompt " + std::to_string(clean) +
-                                         " and corrupted prompt " + std::to_string(corrupt) +
-                                         " (nothing to restore); pick pairs or tokens that differ");
+            prompts_.require_metric_gap(clean, corrupt, m_clean, m_corrupt, "patching");
             per_pair.add_row({clean, corrupt, m_clean, m_corrupt});
             const size_t P = clean_ids->size();
             max_len = std::max(max_len, P);

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <algorithm>
+#include <cmath>
 #include <map>
 #include <set>
 #include <string>
@@ -151,6 +152,23 @@ public:
     }
 
     const nlohmann::json& labels(int64_t index) const { return labels_.at(index); }
+
+    /// Refuses a pair with nothing to restore: the normalised effect (patched - corrupted) / (clean - corrupted)
+    /// needs the clean and corrupted metrics to differ. Identical token ids are refused as such. Otherwise "the
+    /// same" means within float32 rounding (1e-5 of the metric's size): two identical rows can differ in their last
+    /// bits when the BLAS kernel handles them in different tiles, by an amount that depends on the CPU, so a test
+    /// for exact equality would pass or fail with the machine.
+    void require_metric_gap(int64_t clean, int64_t corrupt, double clean_metric, double corrupt_metric,
+                            const std::string& plugin) const {
+        const auto nothing = [&](const std::string& why) {
+            throw InputError(plugin + ": " + why + " (nothing to restore); pick pairs or tokens that differ");
+        };
+        const std::string names = "clean prompt " + std::to_string(clean) + " and corrupted prompt " + std::to_string(corrupt);
+        if (ids_.count(clean) && ids_.count(corrupt) && ids_.at(clean) == ids_.at(corrupt))
+            nothing(names + " are the same tokens, so the metric is the same on both");
+        const double size = std::max({1.0, std::abs(clean_metric), std::abs(corrupt_metric)});
+        if (std::abs(clean_metric - corrupt_metric) <= 1e-5 * size) nothing("the metric is the same on " + names);
+    }
 
 private:
     std::map<int64_t, std::vector<int64_t>> ids_;
