@@ -259,26 +259,21 @@ TEST_CASE("patching: patching the one differing position restores the clean run,
     CHECK(est.shape == heads.shape);
 
     const std::string dir = nscope::test::temp_dir("patch-bad");
-    const auto r = run_nscope({"run", write_recipe(dir, "name: patch-bad\nmodel: { path: " + kGpt2 +
-                                                            " }\nprompts:\n  - { ids: [[1, 17, 923], [1, 17, 923]] }\n"
-                                                            "analyses:\n  - { use: patching, pairs: [[0, 1]], "
-                                                            "metric: logprob, tokens: [5] }\n"),
-                               "--out", dir + "/runs"});
+    auto run_bad = [&](const std::string& ids, const std::string& analysis) {
+        return run_nscope({"run", write_recipe(dir, "name: patch-bad\nmodel: { path: " + kGpt2 + " }\nprompts:\n  - { ids: " +
+                                                        ids + " }\nanalyses:\n  - " + analysis + "\n"),
+                           "--out", dir + "/runs"});
+    };
+    const std::string same = "[[1, 17, 923], [1, 17, 923]]";
+    const auto r = run_bad(same, "{ use: patching, pairs: [[0, 1]], metric: logprob, tokens: [5] }");
     CHECK(r.exit_code == 2);
     CHECK(r.err.find("clean prompt 0 and corrupted prompt 1 are the same tokens") != std::string::npos);
     CHECK(r.err.find("nothing to restore") != std::string::npos);
-    const auto ra = run_nscope({"run", write_recipe(dir, "name: patch-bad\nmodel: { path: " + kGpt2 +
-                                                             " }\nprompts:\n  - { ids: [[1, 17, 923], [1, 17, 923]] }\n"
-                                                             "analyses:\n  - { use: attribution, method: patching, "
-                                                             "pairs: [[0, 1]], metric: logprob, tokens: [5] }\n"),
-                                "--out", dir + "/runs"});
+    const auto ra = run_bad(same, "{ use: attribution, method: patching, pairs: [[0, 1]], metric: logprob, tokens: [5] }");
     CHECK(ra.exit_code == 2);
     CHECK(ra.err.find("attribution: clean prompt 0 and corrupted prompt 1 are the same tokens") != std::string::npos);
-    const auto r2 = run_nscope({"run", write_recipe(dir, "name: patch-bad\nmodel: { path: " + kGpt2 +
-                                                             " }\nprompts:\n  - { ids: [[1, 17, 923]] }\n"
-                                                             "analyses:\n  - { use: patching, pairs: [[0, 1]], "
-                                                             "metric: logit_diff, tokens: [5], components: [resids] }\n"),
-                                "--out", dir + "/runs"});
+    const auto r2 = run_bad("[[1, 17, 923]]", "{ use: patching, pairs: [[0, 1]], metric: logit_diff, tokens: [5], "
+                                              "components: [resids] }");
     CHECK(r2.exit_code == 2);
     CHECK(r2.err.find("needs 2 token(s)") != std::string::npos);
 }
