@@ -160,14 +160,16 @@ public:
     /// for exact equality would pass or fail with the machine.
     void require_metric_gap(int64_t clean, int64_t corrupt, double clean_metric, double corrupt_metric,
                             const std::string& plugin) const {
-        const auto nothing = [&](const std::string& why) {
-            throw InputError(plugin + ": " + why + " (nothing to restore); pick pairs or tokens that differ");
+        // The message is built only when a pair is refused: this runs once per pair inside the analysis loop.
+        const auto nothing = [&](const char* before, const char* after) {
+            throw InputError(plugin + ": " + before + "clean prompt " + std::to_string(clean) + " and corrupted prompt " +
+                             std::to_string(corrupt) + after + " (nothing to restore); pick pairs or tokens that differ");
         };
-        const std::string names = "clean prompt " + std::to_string(clean) + " and corrupted prompt " + std::to_string(corrupt);
-        if (ids_.count(clean) && ids_.count(corrupt) && ids_.at(clean) == ids_.at(corrupt))
-            nothing(names + " are the same tokens, so the metric is the same on both");
+        const auto a = ids_.find(clean), b = ids_.find(corrupt);
+        if (a != ids_.end() && b != ids_.end() && a->second == b->second)
+            nothing("", " are the same tokens, so the metric is the same on both");
         const double size = std::max({1.0, std::abs(clean_metric), std::abs(corrupt_metric)});
-        if (std::abs(clean_metric - corrupt_metric) <= 1e-5 * size) nothing("the metric is the same on " + names);
+        if (std::abs(clean_metric - corrupt_metric) <= 1e-5 * size) nothing("the metric is the same on ", "");
     }
 
 private:
